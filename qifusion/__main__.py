@@ -1,0 +1,7 @@
+"""``python -m qifusion``."""
+
+import sys
+
+from qifusion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Command-line interface: the only place that parses arguments.
+
+One small ``cmd_*`` function per subcommand; each imports its implementation lazily (so ``qifusion
+--help`` is fast) and calls it with keyword arguments. Errors a user can fix (bad input, bad config)
+are raised as :class:`qifusion.errors.UserError` and printed as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qifusion.errors import UserError
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+# --------------------------------------------------------------------------------------------
+def cmd_synth(args: argparse.Namespace) -> int:
+    from qifusion.data.synth import synthesize_corpus
+
+    accents = args.accents.split(",") if args.accents else None
+    summary = synthesize_corpus(
+        out_dir=Path(args.out),
+        preset=args.preset,
+        utts_per_accent=args.utts_per_accent,
+        seed=args.seed,
+        jobs=args.jobs,
+        accents=accents,
+    )
+    return 0 if summary.ok else 1
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from qifusion.data.prepare import prepare_corpus
+
+    prepare_corpus(corpus=args.corpus, src=Path(args.src), out_dir=Path(args.out), shards=args.shards)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from qifusion.train.run import train
+
+    train(
+        config_path=Path(args.config),
+        data_dir=Path(args.data),
+        exp_dir=Path(args.exp),
+        resume=args.resume,
+        device=args.device,
+        overrides=args.set or [],
+        init=Path(args.init) if args.init else None,
+    )
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from qifusion.train.average import average_checkpoints
+
+    average_checkpoints(
+        exp_dir=Path(args.exp),
+        num=args.num,
+        by=args.by,
+        out_dir=Path(args.out) if args.out else None,
+    )
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from qifusion.decode.run import decode_dir
+
+    decode_dir(
+        model_dir=Path(args.model),
+        data_dir=Path(args.data),
+        out_dir=Path(args.out),
+        mode=args.mode,
+        chunk_size=args.chunk_size,
+        left_chunks=args.left_chunks,
+        beam_size=args.beam_size,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from qifusion.decode.transcribe import transcribe_files
+
+    n_failed = transcribe_files(
+        model_dir=Path(args.model),
+        files=[Path(f) for f in args.files],
+        mode=args.mode,
+        chunk_size=args.chunk_size,
+        left_chunks=args.left_chunks,
+        streaming=args.streaming,
+        backend=args.backend,
+        out=sys.stdout,
+    )
+    return 1 if n_failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from qifusion.export.onnx_export import export_model
+
+    export_model(model_dir=Path(args.model), out_dir=Path(args.out), int8=args.int8)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from qifusion.serve.server import serve
+
+    serve(
+        model_dir=Path(args.model),
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        chunk_size=args.chunk_size,
+        max_sessions=args.max_sessions,
+        token=args.token,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+MODES = ["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qifusion", description="Accent-aware streaming speech recognition (Qifusion-Net)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="synthesise the embedded multi-accent English corpus")
+    p.add_argument("--out", required=True, help="output dir (gets train/ dev/ test/)")
+    p.add_argument("--preset", default="demo", choices=["demo", "benchmark", "l2"])
+    p.add_argument("--utts-per-accent", type=int, default=None, help="total over the three splits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
+    p.add_argument("--accents", default=None, help="comma-separated subset of the preset's accents")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="prepare a corpus layout into qifusion data dirs")
+    p.add_argument("corpus", choices=["kespeech", "magicdata-ramc"])
+    p.add_argument("src", help="corpus root")
+    p.add_argument("--out", required=True)
+    p.add_argument("--shards", type=int, default=0, help="also write N tar shards per split")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model (also under torchrun for DDP)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data", required=True, help="dir holding train/ and dev/")
+    p.add_argument("--exp", required=True, help="experiment dir")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    p.add_argument("--init", default=None, help="checkpoint or model dir to fine-tune from")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("average", help="average checkpoints into a model dir")
+    p.add_argument("--exp", required=True)
+    p.add_argument("--num", type=int, default=5)
+    p.add_argument("--by", default="dev_loss", choices=["dev_loss", "last"])
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("decode", help="decode a data dir and write per-accent reports")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="Kaldi-style dir with wav.scp and text")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mode", default="attention_rescoring", choices=MODES)
+    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files (one JSON line per file)")
+    _add_model_args(p)
+    p.add_argument("--mode", default="attention_rescoring", choices=MODES)
+    p.add_argument("--streaming", action="store_true", help="feed 100 ms pieces to the stream API")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="export ONNX models (sherpa-onnx wenet_ctc + full model)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--int8", action="store_true", help="also write dynamically quantised models")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="WebSocket streaming server (WeNet protocol) + web page")
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=10086)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--max-sessions", type=int, default=32)
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model dir (model.pt, config.yaml, units.txt, ...)")
+    p.add_argument("--chunk-size", type=int, default=-1, help="-1 = full context")
+    p.add_argument("--left-chunks", type=int, default=-1, help="-1 = all")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qifusion`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"qifusion {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qifusion {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,270 @@
+"""Typed dataclass configs with YAML load/save.
+
+Every section is a dataclass; unknown keys are errors that name the full dotted key, so a typo in a
+YAML file or a ``--set`` override never passes silently.
+
+A config file has three sections::
+
+    model: {encoder: {...}, accent: {...}, decoder: {...}, ctc_weight: 0.3, ...}
+    data: {...}
+    train: {...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from qifusion.errors import UserError
+from qifusion.fileio import atomic_write_text
+
+
+class ConfigError(UserError, ValueError):
+    """A malformed config: unknown key, wrong type or invalid value (message names the key)."""
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EncoderConfig:
+    """Conformer encoder with dynamic chunk masking (U2/U2++)."""
+
+    input_dim: int = 80
+    output_size: int = 256
+    attention_heads: int = 4
+    linear_units: int = 2048
+    num_blocks: int = 12
+    dropout_rate: float = 0.1
+    positional_dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    # front end: "conv2d4" (x4), "conv2d6" (x6), "conv2d8" (x8) progressive sub-sampling
+    subsampling: str = "conv2d4"
+    cnn_module_kernel: int = 15
+    # causal depthwise conv in the conv module (needed for streaming)
+    causal: bool = True
+    macaron: bool = True
+    # dynamic chunk training: per batch full context or a random chunk size in 1..max_chunk
+    use_dynamic_chunk: bool = True
+    use_dynamic_left_chunk: bool = False
+    max_chunk: int = 25
+    # >0: always train with this chunk size (static streaming model); 0 = off
+    static_chunk_size: int = 0
+
+
+@dataclass
+class AccentConfig:
+    """The accent parts of Qifusion-Net; all off = the Conformer baseline."""
+
+    use_laf: bool = True
+    # 1-based encoder block indices read by the LAF (default: blocks 6..12)
+    laf_layers: list[int] = field(default_factory=lambda: [6, 7, 8, 9, 10, 11, 12])
+    laf_kernel: int = 3  # causal kernel length in time (frames after sub-sampling)
+    laf_channels: int = 4
+    embed_dim: int = 256  # accent embedding size
+    use_aid: bool = True
+    use_fusion: bool = True
+    # "acoustic_query": acoustic frames attend to accent embeddings (paper);
+    # "accent_query": accent embeddings attend to acoustic frames
+    fusion_direction: str = "acoustic_query"
+    fusion_heads: int = 4
+    fuse_into_ctc: bool = False
+    # oracle baseline: the true accent label is given to the model as an input embedding
+    oracle_accent: bool = False
+
+
+@dataclass
+class DecoderConfig:
+    """Transformer attention decoder (left-to-right, optional right-to-left as in U2++)."""
+
+    attention_heads: int = 4
+    linear_units: int = 2048
+    num_blocks: int = 6
+    r_num_blocks: int = 0  # right-to-left blocks; built only when reverse_weight > 0
+    dropout_rate: float = 0.1
+    positional_dropout_rate: float = 0.1
+    self_attention_dropout_rate: float = 0.0
+    src_attention_dropout_rate: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    accent: AccentConfig = field(default_factory=AccentConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    ctc_weight: float = 0.3
+    aid_weight: float = 0.3
+    reverse_weight: float = 0.0
+    lsm_weight: float = 0.1  # label smoothing of the attention decoder
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SpecAugConfig:
+    enabled: bool = True
+    num_freq_masks: int = 2
+    max_freq_width: int = 10
+    num_time_masks: int = 2
+    max_time_width: int = 50
+
+
+@dataclass
+class DataConfig:
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 1.0  # training only; decoding always uses 0
+    token_type: str = "char"  # "char" or "bpe"
+    bpe_vocab_size: int = 500
+    max_duration: float = 120.0  # seconds of audio per batch (bucketing sampler)
+    max_utt_duration: float = 30.0  # longer utterances are skipped (and counted)
+    min_utt_duration: float = 0.1
+    num_buckets: int = 10
+    speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    spec_aug: SpecAugConfig = field(default_factory=SpecAugConfig)
+    num_workers: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    seed: int = 1
+    optimizer: str = "adamw"  # "adam" or "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    scheduler: str = "warmuplr"  # "warmuplr" (inverse-sqrt) or "cosine"
+    warmup_steps: int = 2000
+    max_epochs: int = 50
+    max_steps: int = 0  # >0: stop after this many optimizer steps
+    grad_clip: float = 5.0
+    accum_grad: int = 1
+    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
+    log_interval: int = 50
+    save_interval_steps: int = 0  # >0: write EXP/step_N.pt every N steps
+    keep_checkpoints: int = 0  # 0 = keep all
+    dev_every_epoch: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# (de)serialisation
+# --------------------------------------------------------------------------------------------
+T = TypeVar("T")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to type annotation ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for k in data:
+        if k not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{k}' (valid keys here: {', '.join(sorted(names))})"
+            )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any] | None, cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Build a config dataclass from a nested dict; unknown keys raise ConfigError."""
+    return _from_dict(cls, data or {})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file and apply ``key.sub=value`` overrides (YAML-parsed values)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    apply_overrides(data, overrides or [])
+    try:
+        return from_dict(data, Config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``a.b.c=value`` strings to a nested dict in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{p}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write a config as YAML atomically."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""qifusion.data package."""

@@ -1,0 +1,1 @@
+"""qifusion.models package."""
