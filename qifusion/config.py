@@ -67,14 +67,18 @@ class AccentConfig:
     # 1-based encoder block indices read by the LAF (default: blocks 6..12)
     laf_layers: list[int] = field(default_factory=lambda: [6, 7, 8, 9, 10, 11, 12])
     laf_kernel: int = 3  # causal kernel length in time (frames after sub-sampling)
+    laf_feature_kernel: int = 3  # kernel width over the feature axis (odd; centred)
     laf_channels: int = 4
     embed_dim: int = 256  # accent embedding size
     use_aid: bool = True
+    aid_hidden: int = 0  # >0: hidden layer (ReLU) of the frame-level AID classifier; 0 = linear
     use_fusion: bool = True
     # "acoustic_query": acoustic frames attend to accent embeddings (paper);
     # "accent_query": accent embeddings attend to acoustic frames
     fusion_direction: str = "acoustic_query"
     fusion_heads: int = 4
+    fusion_ffn_units: int = 0  # >0: feed-forward sub-layer after the cross-attention
+    dropout_rate: float = 0.1  # dropout inside LAF / fusion (training only)
     fuse_into_ctc: bool = False
     # oracle baseline: the true accent label is given to the model as an input embedding
     oracle_accent: bool = False
@@ -103,6 +107,74 @@ class ModelConfig:
     aid_weight: float = 0.3
     reverse_weight: float = 0.0
     lsm_weight: float = 0.1  # label smoothing of the attention decoder
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check cross-field consistency; raise ConfigError naming the offending key."""
+        enc, acc, dec = self.encoder, self.accent, self.decoder
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ConfigError(f"config key 'model.ctc_weight' must be in [0, 1], got {self.ctc_weight}")
+        for name in ("aid_weight", "reverse_weight", "lsm_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config key 'model.{name}' must be >= 0, got {getattr(self, name)}")
+        if self.reverse_weight >= 1.0:
+            raise ConfigError(f"config key 'model.reverse_weight' must be < 1, got {self.reverse_weight}")
+        if acc.fusion_direction not in ("acoustic_query", "accent_query"):
+            raise ConfigError(
+                "config key 'model.accent.fusion_direction' must be 'acoustic_query' or 'accent_query', "
+                f"got {acc.fusion_direction!r}"
+            )
+        if acc.use_laf:
+            if not acc.laf_layers:
+                raise ConfigError("config key 'model.accent.laf_layers' must list at least one block")
+            bad = [i for i in acc.laf_layers if not 1 <= i <= enc.num_blocks]
+            if bad:
+                raise ConfigError(
+                    f"config key 'model.accent.laf_layers' has block(s) {bad} outside 1..{enc.num_blocks} "
+                    f"(model.encoder.num_blocks = {enc.num_blocks}; indices are 1-based)"
+                )
+            if len(set(acc.laf_layers)) != len(acc.laf_layers):
+                raise ConfigError(f"config key 'model.accent.laf_layers' repeats a block: {acc.laf_layers}")
+            if acc.laf_kernel < 1:
+                raise ConfigError(f"config key 'model.accent.laf_kernel' must be >= 1, got {acc.laf_kernel}")
+            if acc.laf_feature_kernel < 1 or acc.laf_feature_kernel % 2 == 0:
+                raise ConfigError(
+                    f"config key 'model.accent.laf_feature_kernel' must be odd and >= 1, "
+                    f"got {acc.laf_feature_kernel}"
+                )
+            if not (acc.use_aid or acc.use_fusion):
+                raise ConfigError(
+                    "config key 'model.accent.use_laf' is true but neither use_aid nor use_fusion is: "
+                    "the LAF output would be unused"
+                )
+        if acc.use_fusion:
+            if enc.output_size % acc.fusion_heads:
+                raise ConfigError(
+                    f"config key 'model.accent.fusion_heads' ({acc.fusion_heads}) must divide "
+                    f"model.encoder.output_size ({enc.output_size})"
+                )
+            if self.ctc_weight >= 1.0 and not acc.fuse_into_ctc:
+                raise ConfigError(
+                    "config key 'model.accent.use_fusion' is true but ctc_weight is 1 (no attention "
+                    "decoder) and fuse_into_ctc is false: the fusion output would be unused"
+                )
+        if acc.oracle_accent and (acc.use_laf or acc.use_aid or acc.use_fusion):
+            raise ConfigError(
+                "config key 'model.accent.oracle_accent' is for the baseline: set use_laf, use_aid and "
+                "use_fusion to false"
+            )
+        if self.ctc_weight < 1.0 and enc.output_size % dec.attention_heads:
+            raise ConfigError(
+                f"config key 'model.decoder.attention_heads' ({dec.attention_heads}) must divide "
+                f"model.encoder.output_size ({enc.output_size})"
+            )
+        if self.reverse_weight > 0 and dec.r_num_blocks <= 0:
+            raise ConfigError(
+                "config key 'model.reverse_weight' is > 0 but model.decoder.r_num_blocks is 0: "
+                "set r_num_blocks to build the right-to-left decoder"
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Encoder speed benchmark, shaped like the WeNet figures of the developers' guide.
+
+Prints one JSON line ``{"train_step_s", "infer_10s_s", "stream_10s_s", "per_chunk_ms", "params_M"}``:
+
+- ``train_step_s``: forward + backward + AdamW step of encoder + linear CTC head (CTC loss, random
+  targets) on 8 x 1000 fbank frames (full context, dropout on).
+- ``infer_10s_s``: 1 x 1000 frames (10 s), full context, inference mode.
+- ``stream_10s_s`` / ``per_chunk_ms``: the same 10 s chunk by chunk (chunk 16 after sub-sampling, all
+  history cached) through ``forward_chunk`` + CTC head; total and per chunk.
+- ``params_M``: encoder parameters in millions (the CTC head is excluded: its size depends on the
+  vocabulary).
+
+Medians of a few repeats, 2 threads (``--threads``). Example::
+
+    .venv/bin/python benchmarks/speed/encoder.py --size small
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch import
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from qifusion.config import EncoderConfig  # noqa: E402
+from qifusion.models.conformer import ConformerEncoder  # noqa: E402
+
+SIZES = {
+    "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},
+    "base": {"output_size": 256, "attention_heads": 4, "linear_units": 2048},
+}
+
+
+def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(size: str, *, threads: int, repeats: int, vocab: int, chunk: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = EncoderConfig(num_blocks=12, cnn_module_kernel=15, causal=True, **SIZES[size])
+    enc = ConformerEncoder(cfg)
+    head = torch.nn.Linear(cfg.output_size, vocab)
+    params = list(enc.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    B, T = 8, 1000
+    feats = torch.randn(B, T, cfg.input_dim)
+    lens = torch.full((B,), T, dtype=torch.long)
+    targets = torch.randint(1, vocab, (B, 40))
+    target_lens = torch.full((B,), 40, dtype=torch.long)
+
+    def train_step() -> None:
+        enc.train()
+        opt.zero_grad(set_to_none=True)
+        o = enc(feats, lens, chunk_size=-1)
+        logp = F.log_softmax(head(o.out), dim=-1).transpose(0, 1)
+        out_lens = o.mask.sum(1)
+        loss = F.ctc_loss(logp, targets, out_lens, target_lens, zero_infinity=True)
+        loss.backward()
+        opt.step()
+
+    train_s = _median_time(train_step, repeats)
+
+    enc.eval()
+    one = feats[:1]
+
+    def infer() -> None:
+        with torch.inference_mode():
+            o = enc(one, lens[:1], chunk_size=-1)
+            F.log_softmax(head(o.out), dim=-1)
+
+    infer_s = _median_time(infer, repeats + 2)
+
+    rate, rc = enc.subsampling_rate, enc.right_context
+    t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
+    starts = list(range(0, T - rc, stride))
+
+    def stream() -> None:
+        with torch.inference_mode():
+            att, cnn = enc.init_cache(1)
+            for s in starts:
+                out, _, att, cnn = enc.forward_chunk(one[:, s : s + t_in], 0, -1, att, cnn)
+                F.log_softmax(head(out), dim=-1)
+
+    stream_s = _median_time(stream, repeats)
+    return {
+        "train_step_s": round(train_s, 4),
+        "infer_10s_s": round(infer_s, 4),
+        "stream_10s_s": round(stream_s, 4),
+        "per_chunk_ms": round(1000 * stream_s / len(starts), 2),
+        "params_M": round(sum(p.numel() for p in enc.parameters()) / 1e6, 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--vocab", type=int, default=4233, help="CTC head size (WeNet AISHELL-1 units)")
+    ap.add_argument("--chunk", type=int, default=16)
+    args = ap.parse_args()
+    print(json.dumps(run(args.size, threads=args.threads, repeats=args.repeats, vocab=args.vocab,
+                         chunk=args.chunk)))
+
+
+if __name__ == "__main__":
+    main()

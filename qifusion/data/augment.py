@@ -1,0 +1,75 @@
+"""Training augmentation whose randomness is a pure function of (seed, epoch, utterance id).
+
+Every random choice for one utterance in one epoch is drawn from :func:`utt_rng`, a numpy Generator
+seeded by ``(seed, epoch, crc32(utt_id))``. Results therefore do not depend on DataLoader worker
+seeds, on the number of workers, on batch order or on where a resumed run restarts: the property
+exact resume needs (issue 4).
+
+* Speed perturbation as sox's ``speed`` effect (and lhotse's ``Speed`` transform): treat the samples
+  as recorded at ``sr * factor`` and resample them to ``sr`` (soxr, the sox resampler; deterministic
+  and single-threaded), so ``factor`` 1.1 gives ~1/1.1 as many samples, higher pitch.
+* SpecAugment (Park et al. 2019) frequency and time masks on the (T, F) fbank. lhotse's
+  ``SpecAugment`` draws from Python's global ``random``, so the masks are drawn here from the
+  utterance's Generator instead; like lhotse, masked cells get the utterance's feature mean (the
+  features are raw log-mel, CMVN is applied inside the model). Time warping is not applied.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import soxr
+import torch
+
+from qifusion.config import SpecAugConfig
+
+MAX_TIME_MASK_FRACTION = 0.2  # one time mask covers at most this share of the frames
+
+
+def utt_rng(seed: int, epoch: int, utt_id: str) -> np.random.Generator:
+    """The Generator for every random choice about ``utt_id`` in ``epoch`` (PCG64)."""
+    key = zlib.crc32(utt_id.encode("utf-8"))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, key])))
+
+
+def choose_speed(factors: Sequence[float], rng: np.random.Generator) -> float:
+    """One factor of ``factors`` uniformly (1.0 when the list is empty)."""
+    if not factors:
+        return 1.0
+    return float(factors[int(rng.integers(len(factors)))])
+
+
+def speed_perturb(samples: np.ndarray, factor: float, *, sample_rate: int = 16000) -> np.ndarray:
+    """(N,) float32 -> (~N / factor,) float32: tempo and pitch scaled by ``factor`` (sox ``speed``)."""
+    if factor == 1.0:
+        return samples
+    if factor <= 0:
+        raise ValueError(f"speed factor must be > 0, got {factor}")
+    x = np.asarray(samples, dtype=np.float32)
+    out = soxr.resample(x, sample_rate * factor, sample_rate, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def spec_augment(feats: torch.Tensor, cfg: SpecAugConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Frequency and time masks on ``feats`` (T, F); returns a new tensor (input left unchanged).
+
+    ``cfg.num_freq_masks`` bands of width U{0..max_freq_width} and ``cfg.num_time_masks`` spans of
+    width U{0..min(max_time_width, 20% of T)}, filled with the utterance mean.
+    """
+    out = feats.clone()
+    T, F = out.shape
+    if T == 0:
+        return out
+    fill = float(out.mean())
+    for _ in range(cfg.num_freq_masks):
+        width = int(rng.integers(0, min(cfg.max_freq_width, F) + 1))
+        start = int(rng.integers(0, F - width + 1))
+        out[:, start : start + width] = fill
+    max_t = min(cfg.max_time_width, int(T * MAX_TIME_MASK_FRACTION))
+    for _ in range(cfg.num_time_masks):
+        width = int(rng.integers(0, max_t + 1))
+        start = int(rng.integers(0, T - width + 1))
+        out[start : start + width, :] = fill
+    return out

@@ -1,0 +1,343 @@
+"""Batches for training and evaluation: filtering, bucketing, DDP sharding, on-the-fly features, resume.
+
+``build_loader`` checks every utterance once (transcript, accent label, duration, readability), skips
+and counts the bad ones (``loader.skipped``: reason -> count, ``loader.skip_examples``: reason -> first
+message naming the utterance and file), tokenises the text, and returns a :class:`Loader`.
+
+Per epoch the loader computes the batch list from ``(seed, epoch)`` (:mod:`qifusion.data.sampler`) and
+this rank's share of it. Each batch is a pure function of ``(seed, epoch, utterance ids)``: audio ->
+speed perturbation -> fbank with dither -> SpecAugment in training (randomness from
+:func:`qifusion.data.augment.utt_rng`); plain fbank otherwise. Hence ``num_workers`` > 0 gives the same
+batches as 0, and a run resumed from ``state_dict()`` continues with bitwise the batches an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from qifusion.config import DataConfig
+from qifusion.data.audio import audio_info, read_audio
+from qifusion.data.augment import choose_speed, spec_augment, speed_perturb, utt_rng
+from qifusion.data.features import compute_fbank
+from qifusion.data.manifest import Utterance
+from qifusion.data.sampler import make_batches, shard_batches
+from qifusion.data.tokenizer import Tokenizer
+from qifusion.errors import DataError
+
+log = logging.getLogger(__name__)
+IGNORE_ID = -1
+
+
+@dataclass
+class Batch:
+    """One padded batch. Features are raw fbank (CMVN is inside the model).
+
+    ``feats`` (B, T, F) zero-padded; ``feats_lens`` (B,); ``tokens`` (B, L) padded with -1;
+    ``token_lens`` (B,); ``accents`` (B,) accent ids, -1 = unknown; ``durations`` (B,) seconds of audio
+    after speed perturbation. ``failed``: utterance id -> message for items dropped from this batch
+    because their audio could not be read (B may then be smaller, even 0).
+    """
+
+    utt_ids: list[str]
+    feats: torch.Tensor
+    feats_lens: torch.Tensor
+    tokens: torch.Tensor
+    token_lens: torch.Tensor
+    accents: torch.Tensor
+    durations: torch.Tensor
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on ``device``."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return Batch(self.utt_ids, mv(self.feats), mv(self.feats_lens), mv(self.tokens), mv(self.token_lens),
+                     mv(self.accents), mv(self.durations), dict(self.failed))
+
+
+@dataclass
+class _Entry:
+    utt: Utterance
+    duration: float
+    tokens: list[int]
+    accent: int
+
+
+class _BatchMaker(torch.utils.data.Dataset):
+    """Map-style dataset whose "index" is ``(epoch, [entry indices])`` and whose item is a Batch."""
+
+    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int) -> None:
+        self.entries = entries
+        self.cfg = cfg
+        self.train = train
+        self.seed = seed
+
+    def __len__(self) -> int:  # only the sampler indexes this dataset
+        return len(self.entries)
+
+    def features(self, e: _Entry, epoch: int) -> tuple[torch.Tensor, float]:
+        """(T, F) features of one utterance for ``epoch`` and its audio seconds (DataError if unreadable)."""
+        cfg = self.cfg
+        u = e.utt
+        samples = read_audio(u.audio, start=u.start, end=u.end, target_sr=cfg.sample_rate, utt_id=u.utt_id)
+        if not self.train:
+            feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins)
+            return feats, samples.shape[0] / cfg.sample_rate
+        rng = utt_rng(self.seed, epoch, u.utt_id)
+        samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
+        feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
+                              dither=cfg.dither, rng=None)
+        if cfg.spec_aug.enabled:
+            feats = spec_augment(feats, cfg.spec_aug, rng)
+        return feats, samples.shape[0] / cfg.sample_rate
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
+        epoch, indices = key
+        kept: list[tuple[_Entry, torch.Tensor, float]] = []
+        failed: dict[str, str] = {}
+        for i in indices:
+            e = self.entries[i]
+            try:
+                feats, seconds = self.features(e, epoch)
+            except DataError as err:
+                failed[e.utt.utt_id] = str(err)
+                continue
+            if feats.shape[0] == 0:
+                failed[e.utt.utt_id] = f"utterance '{e.utt.utt_id}' ({e.utt.audio}): too short for one frame"
+                continue
+            kept.append((e, feats, seconds))
+        return collate(kept, num_mel_bins=self.cfg.num_mel_bins, failed=failed)
+
+
+def collate(items: Sequence[tuple[_Entry, torch.Tensor, float]], *, num_mel_bins: int,
+            failed: dict[str, str] | None = None) -> Batch:
+    """Pad ``(entry, feats (T, F), seconds)`` triples into a Batch."""
+    failed = failed or {}
+    if not items:
+        z = torch.zeros(0, dtype=torch.long)
+        return Batch([], torch.zeros(0, 0, num_mel_bins), z, torch.zeros(0, 0, dtype=torch.long), z, z,
+                     torch.zeros(0), failed)
+    feats = [f for _, f, _ in items]
+    toks = [torch.tensor(e.tokens, dtype=torch.long) for e, _, _ in items]
+    tokens = pad_sequence(toks, batch_first=True, padding_value=IGNORE_ID)
+    return Batch(
+        utt_ids=[e.utt.utt_id for e, _, _ in items],
+        feats=pad_sequence(feats, batch_first=True, padding_value=0.0),
+        feats_lens=torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
+        tokens=tokens,
+        token_lens=torch.tensor([t.numel() for t in toks], dtype=torch.long),
+        accents=torch.tensor([e.accent for e, _, _ in items], dtype=torch.long),
+        durations=torch.tensor([s for _, _, s in items], dtype=torch.float32),
+        failed=failed,
+    )
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class Loader:
+    """Iterable of :class:`Batch` for one rank; see the module docstring.
+
+    Use: ``loader.set_epoch(e)`` then ``for batch in loader``. ``len(loader)`` is this epoch's number
+    of batches (equal on every rank). ``state_dict()`` after a batch was consumed records the position;
+    ``load_state_dict()`` + ``set_epoch(same epoch)`` continues at the next batch.
+    """
+
+    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int, rank: int,
+                 world_size: int, skipped: dict[str, int], skip_examples: dict[str, str]) -> None:
+        self.cfg = cfg
+        self.train = train
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self._maker = _BatchMaker(entries, cfg=cfg, train=train, seed=seed)
+        self._static_skipped = dict(skipped)
+        self._read_skipped: dict[str, int] = {}
+        self.skip_examples = dict(skip_examples)
+        self.epoch = 0
+        self._pos = 0  # batches of this epoch consumed
+        self._done = False  # the epoch was iterated to its end (a new iteration replays it)
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    # -------------------------------------------------------------- info
+    @property
+    def num_utts(self) -> int:
+        return len(self._maker.entries)
+
+    @property
+    def total_duration(self) -> float:
+        """Seconds of audio over all kept utterances (all ranks)."""
+        return sum(e.duration for e in self._maker.entries)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """reason -> number of utterances left out (at build time, and so far at read time)."""
+        out = dict(self._static_skipped)
+        for k, v in self._read_skipped.items():
+            out[k] = out.get(k, 0) + v
+        return out
+
+    def skip_summary(self) -> str:
+        """One line per skip reason with a count and the first example message."""
+        return "\n".join(f"skipped {n} utterance(s): {r} (e.g. {self.skip_examples.get(r, '?')})"
+                         for r, n in sorted(self.skipped.items()))
+
+    # -------------------------------------------------------------- epochs and batches
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch``; keeps a loaded resume position when ``epoch`` is the loaded one."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._pos = 0
+            self._done = False
+
+    def batch_indices(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, as lists of entry indices."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            all_batches = make_batches([e.duration for e in self._maker.entries],
+                                       max_duration=self.cfg.max_duration, num_buckets=self.cfg.num_buckets,
+                                       shuffle=self.train, seed=self.seed, epoch=self.epoch)
+            mine = shard_batches(all_batches, rank=self.rank, world_size=self.world_size, pad=not self.train)
+            self._cache = (self.epoch, mine)
+        return self._cache[1]
+
+    def batch_utt_ids(self) -> list[list[str]]:
+        """This rank's batches of the current epoch, as utterance ids (no audio is read)."""
+        entries = self._maker.entries
+        return [[entries[i].utt.utt_id for i in b] for b in self.batch_indices()]
+
+    def __len__(self) -> int:
+        return len(self.batch_indices())
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, batches = self.epoch, self.batch_indices()
+        if self._done:
+            self._pos, self._done = 0, False
+        start = min(self._pos, len(batches))
+        keys = [(epoch, b) for b in batches[start:]]
+        if self.cfg.num_workers > 0 and len(keys) > 1:
+            it: Any = torch.utils.data.DataLoader(
+                self._maker, batch_size=None, sampler=keys, num_workers=self.cfg.num_workers,
+                collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2,
+            )
+        else:
+            it = (self._maker[k] for k in keys)
+        for i, batch in enumerate(it, start=start):
+            for utt_id, msg in batch.failed.items():
+                self._read_skipped["unreadable"] = self._read_skipped.get("unreadable", 0) + 1
+                self.skip_examples.setdefault("unreadable", msg)
+                log.warning("skipping %s: %s", utt_id, msg)
+            self._pos = i + 1
+            yield batch
+        self._done = True
+
+    # -------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Position to resume from: epoch, batches consumed, and what was needed to compute batches."""
+        return {"epoch": self.epoch, "pos": self._pos, "seed": self.seed, "world_size": self.world_size,
+                "num_utts": self.num_utts, "read_skipped": dict(self._read_skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at the next batch of ``state['epoch']`` (call ``set_epoch`` with that epoch)."""
+        pos = int(state["pos"])
+        if state.get("num_utts", self.num_utts) != self.num_utts or state.get("seed", self.seed) != self.seed:
+            log.warning("data or seed changed since the checkpoint: the resumed epoch is not an exact replay")
+        old_ws = int(state.get("world_size", self.world_size))
+        if old_ws != self.world_size:
+            log.warning("world size changed %d -> %d: resuming epoch at a proportional position",
+                        old_ws, self.world_size)
+            pos = pos * old_ws // self.world_size
+        self.epoch = int(state["epoch"])
+        self._pos = pos
+        self._done = False
+        self._read_skipped = dict(state.get("read_skipped", {}))
+
+
+def _duration(u: Utterance) -> float:
+    if u.duration is not None:
+        return float(u.duration)
+    if u.end is not None:
+        return float(u.end) - float(u.start)
+    _, total = audio_info(u.audio, utt_id=u.utt_id)
+    return total - float(u.start)
+
+
+def build_loader(
+    utts: Sequence[Utterance],
+    *,
+    cfg: DataConfig,
+    tokenizer: Tokenizer,
+    accents: Sequence[str],
+    train: bool,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """Check, tokenise and index ``utts``; return this rank's :class:`Loader`.
+
+    Skip reasons: ``missing_transcript`` (text None, training only; in evaluation the tokens are then
+    empty), ``empty_transcript``, ``unknown_accent`` (label not in ``accents``; None -> id -1),
+    ``unreadable``, ``too_short`` (< ``cfg.min_utt_duration``), ``too_long`` (> ``cfg.max_utt_duration``,
+    training only).
+    """
+    accent_ids = {a: i for i, a in enumerate(accents)}
+    entries: list[_Entry] = []
+    skipped: dict[str, int] = {}
+    examples: dict[str, str] = {}
+
+    def skip(reason: str, u: Utterance, msg: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        examples.setdefault(reason, f"utterance '{u.utt_id}' ({u.audio}): {msg}")
+
+    for u in utts:
+        if u.text is None:
+            if train:
+                skip("missing_transcript", u, "no transcript")
+                continue
+            tokens: list[int] = []
+        else:
+            tokens = tokenizer.encode(u.text)
+            if not tokens:
+                skip("empty_transcript", u, "empty transcript")
+                continue
+        if u.accent is None:
+            accent = -1
+        elif u.accent in accent_ids:
+            accent = accent_ids[u.accent]
+        else:
+            skip("unknown_accent", u, f"accent '{u.accent}' not in the accent list {list(accents)}")
+            continue
+        try:
+            dur = _duration(u)
+        except DataError as e:
+            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+            examples.setdefault("unreadable", str(e))
+            continue
+        if dur < cfg.min_utt_duration:
+            skip("too_short", u, f"{dur:.3f} s < min_utt_duration {cfg.min_utt_duration} s")
+            continue
+        if train and dur > cfg.max_utt_duration:
+            skip("too_long", u, f"{dur:.2f} s > max_utt_duration {cfg.max_utt_duration} s")
+            continue
+        entries.append(_Entry(u, dur, tokens, accent))
+    if skipped:
+        log.warning("left out %d of %d utterances: %s", sum(skipped.values()), len(utts),
+                    ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+    return Loader(entries, cfg=cfg, train=train, seed=seed, rank=rank, world_size=world_size,
+                  skipped=skipped, skip_examples=examples)

@@ -1,0 +1,65 @@
+"""lhotse cuts manifests -> :class:`~qifusion.data.manifest.Utterance` (used by ``load_data_dir``).
+
+The accent is read from the first supervision's ``custom["accent"]`` (as ``qifusion synth`` writes
+it); fallbacks: ``custom["dialect"]``/``["subdialect"]``, the cut's own ``custom``, then the
+supervision's ``language``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qifusion.data.manifest import Utterance, resolve_audio
+from qifusion.errors import DataError
+
+
+def load_lhotse_cuts(path: Path) -> list[Utterance]:
+    """Utterances of a lhotse cuts manifest (one per cut; segment = the cut's span of its recording)."""
+    try:
+        from lhotse import CutSet
+    except ImportError as e:  # pragma: no cover - lhotse is a dependency
+        raise DataError(f"{path}: reading lhotse manifests needs the 'lhotse' package") from e
+    try:
+        cuts = CutSet.from_file(path)
+    except Exception as e:  # lhotse raises many types on malformed files
+        raise DataError(f"{path}: cannot read lhotse cuts manifest: {e}") from e
+    utts: list[Utterance] = []
+    base = path.parent
+    for cut in cuts:
+        rec = cut.recording
+        if rec is None or not rec.sources:
+            raise DataError(f"{path}: cut '{cut.id}' has no recording")
+        if len(rec.sources) > 1 and rec.sources[0].type == "file":
+            raise DataError(f"{path}: cut '{cut.id}': multi-source recordings are not supported")
+        src = rec.sources[0]
+        if src.type == "command":
+            audio = src.source.rstrip() + " |"
+        elif src.type == "file":
+            audio = resolve_audio(src.source, base)
+        else:
+            raise DataError(f"{path}: cut '{cut.id}': audio source type '{src.type}' not supported")
+        sup = cut.supervisions[0] if cut.supervisions else None
+        text = (" ".join(s.text for s in cut.supervisions if s.text) or None) if cut.supervisions else None
+        accent = lhotse_accent(cut, sup)
+        speaker = sup.speaker if sup is not None else None
+        start = float(cut.start)
+        end = start + float(cut.duration)
+        full = abs(start) < 1e-6 and abs(float(cut.duration) - float(rec.duration)) < 1e-3
+        utts.append(
+            Utterance(cut.id, audio, text, accent, speaker, start, None if full else round(end, 4),
+                      round(float(cut.duration), 4))
+        )
+    return utts
+
+
+def lhotse_accent(cut: Any, sup: Any) -> str | None:
+    """Accent label: supervision/cut ``custom`` field accent|dialect|subdialect, else ``language``."""
+    for obj in (sup, cut):
+        custom = getattr(obj, "custom", None) or {}
+        for k in ("accent", "dialect", "subdialect"):
+            if custom.get(k):
+                return str(custom[k])
+    if sup is not None and getattr(sup, "language", None):
+        return str(sup.language)
+    return None

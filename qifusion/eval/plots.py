@@ -1,0 +1,61 @@
+"""Report plots as PNG (matplotlib with the non-interactive Agg backend)."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+from qifusion.fileio import atomic_write_bytes
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_per_accent_cer(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Bar chart of the per-accent CER of a ``report.json`` dict, with the overall CER as a line."""
+    from matplotlib.figure import Figure
+
+    per = report["per_accent"]
+    names = list(per)
+    values = [per[a]["cer"] for a in names]
+    fig = Figure(figsize=(max(4.0, 0.7 * len(names) + 2), 3.5))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(names)), values, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
+    ax.axhline(report["cer"], color="tab:red", linestyle="--", label=f"all: {report['cer']:.2f} %")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("CER (%)")
+    ax.set_title(f"CER per accent ({report['mode']}, chunk {report['chunk_size']})")
+    ax.legend(loc="upper right", fontsize=8)
+    atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def plot_aid_confusion(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Row-normalised accent-identification confusion matrix with counts in the cells."""
+    from matplotlib.figure import Figure
+
+    conf = report["aid_confusion"]
+    if conf is None:
+        raise ValueError("report has no aid_confusion (no reference accents)")
+    labels, matrix = conf["labels"], conf["matrix"]
+    n = len(labels)
+    norm = [[c / max(sum(row), 1) for c in row] for row in matrix]
+    fig = Figure(figsize=(max(3.5, 0.6 * n + 2), max(3.0, 0.6 * n + 1.5)))
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i][j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted accent")
+    ax.set_ylabel("reference accent")
+    acc = report.get("aid_accuracy")
+    ax.set_title("AID confusion" + (f" (accuracy {100 * acc:.1f} %)" if acc is not None else ""))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    atomic_write_bytes(path, _figure_bytes(fig))

@@ -1,0 +1,157 @@
+"""Multi-head attention: a plain one (cross attention) and a relative-position self-attention with cache.
+
+Both use :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels, no Python loops over
+heads or frames). Masks are ``bool`` with ``True`` = may attend.
+
+Relative-position self-attention follows Transformer-XL (Dai et al., 2019) as used by the Conformer
+(Gulati et al., 2020): score(i, j) = (q_i + u)·k_j + (q_i + v)·W_p r_{i-j}, with learned per-head biases
+``u`` and ``v`` and sinusoidal r. The first term is SDPA's ``q·k`` (query ``q + u``); the second ("bd")
+term is passed to SDPA as a float ``attn_mask`` together with the ``-inf`` mask. Because r depends only
+on ``i - j``, a chunk gives the same result wherever it sits in a stream (unlike WeNet's legacy
+absolute-offset variant).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MultiHeadAttention", "RelPositionMultiHeadAttention", "mask_to_bias", "rel_shift"]
+
+
+def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool mask (``True`` = attend) -> additive float mask (0 / -inf), same shape."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~mask, float("-inf"))
+
+
+def rel_shift(scores: torch.Tensor, k_len: int) -> torch.Tensor:
+    """Pick per-pair relative scores out of per-distance scores.
+
+    Args:
+        scores: (B, H, T_q, T_q + k_len) contiguous; column ``c`` holds the score of distance
+            ``k_len - 1 - c`` (the order of :class:`~qifusion.models.frontend.RelPositionalEncoding`).
+        k_len: number of keys; queries are the last ``T_q`` keys.
+
+    Returns:
+        (B, H, T_q, k_len) view with ``[..., i, j]`` = score of distance ``(k_len - T_q + i) - j``, i.e.
+        column ``T_q - 1 - i + j``: a flat offset ``(T_q - 1) + i*(L - 1) + j`` with ``L = T_q + k_len``,
+        which a slice of the flattened rows and a reshape give without copying.
+    """
+    B, H, Tq, L = scores.shape
+    flat = scores.reshape(B, H, Tq * L)
+    return flat[:, :, Tq - 1 : Tq - 1 + Tq * (L - 1)].reshape(B, H, Tq, L - 1)[..., :k_len]
+
+
+class MultiHeadAttention(nn.Module):
+    """Plain multi-head attention (Vaswani et al., 2017) for cross attention.
+
+    ``forward(query (B,T_q,D), key (B,T_k,D), value (B,T_k,D), mask=None) -> (B,T_q,D)``; ``mask`` is
+    bool, broadcastable to (B, T_q, T_k) (e.g. (B, 1, T_k) key padding); ``True`` = attend.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout_rate: float = 0.0) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.d_k = d_model // num_heads
+        self.dropout_rate = dropout_rate
+        self.linear_q = nn.Linear(d_model, d_model)
+        self.linear_k = nn.Linear(d_model, d_model)
+        self.linear_v = nn.Linear(d_model, d_model)
+        self.linear_out = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.d_k).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        q = self._heads(self.linear_q(query))
+        k = self._heads(self.linear_k(key))
+        v = self._heads(self.linear_v(value))
+        attn_mask = None if mask is None else mask.unsqueeze(1)  # (B, 1, T_q|1, T_k)
+        p = self.dropout_rate if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        B, _, Tq, _ = out.shape
+        return self.linear_out(out.transpose(1, 2).reshape(B, Tq, -1))
+
+
+class RelPositionMultiHeadAttention(nn.Module):
+    """Self-attention with relative positions, pos biases u/v and a key/value cache.
+
+    The cache layout is WeNet's: (B, H, T_cache, 2*d_k) holding keys then values on the last axis.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout_rate: float = 0.0) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.d_k = d_model // num_heads
+        self.dropout_rate = dropout_rate
+        self.linear_qkv = nn.Linear(d_model, 3 * d_model)
+        self.linear_pos = nn.Linear(d_model, d_model, bias=False)
+        self.linear_out = nn.Linear(d_model, d_model)
+        self.pos_bias_u = nn.Parameter(torch.empty(num_heads, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.empty(num_heads, self.d_k))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos_emb: torch.Tensor,
+        mask_bias: torch.Tensor | None = None,
+        cache: torch.Tensor | None = None,
+        *,
+        return_cache: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend.
+
+        Args:
+            x: (B, T, D) queries (and new keys/values).
+            pos_emb: (T + T_k, D) embeddings of distances ``T_k-1 .. -T`` (T_k = T_cache + T).
+            mask_bias: additive float mask (0 / -inf) broadcastable to (B, H, T, T_k), or None.
+            cache: (B, H, T_cache, 2*d_k) keys|values of earlier frames, or None.
+            return_cache: also return the (B, H, T_k, 2*d_k) keys|values of cache + x.
+
+        Returns:
+            (B, T, D) output and the new cache (None unless ``return_cache``).
+        """
+        B, T, D = x.shape
+        H, dk = self.num_heads, self.d_k
+        qkv = self.linear_qkv(x).view(B, T, 3, H, dk)
+        q = qkv[:, :, 0].transpose(1, 2)  # (B, H, T, dk)
+        new_cache = None
+        if cache is not None and (cache.size(2) > 0 or return_cache):
+            kv = qkv[:, :, 1:].permute(0, 3, 1, 2, 4).reshape(B, H, T, 2 * dk)
+            if cache.size(2) > 0:
+                kv = torch.cat([cache, kv], dim=2)
+            k, v = kv[..., :dk], kv[..., dk:]
+            new_cache = kv if return_cache else None
+        else:
+            k = qkv[:, :, 1].transpose(1, 2)
+            v = qkv[:, :, 2].transpose(1, 2)
+            if return_cache:
+                new_cache = torch.cat([k, v], dim=-1)
+        k_len = k.size(2)
+        scale = 1.0 / math.sqrt(dk)
+        p = self.linear_pos(pos_emb).view(-1, H, dk).permute(1, 2, 0)  # (H, dk, T + T_k)
+        bd = torch.matmul(q + self.pos_bias_v.unsqueeze(1), p)  # (B, H, T, T + T_k)
+        bd = rel_shift(bd, k_len)
+        attn_bias = bd * scale if mask_bias is None else torch.add(mask_bias, bd, alpha=scale)
+        drop = self.dropout_rate if self.training else 0.0
+        out = F.scaled_dot_product_attention(
+            q + self.pos_bias_u.unsqueeze(1), k, v, attn_mask=attn_bias, dropout_p=drop, scale=scale
+        )
+        return self.linear_out(out.transpose(1, 2).reshape(B, T, D)), new_cache

@@ -1,0 +1,156 @@
+"""Encoder front end: global CMVN, convolutional sub-sampling, relative positional encoding.
+
+- :class:`GlobalCMVN` keeps the training-set mean / inverse std as buffers, so the model takes raw
+  fbank and the normalisation travels with checkpoints and exports.
+- :class:`Conv2dSubsampling`: progressive 2-D convolutional sub-sampling as in the Conformer paper
+  (Gulati et al., 2020) and U2: x4 = two (3x3, stride 2) stages, x6 = (3x3, 2) then (5x5, 3), x8 = three
+  (3x3, 2) stages. No padding in time, so output frame ``j`` reads exactly input frames
+  ``rate*j .. rate*j + right_context`` and a chunk of ``c`` outputs needs
+  ``(c-1)*rate + right_context + 1`` input frames.
+- :class:`RelPositionalEncoding`: sinusoidal embeddings of the *relative distance* ``i - j``
+  (Transformer-XL, Dai et al., 2019), so attention results do not depend on the absolute offset of a
+  chunk in the stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qifusion.config import ConfigError
+from qifusion.models.mask import lengths_to_mask, subsampled_lengths
+
+__all__ = ["Conv2dSubsampling", "GlobalCMVN", "RelPositionalEncoding"]
+
+# (kernel, stride) per stage for each sub-sampling variant
+_STAGES: dict[str, list[tuple[int, int]]] = {
+    "conv2d4": [(3, 2), (3, 2)],
+    "conv2d6": [(3, 2), (5, 3)],
+    "conv2d8": [(3, 2), (3, 2), (3, 2)],
+}
+
+
+class GlobalCMVN(nn.Module):
+    """``(x - mean) * istd`` over the feature axis; stats are buffers (saved with the state dict)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("istd", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_stats(self, mean: torch.Tensor, istd: torch.Tensor) -> None:
+        """Copy (F,) mean and inverse standard deviation into the buffers."""
+        mean = torch.as_tensor(mean).reshape(-1)
+        istd = torch.as_tensor(istd).reshape(-1)
+        if mean.numel() != self.mean.numel() or istd.numel() != self.istd.numel():
+            raise ConfigError(
+                f"CMVN stats have {mean.numel()}/{istd.numel()} dims, model.encoder.input_dim is "
+                f"{self.mean.numel()}"
+            )
+        self.mean.copy_(mean)
+        self.istd.copy_(istd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F) -> (B, T, F)."""
+        return (x - self.mean) * self.istd
+
+
+class Conv2dSubsampling(nn.Module):
+    """Progressive conv sub-sampling (x4, x6 or x8) followed by a linear projection to ``odim``.
+
+    Attributes:
+        subsampling_rate: time reduction factor.
+        right_context: input frames beyond ``rate*j`` that output frame ``j`` reads.
+    """
+
+    def __init__(self, idim: int, odim: int, kind: str = "conv2d4") -> None:
+        super().__init__()
+        if kind not in _STAGES:
+            raise ConfigError(
+                f"config key 'model.encoder.subsampling' must be one of {sorted(_STAGES)}, got {kind!r}"
+            )
+        layers: list[nn.Module] = []
+        freq, rate, right_context, in_ch = idim, 1, 0, 1
+        for kernel, stride in _STAGES[kind]:
+            layers += [nn.Conv2d(in_ch, odim, kernel, stride), nn.ReLU()]
+            right_context += (kernel - 1) * rate
+            rate *= stride
+            freq = (freq - kernel) // stride + 1
+            in_ch = odim
+        if freq < 1:
+            raise ConfigError(f"model.encoder.input_dim={idim} is too small for {kind} sub-sampling")
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(odim * freq, odim)
+        self.subsampling_rate = rate
+        self.right_context = right_context
+
+    def output_length(self, num_frames: int) -> int:
+        """Number of output frames for ``num_frames`` input frames."""
+        return max((num_frames - self.right_context - 1) // self.subsampling_rate + 1, 0)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sub-sample.
+
+        Args:
+            x: (B, T, F) normalised features.
+            lengths: (B,) valid input frames, or None.
+
+        Returns:
+            (B, T', D) features and (B, T') bool valid mask (None when ``lengths`` is None).
+        """
+        T = x.size(1)
+        if T < self.right_context + 1:
+            raise ValueError(
+                f"input has {T} frames; the x{self.subsampling_rate} front end needs at least "
+                f"{self.right_context + 1}"
+            )
+        y = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        B, C, Tp, Fp = y.shape
+        y = self.out(y.transpose(1, 2).reshape(B, Tp, C * Fp))
+        if lengths is None:
+            return y, None
+        out_lens = subsampled_lengths(lengths, rate=self.subsampling_rate, right_context=self.right_context)
+        return y, lengths_to_mask(out_lens, Tp)
+
+
+class RelPositionalEncoding(nn.Module):
+    """Sinusoidal embeddings of relative distances (Transformer-XL style).
+
+    ``forward(q_len, k_len)`` returns embeddings for distances ``k_len-1, k_len-2, ..., -q_len``
+    (descending, ``q_len + k_len`` rows), where queries are the last ``q_len`` of ``k_len`` keys. The
+    attention module turns this into per-pair scores for ``i - j``; see
+    :func:`qifusion.models.attention.rel_shift`.
+    """
+
+    def __init__(self, d_model: int, dropout_rate: float = 0.0, init_len: int = 1024) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.dropout = nn.Dropout(dropout_rate)
+        self.max_dist = 0
+        self.register_buffer("pe", torch.empty(0, d_model), persistent=False)
+        self._extend(init_len)
+
+    def _extend(self, max_dist: int) -> None:
+        """Build the table for distances ``max_dist .. -max_dist`` (row ``r`` = distance max_dist - r)."""
+        dist = torch.arange(max_dist, -max_dist - 1, -1, dtype=torch.float64).unsqueeze(1)
+        inv_freq = torch.exp(
+            torch.arange(0, self.d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / self.d_model)
+        )
+        pe = torch.zeros(2 * max_dist + 1, self.d_model, dtype=torch.float64)
+        pe[:, 0::2] = torch.sin(dist * inv_freq)
+        pe[:, 1::2] = torch.cos(dist * inv_freq)[:, : self.d_model // 2]
+        dtype = self.pe.dtype if self.pe.is_floating_point() else torch.float32
+        self.pe = pe.to(device=self.pe.device, dtype=dtype)
+        self.max_dist = max_dist
+
+    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
+        """Returns (q_len + k_len, D) embeddings of distances ``k_len-1 .. -q_len``."""
+        if max(k_len - 1, q_len) > self.max_dist:
+            self._extend(max(k_len, q_len) * 2)
+        start = self.max_dist - (k_len - 1)
+        return self.dropout(self.pe[start : start + q_len + k_len])

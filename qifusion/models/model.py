@@ -1,0 +1,362 @@
+"""The composed model: streaming Conformer + (LAF, AID, fusion) + CTC and attention heads.
+
+One code path for Qifusion-Net and its baseline: the accent parts are built only when switched on in
+``cfg.accent`` (no unused parameters, so DDP runs without ``find_unused_parameters``). Data flow::
+
+    feats -> encoder -> out (B,T',D), hidden blocks
+    hidden[laf_layers] -> LAF -> accent embedding (B,T',E) -> AID frame posteriors
+    (out, accent embedding) -> cross-attention fusion (encoder chunk mask) -> memory -> attention decoder
+    CTC reads ``out`` (or ``memory`` with ``fuse_into_ctc``)
+
+The oracle baseline (``oracle_accent``) adds an embedding of the true accent label to ``out`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qifusion.config import ConfigError, ModelConfig
+from qifusion.models.aid import AccentClassifier, aid_accuracy, aid_loss, utterance_posterior
+from qifusion.models.conformer import ConformerEncoder
+from qifusion.models.ctc import CTCHead
+from qifusion.models.decoder import (
+    TransformerDecoder,
+    add_sos_eos,
+    label_smoothing_loss,
+    reverse_tokens,
+)
+from qifusion.models.fusion import AccentFusion
+from qifusion.models.laf import LastBlockEmbedding, LayerAdaptedFusion
+from qifusion.models.state import StreamState
+
+__all__ = ["ChunkResult", "EncodeResult", "QifusionModel", "StreamState"]
+
+
+@dataclass
+class EncodeResult:
+    """Offline (chunk-masked) encoding of a batch.
+
+    ctc_log_probs (B,T',V); memory (B,T',D) decoder input; lens (B,) valid frames;
+    accent_post (B,T',A) frame posteriors or None; accent_utt (B,A) utterance posterior or None.
+    """
+
+    ctc_log_probs: torch.Tensor
+    memory: torch.Tensor
+    lens: torch.Tensor
+    accent_post: torch.Tensor | None
+    accent_utt: torch.Tensor | None
+
+
+@dataclass
+class ChunkResult:
+    """One streaming chunk: ctc_log_probs (B,C,V), memory (B,C,D), accent_post (B,C,A) or None,
+    accent_utt (B,A) running utterance posterior (all frames so far) or None."""
+
+    ctc_log_probs: torch.Tensor
+    memory: torch.Tensor
+    accent_post: torch.Tensor | None
+    accent_utt: torch.Tensor | None = None
+
+
+@dataclass
+class _Parts:
+    """Internal per-call outputs of the accent parts."""
+
+    memory: torch.Tensor
+    ctc_in: torch.Tensor
+    aid_logits: torch.Tensor | None
+
+
+class QifusionModel(nn.Module):
+    """Qifusion-Net (or the Conformer baseline when the accent parts are off).
+
+    Args:
+        cfg: model config. vocab_size: V (id 0 blank, last id sos/eos). num_accents: A.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, vocab_size: int, num_accents: int) -> None:
+        super().__init__()
+        cfg.validate()
+        acc = cfg.accent
+        if (acc.use_aid or acc.oracle_accent) and num_accents < 1:
+            raise ConfigError("model.accent.use_aid / oracle_accent need at least one accent (accents.txt)")
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.num_accents = num_accents
+        self.sos_eos = vocab_size - 1
+        self.encoder = ConformerEncoder(cfg.encoder)
+        d = self.encoder.output_size
+        self.laf: LayerAdaptedFusion | None = None
+        self.last_embed: LastBlockEmbedding | None = None
+        if acc.use_laf:
+            self.laf = LayerAdaptedFusion(acc, d)
+        elif acc.use_aid or acc.use_fusion:
+            self.last_embed = LastBlockEmbedding(acc, d)
+        self.aid = AccentClassifier(acc, num_accents) if acc.use_aid else None
+        self.fusion = AccentFusion(acc, d) if acc.use_fusion else None
+        self.oracle = nn.Embedding(num_accents + 1, d, padding_idx=num_accents) if acc.oracle_accent else None
+        self.ctc = CTCHead(d, vocab_size)
+        self.decoder: TransformerDecoder | None = None
+        self.r_decoder: TransformerDecoder | None = None
+        if cfg.ctc_weight < 1.0:
+            self.decoder = TransformerDecoder(vocab_size, d, cfg.decoder, num_blocks=cfg.decoder.num_blocks)
+            if cfg.reverse_weight > 0 and cfg.decoder.r_num_blocks > 0:
+                self.r_decoder = TransformerDecoder(
+                    vocab_size, d, cfg.decoder, num_blocks=cfg.decoder.r_num_blocks
+                )
+
+    # ------------------------------------------------------------------ shared accent path
+    def _accent_parts(
+        self,
+        out: torch.Tensor,
+        hidden: list[torch.Tensor],
+        fusion_mask: torch.Tensor,
+        *,
+        accents: torch.Tensor | None,
+        laf_cache: torch.Tensor | None = None,
+        fusion_cache: torch.Tensor | None = None,
+    ) -> tuple[_Parts, torch.Tensor | None, torch.Tensor | None]:
+        """Accent embedding, AID logits, fusion. Returns (parts, new laf cache, fusion kv source)."""
+        emb = new_laf = kv_src = None
+        if self.laf is not None:
+            emb, new_laf = self.laf(hidden, laf_cache)
+        elif self.last_embed is not None:
+            emb = self.last_embed(out)
+        aid_logits = self.aid(emb) if self.aid is not None else None
+        memory = out
+        if self.fusion is not None:
+            memory, kv_src = self.fusion(out, emb, fusion_mask, fusion_cache)
+        if self.oracle is not None:
+            ids = torch.full((out.size(0),), self.num_accents, dtype=torch.long, device=out.device)
+            if accents is not None:
+                ids = torch.where(accents >= 0, accents, ids)
+            memory = memory + self.oracle(ids).to(out.dtype).unsqueeze(1)
+        ctc_in = memory if self.cfg.accent.fuse_into_ctc else out
+        return _Parts(memory, ctc_in, aid_logits), new_laf, kv_src
+
+    def _encode(
+        self,
+        feats: torch.Tensor,
+        feats_lens: torch.Tensor,
+        *,
+        chunk_size: int | None,
+        left_chunks: int,
+        accents: torch.Tensor | None,
+    ) -> tuple[_Parts, torch.Tensor]:
+        eo = self.encoder(feats, feats_lens, chunk_size=chunk_size, left_chunks=left_chunks)
+        mask = eo.mask
+        fusion_mask = eo.chunk_mask & mask.unsqueeze(1)  # same chunk mask as the encoder, + padding
+        parts, _, _ = self._accent_parts(eo.out, eo.hidden, fusion_mask, accents=accents)
+        return parts, mask
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        feats: torch.Tensor,
+        feats_lens: torch.Tensor,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+        accents: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Training losses.
+
+        feats (B,T,F) raw fbank, feats_lens (B,), tokens (B,L) padded -1, token_lens (B,), accents (B,)
+        (-1 unknown). Returns ``loss`` = w_ctc*CTC + (1-w_ctc)*ATT + w_aid*AID, and its parts
+        ``loss_ctc``, ``loss_att``, ``loss_aid``, ``aid_acc`` (absent parts omitted).
+        """
+        cfg = self.cfg
+        parts, mask = self._encode(feats, feats_lens, chunk_size=None, left_chunks=-1, accents=accents)
+        lens = mask.sum(1)
+        res: dict[str, torch.Tensor] = {}
+        loss_ctc = self.ctc.loss(self.ctc(parts.ctc_in), lens, tokens, token_lens)
+        res["loss_ctc"] = loss_ctc
+        loss = cfg.ctc_weight * loss_ctc
+        if self.decoder is not None:
+            loss_att = self._att_loss(parts.memory, mask, tokens, token_lens)
+            res["loss_att"] = loss_att
+            loss = loss + (1.0 - cfg.ctc_weight) * loss_att
+        if parts.aid_logits is not None:
+            loss_aid = aid_loss(parts.aid_logits, mask, accents)
+            if loss_aid is None:  # no labelled utterance: keep the graph connected for DDP
+                loss_aid = parts.aid_logits.sum() * 0.0
+            else:
+                post = utterance_posterior(parts.aid_logits.softmax(-1), mask)
+                acc = aid_accuracy(post.detach(), accents)
+                if acc is not None:
+                    res["aid_acc"] = acc
+            res["loss_aid"] = loss_aid
+            loss = loss + cfg.aid_weight * loss_aid
+        res["loss"] = loss
+        return res
+
+    def _att_loss(
+        self, memory: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.decoder is not None
+        mmask = mask.unsqueeze(1)
+        ys_in, ys_out = add_sos_eos(tokens, token_lens, self.sos_eos)
+        lsm = self.cfg.lsm_weight
+        loss = label_smoothing_loss(self.decoder(memory, mmask, ys_in, token_lens + 1), ys_out, lsm)
+        if self.r_decoder is not None:
+            r_in, r_out = add_sos_eos(reverse_tokens(tokens, token_lens), token_lens, self.sos_eos)
+            r_loss = label_smoothing_loss(self.r_decoder(memory, mmask, r_in, token_lens + 1), r_out, lsm)
+            rw = self.cfg.reverse_weight
+            loss = (1.0 - rw) * loss + rw * r_loss
+        return loss
+
+    # ------------------------------------------------------------------ offline inference
+    def encode(
+        self,
+        feats: torch.Tensor,
+        feats_lens: torch.Tensor,
+        *,
+        chunk_size: int = -1,
+        left_chunks: int = -1,
+        accents: torch.Tensor | None = None,
+    ) -> EncodeResult:
+        """Chunk-masked full forward (deterministic). ``accents`` only for oracle models."""
+        parts, mask = self._encode(
+            feats, feats_lens, chunk_size=chunk_size, left_chunks=left_chunks, accents=accents
+        )
+        post = utt = None
+        if parts.aid_logits is not None:
+            post = parts.aid_logits.softmax(-1)
+            utt = utterance_posterior(post, mask)
+        return EncodeResult(self.ctc(parts.ctc_in), parts.memory, mask.sum(1), post, utt)
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(self, batch_size: int = 1, *, accents: torch.Tensor | None = None) -> StreamState:
+        """Fresh state of ``batch_size`` streams (``accents`` (B,) only for oracle models)."""
+        p = next(self.parameters())
+        dev, dt = p.device, p.dtype
+        att_cache, cnn_cache = self.encoder.init_cache(batch_size, device=dev, dtype=dt)
+        return StreamState(
+            offset=torch.zeros(batch_size, dtype=torch.long, device=dev),
+            att_cache=att_cache,
+            cnn_cache=cnn_cache,
+            cache_mask=torch.zeros(batch_size, 0, dtype=torch.bool, device=dev),
+            laf_cache=None if self.laf is None else self.laf.init_cache(batch_size, device=dev, dtype=dt),
+            fusion_cache=None
+            if self.fusion is None
+            else self.fusion.init_cache(batch_size, device=dev, dtype=dt),
+            post_sum=None
+            if self.aid is None
+            else torch.zeros(batch_size, self.num_accents, device=dev, dtype=dt),
+            accents=None
+            if self.oracle is None
+            else (accents if accents is not None else torch.full((batch_size,), -1, device=dev)),
+        )
+
+    def forward_chunk(
+        self, feats: torch.Tensor, state: StreamState, *, chunk_size: int, left_chunks: int
+    ) -> tuple[ChunkResult, StreamState]:
+        """One chunk of B streams: feats (B,T_in,F) with T_in = (chunk-1)*rate + right_context + 1.
+
+        Equals :meth:`encode` with the same ``chunk_size``/``left_chunks`` on the whole utterance.
+        """
+        required = chunk_size * left_chunks if left_chunks >= 0 else -1
+        b, enc = feats.size(0), self.encoder
+        c = max((feats.size(1) - enc.right_context - 1) // enc.subsampling_rate + 1, 0)  # output frames
+        att_mask = torch.cat([state.cache_mask, state.cache_mask.new_ones(b, c)], dim=1)
+        out, hidden, att_cache, cnn_cache = self.encoder.forward_chunk(
+            feats, int(state.offset.max()), required, state.att_cache, state.cnn_cache, att_mask
+        )
+        full_mask = att_mask  # (B,T_cache+C)
+        keep = att_cache.size(3)
+        parts, laf_cache, kv_src = self._accent_parts(
+            out,
+            hidden,
+            full_mask.unsqueeze(1).expand(b, c, -1),
+            accents=state.accents,
+            laf_cache=state.laf_cache,
+            fusion_cache=state.fusion_cache,
+        )
+        post = post_sum = None
+        if parts.aid_logits is not None and state.post_sum is not None:
+            post = parts.aid_logits.softmax(-1)
+            post_sum = state.post_sum + post.sum(1)
+        new_state = StreamState(
+            offset=state.offset + c,
+            att_cache=att_cache,
+            cnn_cache=cnn_cache,
+            cache_mask=full_mask[:, full_mask.size(1) - keep :],
+            laf_cache=laf_cache,
+            fusion_cache=None if kv_src is None else kv_src[:, kv_src.size(1) - keep :],
+            post_sum=post_sum,
+            accents=state.accents,
+        )
+        res = ChunkResult(self.ctc(parts.ctc_in), parts.memory, post, new_state.accent_posterior())
+        return res, new_state
+
+    # ------------------------------------------------------------------ decoder use by search
+    def decoder_step(
+        self,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        ys: torch.Tensor,
+        cache: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Next-token log-probs (N,V) of the left-to-right decoder for prefixes ys (N,L) (sos first).
+
+        memory (N,T',D), memory_mask (N,1,T') bool; cache from the previous step (None at first).
+        """
+        if self.decoder is None:
+            raise RuntimeError("this model has no attention decoder (ctc_weight = 1)")
+        return self.decoder.forward_one_step(memory, memory_mask, ys, cache)
+
+    @torch.no_grad()
+    def attention_scores(
+        self,
+        memory: torch.Tensor,
+        lens: torch.Tensor,
+        hyps_per_utt: list[list[list[int]]],
+        *,
+        reverse_weight: float = 0.0,
+    ) -> list[torch.Tensor]:
+        """Attention-decoder log-likelihood of each hypothesis (incl. eos), for rescoring.
+
+        memory (B,T',D), lens (B,), hyps_per_utt[b] = list of N_b token-id lists. Score =
+        (1-rw)*L2R + rw*R2L (WeNet's mix; rw = reverse_weight, used only when an R2L decoder exists).
+        Returns B tensors (N_b,).
+        """
+        if self.decoder is None:
+            raise RuntimeError("this model has no attention decoder (ctc_weight = 1)")
+        counts = [len(h) for h in hyps_per_utt]
+        flat = [h for hs in hyps_per_utt for h in hs]
+        if not flat:
+            return [memory.new_zeros(0) for _ in counts]
+        idx = torch.repeat_interleave(torch.arange(len(counts), device=memory.device), torch.tensor(counts))
+        mem = memory[idx]
+        mmask = torch.arange(memory.size(1), device=memory.device).unsqueeze(0) < lens[idx].unsqueeze(1)
+        mmask = mmask.unsqueeze(1)
+        hl = torch.tensor([len(h) for h in flat], device=memory.device)
+        toks = torch.full((len(flat), max(1, int(hl.max()))), -1, dtype=torch.long, device=memory.device)
+        for i, h in enumerate(flat):
+            toks[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+        score = self._seq_logp(self.decoder, mem, mmask, toks, hl)
+        rw = reverse_weight if self.r_decoder is not None else 0.0
+        if rw > 0:
+            r = self._seq_logp(self.r_decoder, mem, mmask, reverse_tokens(toks, hl), hl)
+            score = (1.0 - rw) * score + rw * r
+        return list(torch.split(score, counts))
+
+    def _seq_logp(
+        self,
+        dec: TransformerDecoder,
+        mem: torch.Tensor,
+        mmask: torch.Tensor,
+        toks: torch.Tensor,
+        lens: torch.Tensor,
+    ) -> torch.Tensor:
+        ys_in, ys_out = add_sos_eos(toks, lens, self.sos_eos)
+        logp = dec(mem, mmask, ys_in, lens + 1).log_softmax(-1)
+        ok = ys_out >= 0
+        tok_lp = logp.gather(-1, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (tok_lp * ok.to(tok_lp.dtype)).sum(1)
+
+    def laf_weights(self) -> torch.Tensor | None:
+        """Softmax LAF layer weights (L,) in ``laf_layers`` order, or None without LAF."""
+        return None if self.laf is None else self.laf.weights().detach()

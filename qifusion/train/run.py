@@ -1,0 +1,223 @@
+"""``qifusion train``: set up data, units, CMVN, model and optimizer, run the loop, write the model dir.
+
+Works alone (one process) and under ``torchrun`` (DDP, see :mod:`qifusion.train.ddp`). EXP receives the
+resolved ``config.yaml``, ``units.txt``, ``accents.txt``, ``cmvn.json``, checkpoints, ``train.log``,
+``train_log.jsonl``, TensorBoard events and, at the end, the model dir ``EXP/final``.
+Rank 0 writes every file; the other ranks read the shared unit list and CMVN after a barrier (so a
+multi-node run needs EXP on a shared file system).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qifusion.config import Config, ConfigError, load_config, save_config, to_dict
+from qifusion.errors import UserError
+from qifusion.modeldir import load_config_file, read_accents, save_model_dir, write_accents
+from qifusion.train import checkpoint as ckpt
+from qifusion.train.ddp import DistInfo, barrier, cleanup_distributed, setup_distributed
+from qifusion.train.logs import LOG, MetricsLog, setup_text_logging
+from qifusion.train.loop import Trainer
+from qifusion.train.scheduler import build_scheduler
+
+CMVN_MAX_UTTS = 500  # CMVN from at most this many training utterances (a fixed seeded sample)
+
+
+def train(
+    *,
+    config_path: Path,
+    data_dir: Path,
+    exp_dir: Path,
+    resume: bool = False,
+    device: str = "cpu",
+    overrides: list[str] | None = None,
+    init: Path | None = None,
+) -> None:
+    """Train a model; see ``docs/train.md``. Raises UserError on bad config, data or EXP state."""
+    cfg = load_config(config_path, overrides or [])
+    validate_train_config(cfg)
+    info = setup_distributed(device=device)
+    try:
+        _train(cfg, info, data_dir=Path(data_dir), exp_dir=Path(exp_dir), resume=resume, init=init)
+    finally:
+        cleanup_distributed()
+
+
+def validate_train_config(cfg: Config) -> None:
+    """Check values of the ``train`` section (the config loader checks keys and types)."""
+    t = cfg.train
+    choices = {"optimizer": ("adam", "adamw"), "scheduler": ("warmuplr", "cosine"),
+               "amp": ("none", "bf16", "fp16")}
+    for key, allowed in choices.items():
+        if getattr(t, key) not in allowed:
+            raise ConfigError(f"config key 'train.{key}' must be one of {', '.join(allowed)}, "
+                              f"got {getattr(t, key)!r}")
+    for key in ("max_epochs", "accum_grad", "log_interval"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"config key 'train.{key}' must be >= 1, got {getattr(t, key)}")
+    if t.lr <= 0:
+        raise ConfigError(f"config key 'train.lr' must be > 0, got {t.lr}")
+    if cfg.data.token_type not in ("char", "bpe"):
+        raise ConfigError(f"config key 'data.token_type' must be char or bpe, got {cfg.data.token_type!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _load_split(data_dir: Path, split: str, *, required: bool) -> list[Any]:
+    from qifusion.data.manifest import load_data_dir
+
+    path = data_dir / split
+    if not path.exists():
+        if required:
+            raise UserError(f"data dir {data_dir} has no {split}/ split (expected {path})")
+        return []
+    return load_data_dir(path, require_text=True, strict=False)
+
+
+def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list[Any], init_src: Any,
+                 resuming: bool) -> None:
+    """Rank 0 writes config.yaml, units.txt, accents.txt and cmvn.json into EXP (unless resuming)."""
+    from qifusion.data.cmvn import cmvn_from_utterances, save_cmvn
+    from qifusion.data.manifest import load_accents
+    from qifusion.data.tokenizer import Tokenizer
+    from qifusion.train.finetune import extend_tokenizer
+
+    if not info.is_main:
+        return
+    if resuming:
+        old = load_config_file(exp_dir / "config.yaml")
+        for section in ("model", "data"):
+            if to_dict(getattr(old, section)) != to_dict(getattr(cfg, section)):
+                LOG.warning("the %s section differs from %s; the checkpoint's shapes must still match",
+                            section, exp_dir / "config.yaml")
+        save_config(cfg, exp_dir / "config.yaml")
+        return
+    save_config(cfg, exp_dir / "config.yaml")
+    texts = [u.text for u in train_utts]
+    accents = load_accents(train_utts)
+    if init_src is not None and init_src.tokenizer is not None:
+        tok = extend_tokenizer(init_src.tokenizer, texts)
+        if tok is not init_src.tokenizer:
+            LOG.warning("--init: the training text has %d unit(s) the init model lacks; added to the units",
+                        tok.vocab_size - init_src.tokenizer.vocab_size)
+    else:
+        tok = Tokenizer.build(texts, token_type=cfg.data.token_type, bpe_vocab_size=cfg.data.bpe_vocab_size,
+                              workdir=exp_dir)
+    if init_src is not None and init_src.accents is not None and init_src.accents != accents:
+        LOG.warning("--init: accent set changes from %s to %s (AID rows are copied by name)",
+                    init_src.accents, accents)
+    tok.save(exp_dir)
+    write_accents(exp_dir / "accents.txt", accents)
+    sample = list(train_utts)
+    random.Random(cfg.train.seed).shuffle(sample)
+    mean, istd, skipped = cmvn_from_utterances(sample, num_mel_bins=cfg.data.num_mel_bins,
+                                               sample_rate=cfg.data.sample_rate, max_utts=CMVN_MAX_UTTS)
+    save_cmvn(exp_dir, mean, istd)
+    LOG.info("units: %d (%s); accents: %s; CMVN from %d utterances", tok.vocab_size, tok.token_type,
+             accents, min(len(sample), CMVN_MAX_UTTS) - skipped)
+
+
+def _build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _train(
+    cfg: Config, info: DistInfo, *, data_dir: Path, exp_dir: Path, resume: bool, init: Path | None
+) -> None:
+    from qifusion.data.cmvn import load_cmvn
+    from qifusion.data.dataset import build_loader
+    from qifusion.data.tokenizer import Tokenizer
+    from qifusion.models.model import QifusionModel
+    from qifusion.train.evaluate import evaluate_dev
+    from qifusion.train.finetune import load_matching, read_init_source
+
+    setup_text_logging(exp_dir, rank=info.rank)
+    latest = ckpt.latest_checkpoint(exp_dir) if exp_dir.is_dir() else None
+    if latest is not None and not resume:
+        raise UserError(f"{exp_dir} already holds checkpoints (latest {latest.name}): pass --resume to "
+                        "continue, or choose another --exp")
+    if resume and latest is None:
+        LOG.warning("--resume: no checkpoint in %s; starting from scratch", exp_dir)
+    resuming = latest is not None
+    train_utts = _load_split(data_dir, "train", required=True)
+    dev_utts = _load_split(data_dir, "dev", required=False)
+    if not dev_utts:
+        LOG.warning("no dev split in %s: no dev metrics, and `average --by dev_loss` will not work", data_dir)
+    init_src = read_init_source(init) if init is not None and not resuming else None
+    _prepare_exp(cfg, info, exp_dir=exp_dir, train_utts=train_utts, init_src=init_src, resuming=resuming)
+    barrier(info)
+    tokenizer = Tokenizer.load(exp_dir)
+    accents = read_accents(exp_dir / "accents.txt")
+
+    seed = cfg.train.seed
+    seed_everything(seed)  # same initial weights on every rank
+    model = QifusionModel(cfg.model, vocab_size=tokenizer.vocab_size, num_accents=len(accents))
+    mean, istd = load_cmvn(exp_dir)
+    model.encoder.set_cmvn(mean, istd)
+    if init_src is not None:
+        report = load_matching(model, init_src, units=tokenizer.units, accents=accents)
+        LOG.info("--init %s: %s", init_src.path, report.summary())
+    model.to(info.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    LOG.info("model: %.2fM parameters on %s, world size %d", n_params / 1e6, info.device, info.world_size)
+    ddp_model: torch.nn.Module = model
+    if info.distributed:
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    seed_everything(seed + info.rank)  # training randomness (dropout, chunk sizes) may differ per rank
+
+    train_loader = build_loader(train_utts, cfg=cfg.data, tokenizer=tokenizer, accents=accents, train=True,
+                                seed=seed, rank=info.rank, world_size=info.world_size)
+    dev_loader = build_loader(dev_utts, cfg=cfg.data, tokenizer=tokenizer, accents=accents, train=False,
+                              seed=seed, rank=info.rank, world_size=info.world_size) if dev_utts else None
+    train_loader.set_epoch(1)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accum_grad)
+    total = cfg.train.max_steps or cfg.train.max_epochs * steps_per_epoch
+    optimizer = _build_optimizer(cfg, model)
+    scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, warmup_steps=cfg.train.warmup_steps,
+                                total_steps=total)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate_dev(m, dev_loader, tokenizer=tokenizer, dist_info=info) if dev_loader else {}
+
+    metrics = MetricsLog(exp_dir, enabled=info.is_main)
+    trainer = Trainer(model=ddp_model, optimizer=optimizer, scheduler=scheduler, train_loader=train_loader,
+                      cfg=cfg.train, dist_info=info, exp_dir=exp_dir, evaluate=evaluate, metrics=metrics)
+    if latest is not None:
+        trainer.load_state_dict(ckpt.load_checkpoint(latest))
+        metrics.truncate_after(trainer.state.step)
+        LOG.info("resumed from %s (epoch %d, batch %d, step %d)", latest, trainer.state.epoch,
+                 trainer.state.batch, trainer.state.step)
+    LOG.info("training on %d utterances (%.2f h), %d batches per epoch per rank", train_loader.num_utts,
+             train_loader.total_duration / 3600, len(train_loader))
+    if train_loader.skipped:
+        LOG.warning("%s", train_loader.skip_summary())
+    state = trainer.fit()
+    metrics.close()
+    if info.is_main:
+        dev = state.dev[-1] if state.dev else {}
+        card = {"data": str(data_dir), "train_utts": train_loader.num_utts,
+                "train_hours": round(train_loader.total_duration / 3600, 4), "epochs": state.epoch,
+                "epoch_finished": state.epoch_done, "steps": state.step,
+                "dev": {k: v for k, v in dev.items() if k.startswith("dev_")},
+                "skipped_nonfinite_loss": state.skipped_nonfinite_loss, "world_size": info.world_size,
+                "init": str(init) if init else None}
+        out = save_model_dir(exp_dir / "final", model=model, config=cfg, tokenizer=tokenizer, accents=accents,
+                             card=card)
+        LOG.info("wrote model dir %s", out)
+    barrier(info)
