@@ -38,10 +38,10 @@ def reference_prefix_beam(log_probs: torch.Tensor, *, beam_size: int, token_topk
                 elif prefix and prefix[-1] == c:
                     e = nxt.setdefault(prefix, [NEG_INF, NEG_INF])
                     e[1] = _lse(e[1], pnb + p)
-                    e = nxt.setdefault(prefix + (c,), [NEG_INF, NEG_INF])
+                    e = nxt.setdefault((*prefix, c), [NEG_INF, NEG_INF])
                     e[1] = _lse(e[1], pb + p)
                 else:
-                    e = nxt.setdefault(prefix + (c,), [NEG_INF, NEG_INF])
+                    e = nxt.setdefault((*prefix, c), [NEG_INF, NEG_INF])
                     e[1] = _lse(e[1], _lse(pb, pnb) + p)
         ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]), reverse=True)[:beam_size]
         hyps = {k: tuple(v) for k, v in ranked}

@@ -98,7 +98,7 @@ class _BatchMaker(torch.utils.data.Dataset):
         rng = utt_rng(self.seed, epoch, u.utt_id)
         samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
         feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
-                              dither=cfg.dither, rng=None)
+                              dither=cfg.dither, rng=rng)
         if cfg.spec_aug.enabled:
             feats = spec_augment(feats, cfg.spec_aug, rng)
         return feats, samples.shape[0] / cfg.sample_rate

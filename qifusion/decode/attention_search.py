@@ -55,7 +55,7 @@ def attention_beam(
         The best hypothesis per utterance (tokens without sos/eos; ``score`` = decoder log-probability
         including eos; unfinished prefixes at ``max_len`` are scored as they are).
     """
-    B, T, D = memory.shape
+    B, T, _D = memory.shape
     N = beam_size
     dev = memory.device
     steps = max_len if max_len is not None else max(1, int(lens.max()))

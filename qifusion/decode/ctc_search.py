@@ -78,7 +78,7 @@ def ctc_prefix_beam(
         and ``times`` the frame at which each token was first emitted on the path carrying the most
         probability into the prefix.
     """
-    B, T, V = log_probs.shape
+    B, _T, V = log_probs.shape
     N, K = beam_size, min(token_topk or beam_size, V)
     dev, f64 = log_probs.device, torch.float64
     ninf = torch.tensor(-torch.inf, dtype=f64, device=dev)

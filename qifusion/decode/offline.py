@@ -49,7 +49,7 @@ def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int,
                                              reverse_weight=cfg.reverse_weight)[0]
     accent, prob = None, 0.0
     if enc.accent_utt is not None:
-        post = enc.accent_utt[0].float()
+        post = enc.accent_utt[0].double()
         k = int(post.argmax())
         accent, prob = rec.accents[k], float(post[k])
     return hyp, accent, prob

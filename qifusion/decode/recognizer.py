@@ -217,7 +217,7 @@ class Recognizer:
             if self.config.final_mode == "attention":
                 s.ctc_log_probs.append(log_probs)
             if out.accent_post is not None and out.accent_post.shape[1] > 0:
-                post = out.accent_post[i].float().cpu().sum(dim=0)  # (A,)
+                post = out.accent_post[i].double().cpu().sum(dim=0)  # (A,)
                 s.accent_sum = post if s.accent_sum is None else s.accent_sum + post
                 s.accent_frames += out.accent_post.shape[1]
 

@@ -85,7 +85,10 @@ def token_spans(
     """
     spans = []
     for i, (tok, t) in enumerate(zip(tokens, times)):
-        nxt = times[i + 1] if i + 1 < len(times) else (num_frames if num_frames is not None else t + max_frames)
+        if i + 1 < len(times):
+            nxt = times[i + 1]
+        else:
+            nxt = num_frames if num_frames is not None else t + max_frames
         end = min(max(nxt, t + 1), t + max_frames)
         spans.append(TokenSpan(int(tok), round(t * frame_shift, 3), round(end * frame_shift, 3)))
     return spans

@@ -1,0 +1,98 @@
+"""Long audio: bounded memory while streaming through endpoints; segments match their parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qifusion.data.features import compute_fbank
+from qifusion.decode.endpoint import EndpointConfig, EndpointRule
+from qifusion.decode.longform import decode_long
+from qifusion.decode.offline import decode_features
+from qifusion.decode.recognizer import Recognizer
+from tests.recognizer_helpers import make_random_model_dir, noise_utterance
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_model_dir(tmp_path_factory.mktemp("long") / "model", seed=2)
+
+
+def _pieces(x: np.ndarray, sr: int, *, piece: int, probe: list) -> object:
+    for i in range(0, x.shape[0], piece):
+        probe.append(None)
+        yield sr, x[i : i + piece]
+
+
+def test_long_audio_bounded_memory_and_segment_parity(model_dir: Path) -> None:
+    """3 minutes of audio, chunk 8, left chunks 2, segments cut at 4 s (rule 3): caches, memory and
+    fbank frames stay bounded, and every segment equals offline decoding of its own frames."""
+    chunk, left = 8, 2
+    ep = EndpointConfig(rule3=EndpointRule(False, 0.0, 4.0))
+    rec = Recognizer.from_model_dir(model_dir, chunk_size=chunk, left_chunks=left, mode="attention_rescoring",
+                                    endpoint=ep, dtype="float64")
+    sr = 16000
+    x = np.concatenate([noise_utterance(6.0, sr=sr, seed=i) for i in range(30)])  # 180 s
+    sizes = {"att": 0, "mem": 0, "fbank": 0}
+    orig = rec.decode_streams
+
+    def spy(streams: list) -> None:
+        orig(streams)
+        for s in streams:
+            sizes["att"] = max(sizes["att"], s.model_state.att_cache.shape[3])
+            sizes["mem"] = max(sizes["mem"], sum(m.shape[0] for m in s.memory))
+            sizes["fbank"] = max(sizes["fbank"], s.fbank.num_frames_ready - s.fbank._popped)
+
+    rec.decode_streams = spy  # type: ignore[method-assign]
+    res = decode_long(rec, ((sr, x[i : i + 4000]) for i in range(0, x.shape[0], 4000)))
+    assert res.duration == pytest.approx(180.0)
+    assert sizes["att"] <= chunk * left  # attention cache bounded by left chunks
+    assert sizes["mem"] <= 4.0 / rec.frame_shift + chunk  # rescoring memory bounded by rule 3
+    assert sizes["fbank"] <= rec.window + 4000 // 160 + 2  # consumed fbank frames are popped
+    assert 40 <= len(res.segments) <= 46  # ~180 s / 4 s
+    assert res.accent in rec.accents
+    feats = compute_fbank(x)
+    for seg in res.segments[:3] + res.segments[-2:]:
+        first = round(seg.start / rec.frame_shift) * rec.subsampling
+        n_out = round((seg.end - seg.start) / rec.frame_shift)
+        n_chunks = -(-n_out // chunk)
+        last = min(first + (n_chunks - 1) * rec.stride + rec.window, feats.shape[0])
+        hyp, _, _ = decode_features(rec, feats[first:last], chunk_size=chunk, left_chunks=left)
+        assert seg.text == rec.tokenizer.decode(hyp.tokens)
+        assert all(seg.start <= t < seg.end for t in seg.timestamps)
+
+
+def test_trained_model_segments_match_parts(request: pytest.FixtureRequest) -> None:
+    """Concatenated test utterances with silence between decode into one segment per utterance whose
+    text matches that utterance decoded alone (trained tiny model)."""
+    try:
+        model_dir = request.getfixturevalue("tiny_model_dir")
+        corpus = request.getfixturevalue("synth_corpus")
+    except pytest.FixtureLookupError:
+        pytest.skip("needs the trained tiny_model_dir fixture (tests/conftest.py)")
+    import editdistance
+
+    from qifusion.data.audio import read_audio
+    from qifusion.data.manifest import load_data_dir
+
+    utts = load_data_dir(Path(corpus) / "test")
+    parts = [read_audio(u.audio) for u in utts]
+    gap = np.zeros(int(2.0 * 16000), dtype=np.float32)
+    reps = max(1, int(np.ceil(150.0 / sum(p.shape[0] / 16000 + 2.0 for p in parts))))  # >= 2.5 minutes
+    seq = [p for _ in range(reps) for p in parts]
+    x = np.concatenate([np.concatenate([gap, p]) for p in seq] + [gap])
+    rec = Recognizer.from_model_dir(model_dir, chunk_size=16, left_chunks=4, mode="ctc_greedy")
+    alone = []
+    for p in parts:
+        s = rec.create_stream()
+        s.accept_waveform(16000, np.concatenate([gap[:8000], p, gap]))
+        s.input_finished()
+        while rec.is_ready(s):
+            rec.decode(s)
+        alone.append(s.result.text)
+    res = decode_long(rec, ((16000, x[i : i + 16000]) for i in range(0, x.shape[0], 16000)))
+    assert len(res.segments) == len(seq)
+    errs = sum(editdistance.eval(seg.text, alone[i % len(parts)]) for i, seg in enumerate(res.segments))
+    assert errs / sum(len(alone[i % len(parts)]) for i in range(len(seq))) < 0.05
