@@ -16,8 +16,8 @@ def make_random_model_dir(path: Path, *, seed: int = 0) -> Path:
     """conf/tiny.yaml with random weights; the CTC head is scaled up so outputs are peaky."""
     from qifusion.config import load_config
     from qifusion.data.tokenizer import Tokenizer
-    from qifusion.models.model import QifusionModel
     from qifusion.modeldir import save_model_dir
+    from qifusion.models.model import QifusionModel
 
     torch.manual_seed(seed)
     root = Path(__file__).resolve().parents[1]

@@ -75,8 +75,8 @@ def test_decode_dir_outputs(model_dir: Path, data_dir: Path, tmp_path: Path, mod
 @pytest.mark.parametrize("mode", ["ctc_greedy", "attention_rescoring"])
 def test_batching_does_not_change_results(model_dir: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
     for bs in (1, 6):
-        decode_dir(model_dir=model_dir, data_dir=data_dir, out_dir=tmp_path / str(bs), mode=mode, chunk_size=4,
-                   left_chunks=2, beam_size=3, batch_size=bs, backend="torch", progress=False)
+        decode_dir(model_dir=model_dir, data_dir=data_dir, out_dir=tmp_path / str(bs), mode=mode,
+                   chunk_size=4, left_chunks=2, beam_size=3, batch_size=bs, backend="torch", progress=False)
     assert (tmp_path / "1" / "hyp.txt").read_text() == (tmp_path / "6" / "hyp.txt").read_text()
 
 
@@ -89,8 +89,8 @@ def test_bad_files_are_skipped_and_counted(model_dir: Path, data_dir: Path, tmp_
     with open(d / "text", "a") as f:
         f.write("zz_missing hello\nzz_empty hello\n")
     (d / "data.jsonl").unlink(missing_ok=True)
-    rep = decode_dir(model_dir=model_dir, data_dir=d, out_dir=tmp_path / "out", mode="ctc_greedy", chunk_size=-1,
-                     left_chunks=-1, beam_size=2, batch_size=3, backend="torch", progress=False)
+    rep = decode_dir(model_dir=model_dir, data_dir=d, out_dir=tmp_path / "out", mode="ctc_greedy",
+                     chunk_size=-1, left_chunks=-1, beam_size=2, batch_size=3, progress=False)
     assert rep["num_utts"] == 6
     assert "2 unreadable or empty audio" in (tmp_path / "out" / "report.md").read_text()
 
@@ -100,18 +100,19 @@ def test_without_accent_labels(model_dir: Path, data_dir: Path, tmp_path: Path) 
     d.mkdir()
     for name in ("wav.scp", "text"):
         shutil.copy(data_dir / name, d / name)
-    rep = decode_dir(model_dir=model_dir, data_dir=d, out_dir=tmp_path / "out", mode="ctc_greedy", chunk_size=-1,
-                     left_chunks=-1, beam_size=2, batch_size=8, backend="torch", progress=False)
+    rep = decode_dir(model_dir=model_dir, data_dir=d, out_dir=tmp_path / "out", mode="ctc_greedy",
+                     chunk_size=-1, left_chunks=-1, beam_size=2, batch_size=8, progress=False)
     assert rep["aid_accuracy"] is None and rep["aid_confusion"] is None
     assert list(rep["per_accent"]) == ["unknown"]
     assert not (tmp_path / "out" / "aid_confusion.png").exists()
 
 
-def test_cli_decode_and_errors(model_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_decode_and_errors(model_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
     rc = main(["decode", "--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path / "o"),
                "--mode", "ctc_prefix_beam", "--chunk-size", "16", "--beam-size", "3"])
     assert rc == 0 and json.loads((tmp_path / "o" / "report.json").read_text())["chunk_size"] == 16
-    rc = main(["decode", "--model", str(tmp_path / "nomodel"), "--data", str(data_dir), "--out", str(tmp_path)])
+    rc = main(["decode", "--model", str(tmp_path / "nomodel"), "--data", str(data_dir),
+               "--out", str(tmp_path)])
     assert rc == 2 and "nomodel" in capsys.readouterr().err
     with pytest.raises(UserError, match="chunk-size"):
         decode_dir(model_dir=model_dir, data_dir=data_dir, out_dir=tmp_path, mode="ctc_greedy", chunk_size=0,

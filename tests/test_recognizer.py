@@ -63,7 +63,8 @@ def test_partials_grow_and_prefix_beam_matches(model_dir: Path) -> None:
 
 
 def test_decode_streams_batched_equals_individual(model_dir: Path) -> None:
-    rec = Recognizer.from_model_dir(model_dir, chunk_size=4, left_chunks=3, mode="ctc_greedy", dtype="float64")
+    rec = Recognizer.from_model_dir(model_dir, chunk_size=4, left_chunks=3, mode="ctc_greedy",
+                                    dtype="float64")
     audios = [noise_utterance(s, sr=16000, seed=10 + i) for i, s in enumerate([2.1, 3.3, 1.2, 2.6])]
     starts = [0, 5, 9, 2]  # streams start at different times (different cache lengths/offsets)
     singles = [run_stream(rec, x, 16000).result for x in audios]

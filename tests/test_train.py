@@ -253,3 +253,67 @@ def test_ddp_two_cpu_ranks_hold_identical_weights(synth_corpus: Path, tmp_path: 
     assert r0["skipped"] == r1["skipped"] == 1  # NaN on rank 1 only: both ranks skipped it
     _assert_bitwise_equal(r0["model"], r1["model"])
     assert (exp / "final" / "model.pt").exists() and "world_size" in (exp / "final" / "card.json").read_text()
+
+
+# ----------------------------------------------------------------------------- model dirs, average, init
+def test_model_dir_loads_and_reports_missing_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from qifusion.errors import UserError
+    from qifusion.modeldir import load_model_dir
+
+    loaded = load_model_dir(tiny_model_dir)
+    assert loaded.accents == ["en-029", "en-gb-scotland", "en-us"]
+    assert loaded.card["epochs"] == 50 and loaded.card["steps"] > 0 and "dev_cer" in loaded.card["dev"]
+    assert loaded.tokenizer.vocab_size == loaded.model.vocab_size and not loaded.model.training
+    for name in ("model.pt", "accents.txt"):
+        broken = tmp_path / name
+        shutil.copytree(tiny_model_dir, broken)
+        (broken / name).unlink()
+        with pytest.raises(UserError, match=name):
+            load_model_dir(broken)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, corrupt)
+    (corrupt / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt"):
+        load_model_dir(corrupt)
+
+
+def test_average_by_last_and_dev_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from qifusion.modeldir import load_model_dir
+    from qifusion.train.average import average_checkpoints
+
+    exp = tiny_model_dir.parent
+    one = average_checkpoints(exp_dir=exp, num=1, by="last", out_dir=tmp_path / "avg1")
+    ckpt = torch.load(exp / "epoch_50.pt", weights_only=True)["model"]
+    _assert_bitwise_equal(ckpt, _weights(one / "model.pt"))  # the average of one is that checkpoint
+    best = average_checkpoints(exp_dir=exp, num=5, by="dev_loss", out_dir=tmp_path / "best")
+    card = load_model_dir(best).card
+    assert card["by"] == "dev_loss" and len(card["averaged"]) >= 1
+
+
+def test_init_fine_tunes_onto_a_changed_accent_set(tiny_model_dir: Path, synth_corpus: Path,
+                                                   tmp_path: Path) -> None:
+    from qifusion.train.run import train
+
+    data = tmp_path / "data"
+    for split in ("train", "dev"):
+        (data / split).mkdir(parents=True)
+        for f in ("wav.scp", "text", "utt2spk"):
+            (data / split / f).write_text((synth_corpus / split / f).read_text())
+        lines = (synth_corpus / split / "utt2accent").read_text().replace(" en-us\n", " en-new\n")
+        (data / split / "utt2accent").write_text(lines)
+    exp = tmp_path / "exp"
+    train(config_path=TINY, data_dir=data, exp_dir=exp, resume=False, device="cpu", init=tiny_model_dir,
+          overrides=["train.max_steps=1", "train.max_epochs=1", "train.lr=1e-9", "data.max_duration=20"])
+    assert (exp / "accents.txt").read_text().split() == ["en-029", "en-gb-scotland", "en-new"]
+    log = (exp / "train.log").read_text()
+    assert "accent set changes" in log and "rows remapped by name in aid." in log
+    old, new = _weights(tiny_model_dir / "model.pt"), _weights(exp / "final" / "model.pt")
+    aid_keys = [k for k in old if k.startswith("aid.") and old[k].shape[0] == 3]
+    assert aid_keys
+    for k in aid_keys:  # rows of shared accents kept (lr ~ 0), the new accent's row re-initialised
+        assert torch.allclose(old[k][:2], new[k][:2], atol=1e-6)
+        assert not torch.allclose(old[k][2], new[k][2], atol=1e-3)
+    enc = [k for k in old if k.startswith("encoder.") and old[k].is_floating_point()]
+    assert all(torch.allclose(old[k], new[k], atol=1e-6) for k in enc)

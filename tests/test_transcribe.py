@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def test_streaming_equals_offline_and_bad_files(files: tuple[Path, list[Path]], 
     assert [o["duration"] for o, _ in good] == pytest.approx([2.3, 1.7, 3.1], abs=1e-3)
 
 
-def test_cli_exit_code_and_full_context(files: tuple[Path, list[Path]], capsys: pytest.CaptureFixture) -> None:
+def test_cli_exit_code_and_full_context(
+    files: tuple[Path, list[Path]], capsys: pytest.CaptureFixture
+) -> None:
     model, paths = files
     rc = main(["transcribe", "--model", str(model), "--mode", "ctc_greedy", str(paths[0]), str(paths[2])])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -76,7 +79,7 @@ def test_cli_exit_code_and_full_context(files: tuple[Path, list[Path]], capsys: 
 
 
 def test_long_file_goes_through_segments(files: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    model, paths = files
+    model, _paths = files
     long = tmp_path / "long.wav"
     sf.write(long, np.concatenate([noise_utterance(3.0, sr=16000, seed=i) for i in range(4)]), 16000)
     n, recs = _run(model, [long], mode="ctc_greedy", chunk_size=8, left_chunks=4, streaming=False,
@@ -85,4 +88,4 @@ def test_long_file_goes_through_segments(files: tuple[Path, list[Path]], tmp_pat
     segs = recs[0]["segments"]
     assert recs[0]["duration"] == pytest.approx(12.0, abs=1e-3)
     assert len(segs) >= 1 and recs[0]["text"] == " ".join(s["text"] for s in segs)
-    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segs, segs[1:]))
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(segs))

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from ctc_reference import reference_prefix_beam  # noqa: E402
+from ctc_reference import reference_prefix_beam
 
-from qifusion.decode.ctc_search import ctc_prefix_beam  # noqa: E402
+from qifusion.decode.ctc_search import ctc_prefix_beam
 
 
 def peaky_log_probs(B: int, T: int, V: int, *, seed: int) -> torch.Tensor:
@@ -50,7 +50,8 @@ def main() -> None:
     same = all([h.tokens for h in v] == [r[0] for r in rs] for v, rs in zip(vec, ref))
     tv, tr = min(t_vec), min(t_ref)
     frames = a.batch * a.frames
-    print(f"B={a.batch} T'={a.frames} V={a.vocab} beam={a.beam} topk={a.beam} threads={torch.get_num_threads()}")
+    print(f"B={a.batch} T'={a.frames} V={a.vocab} beam={a.beam} topk={a.beam} "
+          f"threads={torch.get_num_threads()}")
     print(f"vectorised: {tv * 1e3:8.1f} ms ({tv / frames * 1e6:6.1f} us/frame)")
     print(f"python loop: {tr * 1e3:8.1f} ms ({tr / frames * 1e6:6.1f} us/frame)")
     print(f"speed ratio (loop / vectorised): {tr / tv:.2f}x; same n-best: {same}")

@@ -197,8 +197,10 @@ def render_utterance(item: SynthItem, path: Path) -> float:
                         f"{r.stderr.decode(errors='replace').strip()[:200]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    sox = ["sox", "-D", "-V1", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-           "-e", "signed-integer", "-t", "wav", str(tmp), "gain", "-n", "-1"]
+    # explicit effect order: resample first, then normalise (sox's implicit rate would run after the
+    # gain and its ringing could clip); -D: no dither, so the output is deterministic
+    sox = ["sox", "-D", "-V1", "-t", "wav", "-", "-b", "16", "-e", "signed-integer", "-t", "wav", str(tmp),
+           "rate", "-h", str(SAMPLE_RATE), "channels", "1", "gain", "-n", "-1"]
     try:
         s = subprocess.run(sox, input=r.stdout, capture_output=True, check=False, timeout=120)
         if s.returncode != 0:

@@ -82,7 +82,8 @@ def ctc_prefix_beam(
     N, K = beam_size, min(token_topk or beam_size, V)
     dev, f64 = log_probs.device, torch.float64
     ninf = torch.tensor(-torch.inf, dtype=f64, device=dev)
-    top_v, top_i = log_probs.detach().to(f64).topk(K, dim=-1)  # (B, T, K), all frames at once
+    top_v, top_i = log_probs.detach().topk(K, dim=-1)  # (B, T, K), all frames at once
+    top_v = top_v.to(f64)
     blank_all = top_i == blank_id
     lens_l = lens.tolist()
     min_len = min(lens_l, default=0)
@@ -95,7 +96,8 @@ def ctc_prefix_beam(
     parents, appended = [], []  # per frame (B, N): parent beam, appended token (-1: none)
     arange_n = torch.arange(N, device=dev).expand(B, N)
     dead_key = -1 - arange_n  # keys of empty beams never equal a real key (those are >= 0)
-    ext_ids = torch.arange(N * K, device=dev)[None, :, None]
+    ext_ids = torch.arange(N * K, device=dev).expand(B, N * K)
+    zeros_n = torch.zeros((B, N), dtype=torch.long, device=dev)
     for t in range(max(lens_l, default=0)):
         tv, ti, is_blank = top_v[:, t, None, :], top_i[:, t, None, :], blank_all[:, t, None, :]  # (B,1,K)
         tot = torch.logaddexp(pb, pnb)  # (B, N)
@@ -110,12 +112,14 @@ def ctc_prefix_beam(
         e_h2 = ((h2[:, :, None] * _P2 + ti + 1) % _M2).reshape(B, N * K)
         s_key = torch.where(torch.isfinite(tot), h1 * _M2 + h2, dead_key)
         # an extension equal to a kept prefix merges into it (at most one can: the beams are distinct)
-        match = ((e_h1 * _M2 + e_h2)[:, :, None] == s_key[:, None, :]) & torch.isfinite(e_pnb)[:, :, None]
-        m_val = torch.where(match, e_pnb[:, :, None], ninf).amax(1)  # (B, N)
-        m_idx = torch.where(match, ext_ids, 0).amax(1)
+        match = (e_h1 * _M2 + e_h2)[:, :, None] == s_key[:, None, :]  # (B, N*K, N)
+        has = match.any(-1) & torch.isfinite(e_pnb)  # (B, N*K)
+        target = match.to(torch.uint8).argmax(-1)  # the stay an extension merges into
+        m_val = ninf.expand(B, N).scatter_reduce(1, target, torch.where(has, e_pnb, ninf), reduce="amax")
+        m_idx = zeros_n.scatter_reduce(1, target, torch.where(has, ext_ids, 0), reduce="amax")
         own = torch.logaddexp(s_pb, s_pnb)
         st_pnb = torch.logaddexp(s_pnb, m_val)
-        e_free = torch.where(match.any(-1), ninf, e_pnb)
+        e_free = torch.where(has, ninf, e_pnb)
         cand = torch.cat([torch.logaddexp(s_pb, st_pnb), e_free], 1)  # (B, N + N*K)
         keep = cand.topk(N, dim=1).indices  # (B, N)
         is_stay = keep < N
@@ -150,8 +154,12 @@ def _backtrack(
     B = scores.shape[0]
     if not parents:
         return [[Hypothesis((), (), 0.0)] for _ in range(B)]
-    par = torch.stack(parents).tolist()  # (T, B, N)
-    tok = torch.stack(appended).tolist()
+    cur = torch.arange(beam, device=scores.device).expand(B, beam)
+    toks = []
+    for par, tok in zip(reversed(parents), reversed(appended)):
+        toks.append(tok.gather(1, cur))
+        cur = par.gather(1, cur)
+    path = torch.stack(toks[::-1], dim=-1).cpu()  # (B, N, T): token appended at frame t, or -1
     score_l = scores.tolist()
     out = []
     for b in range(B):
@@ -159,13 +167,7 @@ def _backtrack(
         for n in range(beam):
             if score_l[b][n] == -float("inf"):
                 continue
-            tokens, times, cur = [], [], n
-            for t in range(len(par) - 1, -1, -1):
-                u = tok[t][b][cur]
-                if u >= 0:
-                    tokens.append(u)
-                    times.append(t)
-                cur = par[t][b][cur]
-            hyps.append(Hypothesis(tuple(reversed(tokens)), tuple(reversed(times)), score_l[b][n]))
+            times = (path[b, n] >= 0).nonzero().squeeze(1)
+            hyps.append(Hypothesis(tuple(path[b, n, times].tolist()), tuple(times.tolist()), score_l[b][n]))
         out.append(hyps)
     return out

@@ -50,7 +50,8 @@ class EndpointConfig:
     def is_endpoint(self, *, has_speech: bool, trailing_silence: float, utterance_length: float) -> bool:
         """True when any rule holds."""
         return any(
-            r.holds(has_speech=has_speech, trailing_silence=trailing_silence, utterance_length=utterance_length)
+            r.holds(has_speech=has_speech, trailing_silence=trailing_silence,
+                    utterance_length=utterance_length)
             for r in (self.rule1, self.rule2, self.rule3)
         )
 

@@ -35,7 +35,9 @@ class LongformResult:
         return " ".join(s.text for s in self.segments if s.text)
 
 
-def iter_audio_blocks(path: str | os.PathLike[str], *, block_seconds: float = 1.0) -> Iterator[tuple[int, np.ndarray]]:
+def iter_audio_blocks(
+    path: str | os.PathLike[str], *, block_seconds: float = 1.0
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(sample_rate, samples (N,) float32 mono)`` blocks of a file without reading it whole."""
     try:
         info = sf.info(os.fspath(path))
@@ -57,7 +59,7 @@ def _finish_segment(rec: Recognizer, s: Stream, out: list[Segment]) -> None:
         out.append(seg)
 
 
-def decode_long(rec: Recognizer, pieces: Iterable[tuple[int, np.ndarray]], *, batch_pieces: int = 1) -> LongformResult:
+def decode_long(rec: Recognizer, pieces: Iterable[tuple[int, np.ndarray]]) -> LongformResult:
     """Decode audio given as ``(sample_rate, samples)`` pieces, splitting at endpoints.
 
     Args:

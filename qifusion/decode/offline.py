@@ -40,8 +40,8 @@ def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int,
                                     sos_eos_id=rec.tokenizer.sos_eos_id, ctc_log_probs=log_probs,
                                     blank_id=rec.blank_id)[0]
     else:
-        nbest = search.ctc_prefix_beam(log_probs, out_lens, beam_size=cfg.beam_size, token_topk=cfg.token_topk,
-                                       blank_id=rec.blank_id)[0]
+        nbest = search.ctc_prefix_beam(log_probs, out_lens, beam_size=cfg.beam_size,
+                                       token_topk=cfg.token_topk, blank_id=rec.blank_id)[0]
         hyp = nbest[0]
         if (final == "attention_rescoring" and getattr(model, "decoder", None) is not None
                 and any(len(h.tokens) for h in nbest)):

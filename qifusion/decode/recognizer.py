@@ -278,6 +278,6 @@ class Recognizer:
         s.accent_sum, s.accent_frames = None, 0
         s.finalized = False
         s.final_hyp = None
-        s._result = StreamResult(start=s.frame_offset * self.frame_shift, end=s.frame_offset * self.frame_shift,
-                                 segments=list(s.segments))
+        t0 = s.frame_offset * self.frame_shift
+        s._result = StreamResult(start=t0, end=t0, segments=list(s.segments))
         return seg

@@ -49,7 +49,9 @@ class Segment:
             "text": self.text,
             "accent": self.accent,
             "accent_prob": round(self.accent_prob, 4),
-            "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words],
+            "words": [
+                {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words
+            ],
         }
 
 

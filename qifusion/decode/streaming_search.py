@@ -118,9 +118,9 @@ class CtcPrefixBeamState:
                     add(prefix, pb=NEG_INF, pnb=pnb + p, times=times)
                     # repeat after a blank: a new token
                     if pb != NEG_INF:
-                        add(prefix + (u,), pb=NEG_INF, pnb=pb + p, times=(*times, t))
+                        add((*prefix, u), pb=NEG_INF, pnb=pb + p, times=(*times, t))
                 else:
-                    add(prefix + (u,), pb=NEG_INF, pnb=_logaddexp(pb, pnb) + p, times=(*times, t))
+                    add((*prefix, u), pb=NEG_INF, pnb=_logaddexp(pb, pnb) + p, times=(*times, t))
         ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]), reverse=True)
         self.hyps = dict(ranked[: self.beam_size])
 

@@ -159,7 +159,7 @@ def _stream_batch(rec: Recognizer, items: list[tuple[Path, int, np.ndarray]]) ->
             s = streams[i]
             if s.is_input_finished:
                 continue
-            step = max(1, int(round(PIECE_SECONDS * sr)))
+            step = max(1, round(PIECE_SECONDS * sr))
             s.accept_waveform(sr, samples[pos[i]:pos[i] + step])
             pos[i] += step
             if pos[i] >= samples.shape[0]:

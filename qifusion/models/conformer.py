@@ -294,7 +294,7 @@ class ConformerEncoder(nn.Module):
         if att_mask is not None:
             if att_mask.shape != (B, k_len):
                 raise ValueError(f"att_mask has shape {tuple(att_mask.shape)}, expected {(B, k_len)}")
-            pass
+            mask_bias = mask_to_bias(att_mask[:, None, None, :], x.dtype)
         if required_cache_size < 0:
             start = 0
         elif required_cache_size == 0:

@@ -1,0 +1,84 @@
+"""Streaming latency of the Recognizer: first-partial and final latency, compute time per chunk.
+
+    python benchmarks/speed/latency.py --model models/accents-en-qifusion --chunk-size 16 [--wav F.wav]
+
+Audio is fed in real-time-sized pieces (``--piece-ms``); latencies are measured in milliseconds of
+*audio*: first-partial latency = audio position when the first non-empty partial appears minus the
+time of its first token (CTC timestamp); final latency = audio already fed when the final result is
+available minus the end of the audio (always 0 with an ideal endpoint; here it is the compute time
+of the last chunk + rescoring, reported in ms of wall clock). Per-chunk compute time is the median
+wall time of ``decode()`` calls. Prints one JSON line. Without ``--wav`` a synthetic signal is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--wav", default=None)
+    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--left-chunks", type=int, default=-1)
+    p.add_argument("--mode", default="ctc_prefix_beam")
+    p.add_argument("--piece-ms", type=float, default=100.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from qifusion.data.audio import read_audio
+    from qifusion.decode.recognizer import Recognizer
+
+    rec = Recognizer.from_model_dir(args.model, chunk_size=args.chunk_size, left_chunks=args.left_chunks,
+                                    mode=args.mode)
+    sr = 16000
+    if args.wav:
+        x = read_audio(args.wav)
+    else:
+        t = np.arange(5 * sr) / sr
+        x = (0.1 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    piece = int(args.piece_ms * sr / 1000)
+    chunk_ms, first_partial, final_ms = [], [], []
+    for _ in range(args.repeats):
+        s = rec.create_stream()
+        first = None
+        for i in range(0, x.shape[0], piece):
+            s.accept_waveform(sr, x[i : i + piece])
+            while rec.is_ready(s):
+                t0 = time.perf_counter()
+                rec.decode(s)
+                chunk_ms.append(1000 * (time.perf_counter() - t0))
+                if first is None and s.result.tokens:
+                    fed = 1000 * min(i + piece, x.shape[0]) / sr
+                    first = fed - 1000 * s.result.timestamps[0]
+        t0 = time.perf_counter()
+        s.input_finished()
+        while rec.is_ready(s):
+            rec.decode(s)
+        final_ms.append(1000 * (time.perf_counter() - t0))
+        if first is not None:
+            first_partial.append(first)
+    print(json.dumps({
+        "chunk_size": args.chunk_size,
+        "chunk_audio_ms": args.chunk_size * rec.frame_shift * 1000,
+        "per_chunk_compute_ms_median": round(statistics.median(chunk_ms), 2),
+        "first_partial_latency_audio_ms": (
+            round(statistics.median(first_partial), 1) if first_partial else None
+        ),
+        "final_latency_wall_ms_median": round(statistics.median(final_ms), 2),
+        "audio_s": round(x.shape[0] / sr, 2),
+        "threads": args.threads,
+        "text": s.result.text,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Decode scheduler: one loop batches the ready streams of all sessions into one ``decode_streams`` call.
+
+The scheduler runs on the event loop; model compute runs in a single worker thread (an executor), so
+the loop keeps accepting audio and answering other clients while a batch is computed. Each round:
+
+1. on the loop: hand every session's pending audio / end flag over (see :mod:`.session`);
+2. in the worker: ``accept_waveform`` / ``input_finished`` on the streams, then one
+   ``recognizer.decode_streams(ready)`` over all ready streams of all sessions, then endpoint checks
+   (``is_endpoint`` -> ``reset`` for continuous decoding); results are copied into plain events;
+3. on the loop: events become protocol messages in each session's outbox.
+
+Rounds repeat while any stream is ready, else the scheduler sleeps until a session signals new input.
+The idea of batching concurrent streams per step follows sherpa-onnx's online websocket server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qifusion.serve import protocol
+from qifusion.serve.protocol import SAMPLE_RATE
+from qifusion.serve.session import Outgoing, Session
+
+log = logging.getLogger("qifusion.serve")
+
+
+@dataclass
+class Event:
+    """A result copied out of a stream in the worker thread."""
+
+    kind: str  # "partial" | "final"
+    text: str
+    accent: str | None
+    accent_prob: float
+    words: list[Any] = field(default_factory=list)
+    end_of_speech: bool = False  # final after the client's end: speech_end follows
+
+
+Work = tuple[Session, list[np.ndarray], bool]  # session, new audio pieces, input finished now
+
+
+class DecodeScheduler:
+    """Batches all sessions' ready streams; ``recognizer`` follows the Recognizer/Stream contract."""
+
+    def __init__(self, recognizer: Any, *, max_batch: int = 64, executor: Executor | None = None) -> None:
+        self.recognizer = recognizer
+        self.max_batch = max_batch
+        self.sessions: set[Session] = set()
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="qifusion-decode")
+        self._own_executor = executor is None
+        self._wake = asyncio.Event()
+        self.batch_sizes: list[int] = []  # decode_streams batch sizes (stats, tests)
+        self.compute_s = 0.0
+
+    # ---- session side (event loop) ------------------------------------------------------------
+    def add(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def remove(self, session: Session) -> None:
+        session.closed = True
+        self.sessions.discard(session)
+
+    def notify(self) -> None:
+        """Wake the loop: a session has new input."""
+        self._wake.set()
+
+    async def create_stream(self) -> Any:
+        """A new recognizer stream, made in the worker thread (never concurrently with a decode)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.recognizer.create_stream)
+
+    # ---- loop -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Decode forever (cancel the task to stop)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while await self.step(loop):
+                    await asyncio.sleep(0)  # let handlers enqueue audio between rounds
+        finally:
+            if self._own_executor:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def step(self, loop: asyncio.AbstractEventLoop | None = None) -> bool:
+        """One round over all sessions; returns True when more work may be waiting."""
+        loop = loop or asyncio.get_running_loop()
+        work = [(s, *s.take_input()) for s in list(self.sessions) if s.stream is not None and not s.done]
+        if not work:
+            return False
+        events, more = await loop.run_in_executor(self._executor, self._compute, work)
+        for session, session_events in events.items():
+            if not session.closed:
+                self._deliver(session, session_events)
+        return more or any(s.has_input() for s in self.sessions)
+
+    # ---- worker thread --------------------------------------------------------------------------
+    def _compute(self, work: list[Work]) -> tuple[dict[Session, list[Event]], bool]:
+        rec = self.recognizer
+        for session, audio, finish in work:
+            for piece in audio:
+                session.stream.accept_waveform(SAMPLE_RATE, piece)
+            if finish:
+                session.stream.input_finished()
+        ready = [s for s, _, _ in work if not s.closed and rec.is_ready(s.stream)][: self.max_batch]
+        events: dict[Session, list[Event]] = {}
+        if not ready:
+            return events, False
+        t0 = time.perf_counter()
+        rec.decode_streams([s.stream for s in ready])
+        elapsed = time.perf_counter() - t0
+        self.compute_s += elapsed
+        self.batch_sizes.append(len(ready))
+        for s in ready:
+            s.compute_s += elapsed / len(ready)
+            events[s] = self._collect(s)
+        more = any(not s.closed and rec.is_ready(s.stream) for s, _, _ in work)
+        return events, more
+
+    def _collect(self, s: Session) -> list[Event]:
+        """Turn a stream's state after a decode into events (finals, endpoint resets, partials)."""
+        rec, stream = self.recognizer, s.stream
+        r = stream.result
+        if r.is_final:
+            return [Event("final", r.text, r.accent, r.accent_prob, list(r.words), end_of_speech=True)]
+        if s.continuous and rec.is_endpoint(stream):
+            seg = rec.reset(stream)  # finalises (rescoring) and starts the next segment
+            if not seg.text:
+                return []  # a long pause with nothing decoded: no empty final
+            return [Event("final", seg.text, seg.accent, seg.accent_prob, list(seg.words))]
+        return [Event("partial", r.text, r.accent, r.accent_prob)]
+
+    # ---- back on the loop -----------------------------------------------------------------------
+    def _deliver(self, s: Session, events: list[Event]) -> None:
+        for ev in events:
+            if ev.kind == "partial":
+                key = (ev.text, ev.accent)
+                if not ev.text or key == s.last_partial:
+                    continue  # like WeNet: no partial before something is decoded; skip repeats
+                s.last_partial = key
+                s.outbox.put_nowait(Outgoing(protocol.result_message(
+                    [ev.text], final=False, accent=ev.accent, accent_prob=ev.accent_prob)))
+                continue
+            s.num_finals += 1
+            s.samples_since_final = 0
+            s.last_partial = None
+            s.outbox.put_nowait(Outgoing(protocol.result_message(
+                [ev.text], final=True, accent=ev.accent, accent_prob=ev.accent_prob, words=ev.words)))
+            if ev.end_of_speech:
+                s.done = True
+                s.outbox.put_nowait(Outgoing(protocol.speech_end(), close=True))
+
