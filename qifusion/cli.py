@@ -118,6 +118,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         max_sessions=args.max_sessions,
         token=args.token,
+        max_message_bytes=args.max_message_bytes,
+        max_utterance_s=args.max_utterance_s,
+        idle_timeout_s=args.idle_timeout_s,
     )
     return 0
 
@@ -197,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=16)
     p.add_argument("--max-sessions", type=int, default=32)
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
+    p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client frame")
+    p.add_argument("--max-utterance-s", type=float, default=300.0, help="audio per utterance (seconds)")
+    p.add_argument("--idle-timeout-s", type=float, default=30.0, help="close sessions silent this long")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -34,7 +34,7 @@ def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_dir(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model dir trained on ``synth_corpus`` with ``conf/tiny.yaml`` (~1 min on 2 cores; session-wide).
 
-    Rough but recognisable: it has seen the 18 training utterances 50 times (train-set CER well below
+    Rough but recognisable: it has seen the 18 training utterances 40 times (train-set CER well below
     dev CER; dev CER about 70%). Layout as every model dir: model.pt, config.yaml, units.txt,
     accents.txt, cmvn.json, card.json. Treat it as read-only.
     """
@@ -48,7 +48,7 @@ def tiny_model_dir(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory)
     try:
         train(config_path=Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml", data_dir=synth_corpus,
               exp_dir=exp, resume=False, device="cpu", init=None,
-              overrides=["train.max_epochs=50", "train.lr=0.004", "train.warmup_steps=20",
+              overrides=["train.max_epochs=40", "train.lr=0.004", "train.warmup_steps=20",
                          "data.max_duration=30", "train.keep_checkpoints=1", "train.log_interval=20"])
     finally:
         torch.set_num_threads(threads)

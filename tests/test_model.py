@@ -176,7 +176,7 @@ def test_loss_combination_and_aid_outputs() -> None:
     assert 0.0 <= float(out["aid_acc"]) <= 1.0
     feats, lens, tokens, token_lens, _ = _batch()
     unl = model(feats, lens, tokens, token_lens, torch.tensor([-1, -1, -1]))
-    assert float(unl["loss_aid"]) == 0.0 and "aid_acc" not in unl
+    assert float(unl["loss_aid"].detach()) == 0.0 and "aid_acc" not in unl
     base = make(baseline_cfg(), dtype=torch.float32)(*_batch())
     assert "loss_aid" not in base and "aid_acc" not in base
 
@@ -239,7 +239,7 @@ def test_attention_scores_match_decoder_steps() -> None:
     ys, cache, total = torch.tensor([[V - 1]]), None, 0.0
     for tok in [3, 4, 5, V - 1]:
         lp, cache = model.decoder_step(enc.memory[:1], mmask, ys, cache)
-        total += float(lp[0, tok])
+        total += float(lp[0, tok].detach())
         ys = torch.cat([ys, torch.tensor([[tok]])], 1)
     assert abs(float(scores[0][0]) - total) < 1e-9
 

@@ -86,7 +86,8 @@ def test_parse_messages():
     assert protocol.parse_text_message(END) == EndSignal()
     for bad, needle in [("{oops", "bad JSON"), ("[1]", "JSON object"), ("{}", "no 'signal'"),
                         ('{"signal":"stop"}', "unknown signal 'stop'"),
-                        ('{"signal":"start","nbest":"2"}', "'nbest'"), ('{"signal":"start","nbest":0}', "'nbest'"),
+                        ('{"signal":"start","nbest":"2"}', "'nbest'"),
+                        ('{"signal":"start","nbest":0}', "'nbest'"),
                         ('{"signal":"start","continuous_decoding":1}', "'continuous_decoding'")]:
         with pytest.raises(ProtocolError, match=needle):
             protocol.parse_text_message(bad)
@@ -97,7 +98,8 @@ def test_parse_messages():
 
 
 def test_result_message_is_wenet_shaped():
-    msg = json.loads(protocol.result_message(["hello world"], final=False, accent="en-gb", accent_prob=0.87654))
+    text = protocol.result_message(["hello world"], final=False, accent="en-gb", accent_prob=0.87654)
+    msg = json.loads(text)
     assert msg["type"] == "partial_result" and msg["status"] == "ok"
     assert isinstance(msg["nbest"], str)  # a JSON string, as WeNet sends it
     assert json.loads(msg["nbest"]) == [{"sentence": "hello world"}]
@@ -340,7 +342,8 @@ def test_real_model_16_concurrent_clients(tiny_model_dir, synth_corpus):
     assert any(r[0] for r in refs)
     with ServerThread(cfg, recognizer=rec) as srv:
         async def main():
-            return await asyncio.gather(*(utterance(srv.url, wavs[i % len(wavs)], frame=2000) for i in range(16)))
+            clients = [utterance(srv.url, wavs[i % len(wavs)], frame=2000) for i in range(16)]
+            return await asyncio.gather(*clients)
 
         results = asyncio.run(main())
         assert [finals(m) for m in results] == [refs[i % len(wavs)] for i in range(16)]

@@ -203,3 +203,17 @@ def test_failed_item_retried_once_then_reported(tmp_path: Path, monkeypatch: pyt
     assert summary.counts["train"] == {"en-gb": 3}
     assert bad not in (tmp_path / "train" / "wav.scp").read_text()
     assert "boom" in (tmp_path / "synth_summary.json").read_text()
+
+
+def test_l2_plan_when_voices_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(voices.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(voices, "mbrola_voice_installed", lambda voice: True)
+    items = plan_corpus(preset="l2", utts_per_accent=10, seed=0, accents=["l2-de", "l2-fr"])
+    assert {i.voice.split("-")[0] for i in items} == {"mb"}  # one engine for the whole preset
+    by_split = {s: {i.speaker for i in items if i.split == s and i.accent == "l2-de"} for s in SPLITS}
+    assert by_split["dev"] == {"l2-de_mb-de5-en"} and by_split["test"] == {"l2-de_mb-de6-en"}
+    assert not by_split["train"] & (by_split["dev"] | by_split["test"])
+    fr_train = {i.speaker for i in items if i.split == "train" and i.accent == "l2-fr"}
+    fr_test = {i.speaker for i in items if i.split == "test" and i.accent == "l2-fr"}
+    assert fr_test <= fr_train  # 2 voices: cannot be speaker-disjoint (documented)
+    assert not voices.l2_speaker_disjoint("l2-fr") and voices.l2_speaker_disjoint("l2-de")

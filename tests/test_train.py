@@ -264,7 +264,7 @@ def test_model_dir_loads_and_reports_missing_files(tiny_model_dir: Path, tmp_pat
 
     loaded = load_model_dir(tiny_model_dir)
     assert loaded.accents == ["en-029", "en-gb-scotland", "en-us"]
-    assert loaded.card["epochs"] == 50 and loaded.card["steps"] > 0 and "dev_cer" in loaded.card["dev"]
+    assert loaded.card["epochs"] == 40 and loaded.card["steps"] > 0 and "dev_cer" in loaded.card["dev"]
     assert loaded.tokenizer.vocab_size == loaded.model.vocab_size and not loaded.model.training
     for name in ("model.pt", "accents.txt"):
         broken = tmp_path / name
@@ -285,7 +285,7 @@ def test_average_by_last_and_dev_loss(tiny_model_dir: Path, tmp_path: Path) -> N
 
     exp = tiny_model_dir.parent
     one = average_checkpoints(exp_dir=exp, num=1, by="last", out_dir=tmp_path / "avg1")
-    ckpt = torch.load(exp / "epoch_50.pt", weights_only=True)["model"]
+    ckpt = torch.load(exp / "epoch_40.pt", weights_only=True)["model"]
     _assert_bitwise_equal(ckpt, _weights(one / "model.pt"))  # the average of one is that checkpoint
     best = average_checkpoints(exp_dir=exp, num=5, by="dev_loss", out_dir=tmp_path / "best")
     card = load_model_dir(best).card
@@ -305,7 +305,7 @@ def test_init_fine_tunes_onto_a_changed_accent_set(tiny_model_dir: Path, synth_c
         (data / split / "utt2accent").write_text(lines)
     exp = tmp_path / "exp"
     train(config_path=TINY, data_dir=data, exp_dir=exp, resume=False, device="cpu", init=tiny_model_dir,
-          overrides=["train.max_steps=1", "train.max_epochs=1", "train.lr=1e-9", "data.max_duration=20"])
+          overrides=["train.max_steps=1", "train.max_epochs=1", "train.lr=1.0e-9", "data.max_duration=20"])
     assert (exp / "accents.txt").read_text().split() == ["en-029", "en-gb-scotland", "en-new"]
     log = (exp / "train.log").read_text()
     assert "accent set changes" in log and "rows remapped by name in aid." in log

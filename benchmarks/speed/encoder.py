@@ -21,17 +21,17 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch import
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from qifusion.config import EncoderConfig  # noqa: E402
-from qifusion.models.conformer import ConformerEncoder  # noqa: E402
+from qifusion.config import EncoderConfig
+from qifusion.models.conformer import ConformerEncoder
 
 SIZES = {
     "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},
@@ -116,8 +116,11 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4233, help="CTC head size (WeNet AISHELL-1 units)")
     ap.add_argument("--chunk", type=int, default=16)
     args = ap.parse_args()
-    print(json.dumps(run(args.size, threads=args.threads, repeats=args.repeats, vocab=args.vocab,
-                         chunk=args.chunk)))
+    print(
+        json.dumps(
+            run(args.size, threads=args.threads, repeats=args.repeats, vocab=args.vocab, chunk=args.chunk)
+        )
+    )
 
 
 if __name__ == "__main__":

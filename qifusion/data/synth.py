@@ -310,7 +310,8 @@ def _run_parallel(todo: list[SynthItem], out_dir: Path, *, jobs: int | None, dur
 
     workers = max(1, jobs or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="synth", unit="utt", disable=not progress, file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = {pool.submit(_render_with_retry, it, out_dir / it.wav): it for it in todo}
         for fut in as_completed(futures):
             it = futures[fut]
@@ -320,7 +321,9 @@ def _run_parallel(todo: list[SynthItem], out_dir: Path, *, jobs: int | None, dur
             else:
                 durations[it.utt_id] = dur
             bar.update(1)
-    bar.close()
+    finally:  # on Ctrl-C: drop queued items (finished wavs stay; a re-run resumes)
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
 
 
 def write_split(split_dir: Path, items: list[SynthItem], durations: dict[str, float]) -> None:

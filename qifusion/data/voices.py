@@ -47,7 +47,7 @@ L2_VOICES: dict[str, tuple[str, ...]] = {
 }
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/lib/x86_64-linux-gnu/mbrola"))
 L2_HELP = (
-    "the l2 preset needs the MBROLA synthesiser and voices, which are in Debian contrib/non-free "
+    "The l2 preset needs the MBROLA synthesiser and voices, which are in Debian contrib/non-free "
     "(non-commercial licence): add 'contrib non-free' to your apt sources (e.g. 'Components: main contrib "
     "non-free' in /etc/apt/sources.list.d/debian.sources), then run 'sudo apt-get update && sudo apt-get "
     "install mbrola mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-fr1 mbrola-fr4 "

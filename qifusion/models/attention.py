@@ -146,10 +146,11 @@ class RelPositionMultiHeadAttention(nn.Module):
                 new_cache = torch.cat([k, v], dim=-1)
         k_len = k.size(2)
         scale = 1.0 / math.sqrt(dk)
-        p = self.linear_pos(pos_emb).view(-1, H, dk).permute(1, 2, 0)  # (H, dk, T + T_k)
+        # the 1/sqrt(d_k) of the bd term is folded into the (small) position projection
+        p = F.linear(pos_emb, self.linear_pos.weight * scale).view(-1, H, dk).permute(1, 2, 0)
         bd = torch.matmul(q + self.pos_bias_v.unsqueeze(1), p)  # (B, H, T, T + T_k)
         bd = rel_shift(bd, k_len)
-        attn_bias = bd * scale if mask_bias is None else torch.add(mask_bias, bd, alpha=scale)
+        attn_bias = bd if mask_bias is None else mask_bias + bd
         drop = self.dropout_rate if self.training else 0.0
         out = F.scaled_dot_product_attention(
             q + self.pos_bias_u.unsqueeze(1), k, v, attn_mask=attn_bias, dropout_p=drop, scale=scale

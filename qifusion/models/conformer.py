@@ -210,7 +210,7 @@ class ConformerEncoder(nn.Module):
         """
         cfg = self.cfg
         x, mask = self.embed(self.cmvn(feats), feats_lens)
-        B, T, _ = x.shape
+        T = x.size(1)
         if chunk_size is None:
             chunk_size, left_chunks = dynamic_chunk(
                 T,
@@ -250,10 +250,9 @@ class ConformerEncoder(nn.Module):
         ref = self.after_norm.weight
         device = device or ref.device
         dtype = dtype or ref.dtype
-        att = torch.zeros(self.num_blocks, batch_size, self.num_heads, 0, 2 * self.d_k, device=device, dtype=dtype)
-        cnn = torch.zeros(
-            self.num_blocks, batch_size, self.output_size, self.cnn_module_kernel - 1, device=device, dtype=dtype
-        )
+        L, H, D, K1 = self.num_blocks, self.num_heads, self.output_size, self.cnn_module_kernel - 1
+        att = torch.zeros(L, batch_size, H, 0, 2 * self.d_k, device=device, dtype=dtype)
+        cnn = torch.zeros(L, batch_size, D, K1, device=device, dtype=dtype)
         return att, cnn
 
     def forward_chunk(

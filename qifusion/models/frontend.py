@@ -104,10 +104,10 @@ class Conv2dSubsampling(nn.Module):
         Returns:
             (B, T', D) features and (B, T') bool valid mask (None when ``lengths`` is None).
         """
-        T = x.size(1)
-        if T < self.right_context + 1:
+        n_frames = x.size(1)
+        if n_frames <= self.right_context:
             raise ValueError(
-                f"input has {T} frames; the x{self.subsampling_rate} front end needs at least "
+                f"input has {n_frames} frames; the x{self.subsampling_rate} front end needs at least "
                 f"{self.right_context + 1}"
             )
         # first stage (1 input channel) as patches @ weight: much faster than a 1-channel conv on CPU,

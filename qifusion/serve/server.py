@@ -236,7 +236,8 @@ class App:
             session.samples_in += x.shape[0]
             session.samples_since_final += x.shape[0]
         if over:
-            session.end_requested = session.over_limit = True  # the client still gets the final result of what was kept
+            # the client still gets the final result of the audio that was kept
+            session.end_requested = session.over_limit = True
             session.outbox.put_nowait(Outgoing(protocol.failed(
                 f"utterance longer than max_utterance_s={self.config.max_utterance_s:g} s: "
                 "later audio is dropped and the utterance is ended")))

@@ -69,8 +69,8 @@ class Pcm16Sender extends AudioWorkletProcessor {
     if (n <= 0) return;
     const pcm = new Int16Array(n);
     for (let i = 0; i < n; i++) {
-      const s = Math.max(-1, Math.min(1, this.pending[i]));
-      pcm[i] = s < 0 ? s * 32768 : s * 32767;
+      const s = this.pending[i];
+      pcm[i] = Math.max(-32768, Math.min(32767, Math.round(s * 32768)));
     }
     this.pending = this.pending.slice(n);
     this.port.postMessage(pcm.buffer, [pcm.buffer]);
