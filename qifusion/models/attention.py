@@ -83,7 +83,7 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout_rate if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         B, _, Tq, _ = out.shape
-        return self.linear_out(out.transpose(1, 2).reshape(B, Tq, -1))
+        return self.linear_out(out.transpose(1, 2).contiguous().view(B, Tq, -1))
 
 
 class RelPositionMultiHeadAttention(nn.Module):
@@ -155,4 +155,4 @@ class RelPositionMultiHeadAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q + self.pos_bias_u.unsqueeze(1), k, v, attn_mask=attn_bias, dropout_p=drop, scale=scale
         )
-        return self.linear_out(out.transpose(1, 2).reshape(B, T, D)), new_cache
+        return self.linear_out(out.transpose(1, 2).contiguous().view(B, T, D)), new_cache
