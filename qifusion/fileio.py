@@ -18,6 +18,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], None]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
         with os.fdopen(fd, "wb" if binary else "w") as f:
             writer(f)
             f.flush()
@@ -27,6 +28,12 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], None]
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -46,6 +46,19 @@ def rel_shift(scores: torch.Tensor, k_len: int) -> torch.Tensor:
     return flat[:, :, Tq - 1 : Tq - 1 + Tq * (L - 1)].reshape(B, H, Tq, L - 1)[..., :k_len]
 
 
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, d_k) -> (B, T, H*d_k).
+
+    While exporting, the copy is explicit: the exporter's SDPA decomposition returns other strides than
+    its meta kernel, and an implicit ``reshape`` then fails to view.
+    """
+    B, H, T, dk = x.shape
+    x = x.transpose(1, 2)
+    if torch.compiler.is_exporting():
+        x = x.clone(memory_format=torch.contiguous_format)
+    return x.reshape(B, T, H * dk)
+
+
 class MultiHeadAttention(nn.Module):
     """Plain multi-head attention (Vaswani et al., 2017) for cross attention.
 
@@ -82,8 +95,7 @@ class MultiHeadAttention(nn.Module):
         attn_mask = None if mask is None else mask.unsqueeze(1)  # (B, 1, T_q|1, T_k)
         p = self.dropout_rate if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        B, _, Tq, _ = out.shape
-        return self.linear_out(out.transpose(1, 2).contiguous().view(B, Tq, -1))
+        return self.linear_out(_merge_heads(out))
 
 
 class RelPositionMultiHeadAttention(nn.Module):
@@ -128,7 +140,7 @@ class RelPositionMultiHeadAttention(nn.Module):
         Returns:
             (B, T, D) output and the new cache (None unless ``return_cache``).
         """
-        B, T, D = x.shape
+        B, T = x.shape[:2]
         H, dk = self.num_heads, self.d_k
         qkv = self.linear_qkv(x).view(B, T, 3, H, dk)
         q = qkv[:, :, 0].transpose(1, 2)  # (B, H, T, dk)
@@ -155,4 +167,4 @@ class RelPositionMultiHeadAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q + self.pos_bias_u.unsqueeze(1), k, v, attn_mask=attn_bias, dropout_p=drop, scale=scale
         )
-        return self.linear_out(out.transpose(1, 2).contiguous().view(B, T, D)), new_cache
+        return self.linear_out(_merge_heads(out)), new_cache

@@ -44,6 +44,9 @@ class EncoderOutput:
     left_chunks: int
 
 
+_SMALL_T = 32  # frames up to which the depthwise conv runs as unfold + einsum
+
+
 class FeedForward(nn.Module):
     """Position-wise FFN: Linear -> SiLU -> Dropout -> Linear. (B, T, D) -> (B, T, D)."""
 
@@ -79,6 +82,15 @@ class ConvolutionModule(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.pointwise2 = nn.Linear(channels, channels)
 
+    def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D, T + K - 1) -> (B, D, T). Short inputs (streaming chunks) use unfold + einsum, about
+        twice as fast as the mkldnn kernel there; long ones and exports use the conv kernel."""
+        K = self.kernel_size
+        if x.size(2) - K + 1 > _SMALL_T or torch.compiler.is_exporting():
+            return self.depthwise(x)
+        w = self.depthwise.weight.squeeze(1)  # (D, K)
+        return torch.einsum("bdtk,dk->bdt", x.unfold(2, K, 1), w) + self.depthwise.bias.unsqueeze(-1)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -112,7 +124,7 @@ class ConvolutionModule(nn.Module):
                 new_cache = x[:, :, x.size(2) - (K - 1) :]
         else:
             x = F.pad(x, ((K - 1) // 2, (K - 1) // 2))
-        x = self.depthwise(x).transpose(1, 2)
+        x = self._depthwise(x).transpose(1, 2)
         return self.pointwise2(F.silu(self.norm(x))), new_cache
 
 

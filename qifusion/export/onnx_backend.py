@@ -1,0 +1,350 @@
+"""ONNX-runtime backend: the interface the Recognizer uses from ``QifusionModel``, run by onnxruntime.
+
+``load_onnx_model(path)`` reads an export dir written by ``qifusion export`` (``path/export.json``), or a
+model dir whose export lives in ``path/onnx``. The returned ``model`` offers ``subsampling_rate``,
+``right_context``, ``init_state``, ``forward_chunk``, ``encode`` (chunk by chunk) and, when a decoder
+was exported, ``decoder``/``attention_scores``/``decoder_step``; tensors in and out are torch tensors
+(float32 on CPU), so the search code is shared with the torch backend.
+
+Chunk size and left chunks are constants of the exported graphs: ``-1`` / ``<= 0`` (the CLI defaults)
+mean the exported values, anything else is a :class:`UserError`. The last, shorter chunk of a stream is
+zero-padded to the graph's input length and its padded output frames are masked and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qifusion.errors import UserError
+from qifusion.models.model import ChunkResult, EncodeResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedOnnxModel:
+    """Same fields as :class:`qifusion.modeldir.LoadedModel`; ``model`` is an :class:`OnnxModel`."""
+
+    model: OnnxModel
+    config: Any
+    tokenizer: Any
+    accents: list[str]
+    card: dict[str, Any]
+
+
+@dataclass
+class OnnxState:
+    """Fixed-size caches of B streams (numpy); R = chunk_size * left_chunks.
+
+    offset (B,) frames output so far; att_cache (nb,B,H,R,2*d_k); cnn_cache (nb,B,D,K-1);
+    cache_mask (B,R) bool, True = real cached frame; laf_cache (B,L,K-1,D) | None;
+    fusion_cache (B,R,D_kv) | None; post_sum (B,A) float64 sum of frame accent posteriors | None.
+    """
+
+    offset: np.ndarray
+    att_cache: np.ndarray
+    cnn_cache: np.ndarray
+    cache_mask: np.ndarray
+    laf_cache: np.ndarray | None = None
+    fusion_cache: np.ndarray | None = None
+    post_sum: np.ndarray | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.offset.shape[0])
+
+    @staticmethod
+    def stack(states: list[OnnxState]) -> OnnxState:
+        """Batch states (caches have the same size, so this is a concatenation)."""
+        def cat(xs: list[np.ndarray | None], axis: int) -> np.ndarray | None:
+            return None if xs[0] is None else np.concatenate(xs, axis=axis)  # type: ignore[arg-type]
+
+        return OnnxState(
+            offset=np.concatenate([s.offset for s in states]),
+            att_cache=np.concatenate([s.att_cache for s in states], axis=1),
+            cnn_cache=np.concatenate([s.cnn_cache for s in states], axis=1),
+            cache_mask=np.concatenate([s.cache_mask for s in states]),
+            laf_cache=cat([s.laf_cache for s in states], 0),
+            fusion_cache=cat([s.fusion_cache for s in states], 0),
+            post_sum=cat([s.post_sum for s in states], 0),
+        )
+
+    def unstack(self) -> list[OnnxState]:
+        """Split into B single-stream states."""
+        def pick(x: np.ndarray | None, b: int) -> np.ndarray | None:
+            return None if x is None else x[b : b + 1]
+
+        return [
+            replace(self, offset=self.offset[b : b + 1], att_cache=self.att_cache[:, b : b + 1],
+                    cnn_cache=self.cnn_cache[:, b : b + 1], cache_mask=self.cache_mask[b : b + 1],
+                    laf_cache=pick(self.laf_cache, b), fusion_cache=pick(self.fusion_cache, b),
+                    post_sum=pick(self.post_sum, b))
+            for b in range(self.batch_size)
+        ]
+
+    def accent_posterior(self) -> np.ndarray | None:
+        if self.post_sum is None:
+            return None
+        return self.post_sum / np.maximum(self.offset, 1)[:, None]
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise UserError(f"cannot load ONNX model {path}: {e}") from e
+
+
+class OnnxModel:
+    """Streaming chunk step (and chunk-by-chunk ``encode``) of an export dir."""
+
+    decoder: Any = None
+
+    def __init__(self, export_dir: Path, info: dict[str, Any]) -> None:
+        self.export_dir = export_dir
+        self.chunk_size = int(info["chunk_size"])
+        self.left_chunks = int(info["left_chunks"])
+        self.required = self.chunk_size * self.left_chunks
+        self.sess = _session(export_dir / info["files"]["chunk"])
+        meta = self.sess.get_modelmeta().custom_metadata_map
+        self.subsampling_rate = int(meta["subsampling_rate"])
+        self.right_context = int(meta["right_context"])
+        self.input_frames = (self.chunk_size - 1) * self.subsampling_rate + self.right_context + 1
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.output_names = [o.name for o in self.sess.get_outputs()]
+        self._shapes = {i.name: i.shape for i in self.sess.get_inputs()}
+        self.num_accents = int(meta.get("num_accents", 0)) if "accent_post" in self.output_names else 0
+        self._warned = False
+
+    # ---- options --------------------------------------------------------------------------------
+    def check_options(self, chunk_size: int, left_chunks: int) -> None:
+        """UserError unless (chunk_size, left_chunks) are the exported ones (or -1 = exported)."""
+        ok_c = chunk_size <= 0 or chunk_size == self.chunk_size
+        ok_l = left_chunks < 0 or left_chunks == self.left_chunks
+        if not (ok_c and ok_l):
+            raise UserError(
+                f"the ONNX export in {self.export_dir} runs chunk size {self.chunk_size} with "
+                f"{self.left_chunks} left chunks; got chunk size {chunk_size}, left chunks {left_chunks} "
+                "(re-export with `qifusion export --chunk-size/--left-chunks`, or use --backend torch)"
+            )
+        if (chunk_size <= 0 or left_chunks < 0) and not self._warned:
+            self._warned = True
+            log.warning("ONNX backend: decoding with the exported chunk size %d and %d left chunks",
+                        self.chunk_size, self.left_chunks)
+
+    # ---- streaming ------------------------------------------------------------------------------
+    def init_state(self, batch_size: int = 1, **_: Any) -> OnnxState:
+        """Zero caches, empty cache mask, for ``batch_size`` streams."""
+        def zeros(name: str, batch_axis: int) -> np.ndarray | None:
+            if name not in self._shapes:
+                return None
+            shape = list(self._shapes[name])
+            shape[batch_axis] = batch_size
+            return np.zeros(shape, dtype=np.float32)
+
+        return OnnxState(
+            offset=np.zeros(batch_size, dtype=np.int64),
+            att_cache=zeros("att_cache", 1),  # type: ignore[arg-type]
+            cnn_cache=zeros("cnn_cache", 1),  # type: ignore[arg-type]
+            cache_mask=np.zeros((batch_size, self.required), dtype=bool),
+            laf_cache=zeros("laf_cache", 0),
+            fusion_cache=zeros("fusion_cache", 0),
+            post_sum=np.zeros((batch_size, self.num_accents)) if self.num_accents else None,
+        )
+
+    def forward_chunk(self, feats: torch.Tensor, state: OnnxState, *, chunk_size: int,
+                      left_chunks: int) -> tuple[ChunkResult, OnnxState]:
+        """One chunk of B streams: feats (B, T_in, F) with T_in <= the graph's input length."""
+        self.check_options(chunk_size, left_chunks)
+        x = feats.detach().to("cpu", torch.float32).numpy()
+        b, t_in, f = x.shape
+        if t_in > self.input_frames or t_in < self.right_context + 1:
+            raise ValueError(f"chunk has {t_in} fbank frames; the ONNX graph takes "
+                             f"{self.right_context + 1}..{self.input_frames}")
+        c = (t_in - self.right_context - 1) // self.subsampling_rate + 1  # valid output frames
+        if t_in < self.input_frames:
+            x = np.concatenate([x, np.zeros((b, self.input_frames - t_in, f), np.float32)], axis=1)
+        chunk_mask = np.zeros((b, self.chunk_size), dtype=bool)
+        chunk_mask[:, :c] = True
+        feeds = {"feats": x, "att_cache": state.att_cache, "cnn_cache": state.cnn_cache,
+                 "cache_mask": state.cache_mask, "chunk_mask": chunk_mask, "laf_cache": state.laf_cache,
+                 "fusion_cache": state.fusion_cache}
+        outs = dict(zip(self.output_names, self.sess.run(None, {n: feeds[n] for n in self.input_names})))
+        post = outs.get("accent_post")
+        post_sum = state.post_sum
+        if post is not None and post_sum is not None:
+            post = post[:, :c]
+            post_sum = post_sum + post.sum(axis=1, dtype=np.float64)
+        new = OnnxState(
+            offset=state.offset + c,
+            att_cache=outs["new_att_cache"],
+            cnn_cache=outs["new_cnn_cache"],
+            cache_mask=np.concatenate([state.cache_mask, chunk_mask], axis=1)[:, self.chunk_size :],
+            laf_cache=outs.get("new_laf_cache"),
+            fusion_cache=outs.get("new_fusion_cache"),
+            post_sum=post_sum,
+        )
+        utt = new.accent_posterior()
+        res = ChunkResult(
+            ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
+            memory=torch.from_numpy(outs["memory"][:, :c]),
+            accent_post=None if post is None else torch.from_numpy(post),
+            accent_utt=None if utt is None else torch.from_numpy(utt.astype(np.float32)),
+        )
+        return res, new
+
+    # ---- offline ----------------------------------------------------------------------------------
+    def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor, *, chunk_size: int = -1,
+               left_chunks: int = -1, accents: torch.Tensor | None = None) -> EncodeResult:
+        """Chunk by chunk over each utterance of feats (B, T, F); equals the torch model's chunk-masked
+        ``encode`` with the exported chunk size and left chunks. Padded to the longest utterance."""
+        del accents
+        self.check_options(chunk_size, left_chunks)
+        per_utt = [self._encode_one(feats[i, : int(n)]) for i, n in enumerate(feats_lens.tolist())]
+        lens = torch.tensor([r[0].shape[0] for r in per_utt])
+        t = max(1, int(lens.max()))
+
+        def pad(xs: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[0])) for x in xs])
+
+        ctc = pad([r[0] for r in per_utt])
+        memory = pad([r[1] for r in per_utt])
+        post = utt = None
+        if per_utt and per_utt[0][2] is not None:
+            post = pad([r[2] for r in per_utt])
+            utt = torch.stack([r[2].double().mean(0).float() if r[2].shape[0] else r[2].new_zeros(r[2].shape[1])
+                               for r in per_utt])
+        return EncodeResult(ctc, memory, lens, post, utt)
+
+    def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        state = self.init_state(1)
+        stride = self.subsampling_rate * self.chunk_size
+        outs: list[ChunkResult] = []
+        start = 0
+        while feats.shape[0] - start >= self.right_context + 1:
+            piece = feats[start : start + self.input_frames]
+            res, state = self.forward_chunk(piece[None], state, chunk_size=self.chunk_size,
+                                            left_chunks=self.left_chunks)
+            outs.append(res)
+            start += stride
+        if not outs:
+            raise UserError(f"utterance has {feats.shape[0]} fbank frames; at least "
+                            f"{self.right_context + 1} are needed")
+        ctc = torch.cat([o.ctc_log_probs[0] for o in outs])
+        mem = torch.cat([o.memory[0] for o in outs])
+        post = None if outs[0].accent_post is None else torch.cat([o.accent_post[0] for o in outs])
+        return ctc, mem, post
+
+
+class OnnxModelWithDecoder(OnnxModel):
+    """:class:`OnnxModel` plus the attention decoder (rescoring and attention beam search)."""
+
+    def __init__(self, export_dir: Path, info: dict[str, Any], *, sos_eos: int) -> None:
+        super().__init__(export_dir, info)
+        self.sos_eos = sos_eos
+        self.decoder = _session(export_dir / info["files"]["decoder"])
+        r = info["files"].get("r_decoder")
+        self.r_decoder = _session(export_dir / r) if r else None
+
+    @staticmethod
+    def _run(sess: Any, memory: torch.Tensor, mask: torch.Tensor, ys_in: torch.Tensor,
+             ys_lens: torch.Tensor) -> torch.Tensor:
+        out = sess.run(None, {"memory": memory.detach().to("cpu", torch.float32).numpy(),
+                              "memory_mask": mask.cpu().numpy().astype(bool),
+                              "ys_in": ys_in.cpu().numpy().astype(np.int64),
+                              "ys_lens": ys_lens.cpu().numpy().astype(np.int64)})[0]
+        return torch.from_numpy(out)
+
+    def decoder_step(self, memory: torch.Tensor, memory_mask: torch.Tensor, ys: torch.Tensor,
+                     cache: Any) -> tuple[torch.Tensor, None]:
+        """Next-token log-probs (N, V) after prefixes ys (N, L); memory_mask (N, 1, T'). No cache: the
+        whole prefix is re-run (the graph has no incremental state)."""
+        del cache
+        n, length = ys.shape
+        lp = self._run(self.decoder, memory, memory_mask[:, 0], ys, torch.full((n,), length))
+        return lp[:, -1], None
+
+    def attention_scores(self, memory: torch.Tensor, lens: torch.Tensor, hyps_per_utt: list[list[list[int]]],
+                         *, reverse_weight: float = 0.0) -> list[torch.Tensor]:
+        """As :meth:`QifusionModel.attention_scores`: B tensors (N_b,) of decoder log-likelihoods."""
+        from qifusion.models.decoder import add_sos_eos, reverse_tokens
+
+        counts = [len(h) for h in hyps_per_utt]
+        flat = [h for hs in hyps_per_utt for h in hs]
+        if not flat:
+            return [torch.zeros(0) for _ in counts]
+        idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        mem = memory.detach().cpu()[idx]
+        mmask = torch.arange(mem.size(1)).unsqueeze(0) < lens.cpu()[idx].unsqueeze(1)
+        hl = torch.tensor([len(h) for h in flat])
+        toks = torch.full((len(flat), max(1, int(hl.max()))), -1, dtype=torch.long)
+        for i, h in enumerate(flat):
+            toks[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+
+        def score(sess: Any, t: torch.Tensor) -> torch.Tensor:
+            ys_in, ys_out = add_sos_eos(t, hl, self.sos_eos)
+            logp = self._run(sess, mem, mmask, ys_in, hl + 1).double()
+            ok = ys_out >= 0
+            tok = logp.gather(-1, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            return (tok * ok).sum(1)
+
+        s = score(self.decoder, toks)
+        rw = reverse_weight if self.r_decoder is not None else 0.0
+        if rw > 0:
+            s = (1.0 - rw) * s + rw * score(self.r_decoder, reverse_tokens(toks, hl))
+        return list(torch.split(s.float(), counts))
+
+
+def find_export_dir(path: Path) -> Path:
+    """``path`` itself when it holds export.json, else ``path/onnx``; UserError naming both otherwise."""
+    path = Path(path)
+    for cand in (path, path / "onnx"):
+        if (cand / "export.json").is_file():
+            return cand
+    raise UserError(
+        f"no ONNX export in {path} or {path / 'onnx'} (export.json missing); run "
+        f"`qifusion export --model {path} --out {path / 'onnx'}` first"
+    )
+
+
+def load_onnx_model(path: Path) -> LoadedOnnxModel:
+    """Load an export dir (or a model dir with its export in ``onnx/``) for the ONNX backend."""
+    from qifusion.data.tokenizer import Tokenizer
+    from qifusion.modeldir import load_config_file, read_accents
+
+    d = find_export_dir(path)
+    try:
+        info = json.loads((d / "export.json").read_text())
+        files = info["files"]
+        int(info["chunk_size"]), int(info["left_chunks"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{d / 'export.json'} is not a valid export description ({e})") from e
+    for name in files.values():
+        if not (d / name).is_file():
+            raise UserError(f"export dir {d} is incomplete: {name} is missing")
+    config = load_config_file(d / "config.yaml")
+    tokenizer = Tokenizer.load(d)
+    accents = read_accents(d / "accents.txt")
+    card: dict[str, Any] = {}
+    if (d / "card.json").is_file():
+        card = json.loads((d / "card.json").read_text(encoding="utf-8"))
+    if "decoder" in files:
+        model: OnnxModel = OnnxModelWithDecoder(d, info, sos_eos=tokenizer.vocab_size - 1)
+    else:
+        model = OnnxModel(d, info)
+    return LoadedOnnxModel(model=model, config=config, tokenizer=tokenizer, accents=accents, card=card)
