@@ -103,7 +103,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from qifusion.export.onnx_export import export_model
 
-    export_model(model_dir=Path(args.model), out_dir=Path(args.out), int8=args.int8)
+    export_model(model_dir=Path(args.model), out_dir=Path(args.out), int8=args.int8,
+                 chunk_size=args.chunk_size, left_chunks=args.left_chunks)
     return 0
 
 
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export ONNX models (sherpa-onnx wenet_ctc + full model)")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--int8", action="store_true", help="also write dynamically quantised models")
+    p.add_argument("--int8", action="store_true", help="also write dynamically quantised models (OUT/int8)")
+    p.add_argument("--chunk-size", type=int, default=16, help="output frames per chunk (sherpa default)")
+    p.add_argument("--left-chunks", type=int, default=4, help="history chunks (sherpa-onnx default 4)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="WebSocket streaming server (WeNet protocol) + web page")

@@ -49,6 +49,7 @@ class FakeRecognizer:
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
         self.threads: set[str] = set()
+        self.fail_next = False  # make the next decode_streams call raise (error handling tests)
 
     def create_stream(self) -> FakeStream:
         return FakeStream()
@@ -58,6 +59,9 @@ class FakeRecognizer:
         return left >= CHUNK or (s.finished and not s.finalized)
 
     def decode_streams(self, streams: list[FakeStream]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
         self.batch_sizes.append(len(streams))
         self.threads.add(threading.current_thread().name)
         for s in streams:
@@ -100,5 +104,5 @@ def silence(seconds: float) -> np.ndarray:
 
 
 def to_pcm(x: np.ndarray) -> bytes:
-    """float [-1, 1] -> 16-bit little-endian PCM bytes."""
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+    """float [-1, 1] -> 16-bit little-endian PCM bytes (exact for samples read from a 16-bit wav)."""
+    return np.clip(np.round(np.asarray(x) * 32768), -32768, 32767).astype("<i2").tobytes()

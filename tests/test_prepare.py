@@ -14,17 +14,7 @@ from qifusion.data.prepare.kespeech import SUBDIALECTS, canonical_subdialect
 from qifusion.data.prepare.text import normalize_mandarin
 from qifusion.data.shards import iter_shards, list_shards, write_shards
 from qifusion.errors import DataError
-
-
-def _wav(path: Path, seconds: float, sr: int = 16000, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = 0.2 * np.random.default_rng(seed).standard_normal(int(seconds * sr)).astype(np.float32)
-    sf.write(path, x, sr, subtype="PCM_16")
-
-
-def _lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+from tests.fake_corpora import fake_kespeech, fake_ramc, write_lines, write_wav
 
 
 def test_normalize_mandarin() -> None:
@@ -40,34 +30,9 @@ def test_canonical_subdialect() -> None:
     assert len(SUBDIALECTS) == 9
 
 
-def _fake_kespeech(src: Path) -> None:
-    parts = {"train_phase1": 0, "train_phase2": 1, "dev_phase1": 2, "dev_phase2": 3, "test": 4}
-    for part, p in parts.items():
-        wav, text, sub, spk = [], [], [], []
-        for i, dialect in enumerate(SUBDIALECTS):
-            utt = f"{p}{i:02d}_utt"
-            rel = f"Audio/{part}/{utt}.wav"
-            _wav(src / rel, 0.2 + 0.05 * i, seed=p * 10 + i)
-            wav.append(f"{utt} {rel}")
-            text.append(f"{utt} 今天，天气 很好！{i}")
-            sub.append(f"{utt} {dialect}")
-            spk.append(f"{utt} spk{p}{i}")
-        d = src / "Tasks" / "ASR" / part
-        if part == "train_phase1":  # bad items, each skipped and counted
-            wav += ["nofile Audio/missing.wav", "notext Audio/train_phase1/000_utt.wav",
-                    "baddial Audio/train_phase1/001_utt.wav", "corrupt Audio/corrupt.wav"]
-            text += ["nofile 你好", "baddial 你好", "corrupt 你好"]
-            sub += ["nofile Mandarin", "notext Mandarin", "baddial Klingon", "corrupt Beijing"]
-            (src / "Audio" / "corrupt.wav").write_bytes(b"RIFF not really a wav")
-        _lines(d / "wav.scp", wav)
-        _lines(d / "text", text)
-        _lines(d / "utt2subdialect", sub)
-        _lines(d / "utt2spk", spk)
-
-
 def test_prepare_kespeech_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src, out = tmp_path / "KeSpeech", tmp_path / "out"
-    _fake_kespeech(src)
+    fake_kespeech(src)
     assert main(["prepare", "kespeech", str(src), "--out", str(out)]) == 0
     train, dev, test = (load_data_dir(out / s) for s in ("train", "dev", "test"))
     assert (len(train), len(dev), len(test)) == (18, 18, 9)
@@ -89,34 +54,13 @@ def test_prepare_kespeech_bad_root(tmp_path: Path) -> None:
         prepare_corpus(corpus="kespeech", src=tmp_path, out_dir=tmp_path / "o", shards=0)
 
 
-def _fake_ramc(src: Path, *, split_dirs: bool) -> None:
-    root = src / "MDT2021S003"
-    _lines(root / "SPKINFO.txt", [
-        "CHANNEL\tSPEAKER_ID\tGENDER\tAGE\tREGION,CITY\tDEVICE",
-        "C0\tG0001\tM\tMiddle-aged and young people\tSichuan\tMobile phone",
-        "C0\tG0002\tF\tMiddle-aged and young people\tBeijing,Beijing\tMobile phone",
-    ])
-    for k, split in enumerate(("train", "dev", "test")):
-        conv = f"CTS-CN-F2F-2019-11-15-{k + 1}"
-        sub = f"{split}/" if split_dirs else ""
-        _wav(root / "WAV" / f"{sub}{conv}.wav", 4.0, seed=k)
-        _lines(root / "TXT" / f"{sub}{conv}.txt", [
-            "[0.100,1.200]\tG0001\t男,普通话\t你好，最近怎么样？",
-            "[1.300,2.000]\tG0002\t女,普通话\t还行[LAUGHTER]吧",
-            "[2.000,2.500]\tG0001\t男,普通话\t[*]",
-            "[2.500,3.000]\tG0002\t女,普通话\t[LAUGHTER]",
-            "[3.000,3.900]\tG0009\t女,普通话\t谁",
-            "[3.500,3.100]\tG0001\t男,普通话\t倒序",
-        ])
-
-
 @pytest.mark.parametrize("split_dirs", [True, False])
 def test_prepare_magicdata_ramc(tmp_path: Path, split_dirs: bool) -> None:
     src, out = tmp_path / "ramc", tmp_path / "out"
-    _fake_ramc(src, split_dirs=split_dirs)
+    fake_ramc(src, split_dirs=split_dirs)
     if not split_dirs:  # official split lists beside the corpus
         for k, split in enumerate(("train", "dev", "test")):
-            _lines(src / f"{split}.tsv", [f"CTS-CN-F2F-2019-11-15-{k + 1}.wav"])
+            write_lines(src / f"{split}.tsv", [f"CTS-CN-F2F-2019-11-15-{k + 1}.wav"])
     prepare_corpus(corpus="magicdata-ramc", src=src, out_dir=out, shards=0)
     dev = load_data_dir(out / "dev")
     assert [(u.utt_id, u.text, u.accent, u.speaker, u.start, u.end) for u in dev] == [
@@ -135,9 +79,9 @@ def test_shards_roundtrip_and_ddp_split(tmp_path: Path) -> None:
     utts = []
     for i in range(7):
         sr = 8000 if i == 3 else 16000  # resampled on the way in
-        _wav(tmp_path / f"w{i}.wav", 0.1 * (i + 1), sr=sr, seed=i)
+        write_wav(tmp_path / f"w{i}.wav", 0.1 * (i + 1), sr=sr, seed=i)
         utts.append(Utterance(f"utt.{i}", str(tmp_path / f"w{i}.wav"), f"文本{i}", f"acc{i % 2}", "s"))
-    _wav(tmp_path / "conv.wav", 2.0, seed=9)
+    write_wav(tmp_path / "conv.wav", 2.0, seed=9)
     utts.append(Utterance("seg", str(tmp_path / "conv.wav"), "段", "acc0", start=0.5, end=1.0))
     utts.append(Utterance("broken", str(tmp_path / "missing.wav"), "x", "acc0"))
     rep = write_shards(utts, tmp_path / "shards", num_shards=3, seed=1)
@@ -158,7 +102,7 @@ def test_shards_roundtrip_and_ddp_split(tmp_path: Path) -> None:
 
 def test_prepare_with_shards(tmp_path: Path) -> None:
     src, out = tmp_path / "ramc", tmp_path / "out"
-    _fake_ramc(src, split_dirs=True)
+    fake_ramc(src, split_dirs=True)
     prepare_corpus(corpus="magicdata-ramc", src=src, out_dir=out, shards=2)
     shards = list_shards(out / "train" / "shards")
     assert len(shards) == 2
@@ -169,7 +113,7 @@ def test_prepare_with_shards(tmp_path: Path) -> None:
 
 def test_ramc_flat_layout_without_lists_splits_by_name(tmp_path: Path) -> None:
     src, out = tmp_path / "ramc", tmp_path / "out"
-    _fake_ramc(src, split_dirs=False)
+    fake_ramc(src, split_dirs=False)
     prepare_corpus(corpus="magicdata-ramc", src=src, out_dir=out, shards=0)
     convs = {s: {u.utt_id.split("_")[1] for u in load_data_dir(out / s)} for s in ("train", "dev", "test")}
     assert convs == {"test": {"CTS-CN-F2F-2019-11-15-1"}, "dev": {"CTS-CN-F2F-2019-11-15-2"},

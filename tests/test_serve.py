@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.error
@@ -42,9 +43,10 @@ async def utterance(url: str, audio: np.ndarray, *, continuous: bool = False, fr
     async with connect(url, additional_headers=headers) as ws:
         await ws.send(json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": continuous}))
         assert protocol.parse_server_message(await ws.recv()) == {"status": "ok", "type": "server_ready"}
-        for i in range(0, len(audio), frame):
-            await ws.send(to_pcm(audio[i: i + frame]))
-        await ws.send(END)
+        with contextlib.suppress(ConnectionClosed):  # the server may end the session early (errors)
+            for i in range(0, len(audio), frame):
+                await ws.send(to_pcm(audio[i: i + frame]))
+            await ws.send(END)
         return await collect(ws)
 
 
@@ -199,6 +201,15 @@ def test_disconnect_mid_stream_frees_session(fake_server):
     asyncio.run(main())
     assert wait_sessions(srv, 0) == 0
     assert finals(asyncio.run(utterance(srv.url, burst(0.1)))) == ["b"]
+
+
+def test_decoding_error_fails_session_not_server(fake_server):
+    srv = fake_server()
+    srv.app.recognizer.fail_next = True
+    msgs = asyncio.run(utterance(srv.url, burst(0.2)))
+    assert msgs[-1]["status"] == "failed" and "internal decoding error: boom" in msgs[-1]["message"]
+    assert finals(asyncio.run(utterance(srv.url, burst(0.2)))) == ["c"]
+    assert wait_sessions(srv, 0) == 0
 
 
 def test_session_limit(fake_server):

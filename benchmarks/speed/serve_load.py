@@ -75,7 +75,7 @@ async def one_client(url: str, wavs: list[np.ndarray], *, realtime: bool) -> lis
             await ws.send(json.dumps({"signal": "start", "nbest": 1, "continuous_decoding": False}))
             await ws.recv()
             t_next = time.perf_counter()
-            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+            pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2")
             for i in range(0, len(pcm), FRAME):
                 await ws.send(pcm[i: i + FRAME].tobytes())
                 if realtime:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -125,8 +127,8 @@ class DecoderScores(nn.Module):
     int64 -> log_probs (N, L, V).
     """
 
-    input_names = ["memory", "memory_mask", "ys_in", "ys_lens"]
-    output_names = ["log_probs"]
+    input_names: ClassVar[list[str]] = ["memory", "memory_mask", "ys_in", "ys_lens"]
+    output_names: ClassVar[list[str]] = ["log_probs"]
 
     def __init__(self, decoder: TransformerDecoder) -> None:
         super().__init__()

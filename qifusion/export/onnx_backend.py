@@ -227,8 +227,7 @@ class OnnxModel:
         post = utt = None
         if per_utt and per_utt[0][2] is not None:
             post = pad([r[2] for r in per_utt])
-            utt = torch.stack([r[2].double().mean(0).float() if r[2].shape[0] else r[2].new_zeros(r[2].shape[1])
-                               for r in per_utt])
+            utt = torch.stack([r[2].double().mean(0).float() for r in per_utt])
         return EncodeResult(ctc, memory, lens, post, utt)
 
     def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

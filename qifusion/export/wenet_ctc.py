@@ -44,7 +44,8 @@ class WenetCtcModule(nn.Module):
         super().__init__()
         if chunk_size <= 0 or left_chunks <= 0:
             raise UserError(
-                f"sherpa-onnx export needs chunk_size > 0 and left_chunks > 0, got {chunk_size}, {left_chunks}"
+                f"sherpa-onnx export needs chunk_size > 0 and left_chunks > 0, got {chunk_size}, "
+                f"{left_chunks}"
             )
         enc = model.encoder
         self.model = model
@@ -101,8 +102,8 @@ class WenetCtcModule(nn.Module):
         req = torch.tensor([R], dtype=torch.int64)
         att = torch.zeros(self.num_cache_blocks, self.heads, R, 2 * self.d_k)
         cnn = torch.zeros(self.num_cache_blocks, 1, self.d_model, K1)
-        mask = torch.cat([torch.zeros(1, 1, R, dtype=torch.bool), torch.ones(1, 1, self.chunk_size, dtype=torch.bool)],
-                         dim=2)
+        mask = torch.ones(1, 1, R + self.chunk_size, dtype=torch.bool)
+        mask[:, :, :R] = False
         return x, offset, req, att, cnn, mask
 
     def forward(

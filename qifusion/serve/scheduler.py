@@ -95,7 +95,15 @@ class DecodeScheduler:
         work = [(s, *s.take_input()) for s in list(self.sessions) if s.stream is not None and not s.done]
         if not work:
             return False
-        events, more = await loop.run_in_executor(self._executor, self._compute, work)
+        try:
+            events, more = await loop.run_in_executor(self._executor, self._compute, work)
+        except Exception as e:  # a decoding bug must not stop the server: fail these sessions only
+            log.exception("decoding failed; closing %d session(s)", len(work))
+            for session, _, _ in work:
+                session.done = True
+                session.outbox.put_nowait(Outgoing(protocol.failed(f"internal decoding error: {e}"),
+                                                   close=True, reason="internal error"))
+            return False
         for session, session_events in events.items():
             if not session.closed:
                 self._deliver(session, session_events)
