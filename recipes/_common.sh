@@ -106,3 +106,17 @@ decode_all() {
     done
   done
 }
+
+# resolve_nproc: set nproc from "auto" (visible GPUs with --device cuda, else 1); check the device.
+resolve_nproc() {
+  if [[ $device == cuda ]]; then
+    local gpus
+    gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())') || die "cannot run $PYTHON"
+    ((gpus > 0)) || die "--device cuda but no GPU is visible (use --device cpu for a smoke run)"
+    [[ $nproc != auto ]] || nproc=$gpus
+  elif [[ $device != cpu ]]; then
+    die "--device must be cpu or cuda, got '$device'"
+  fi
+  [[ $nproc != auto ]] || nproc=1
+  [[ $nproc =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive number or auto, got '$nproc'"
+}

@@ -54,11 +54,16 @@ def _chunk(c: int) -> str:
 
 def _sort_key(cond: Condition) -> tuple[str, int]:
     mode, chunk = cond
-    return (mode, 10**9 if chunk < 0 else -chunk)  # per mode: full context first, then large to small
+    return (mode, -(10**9) if chunk < 0 else -chunk)  # per mode: full context first, then large to small
 
 
-def build_markdown(systems: dict[str, dict[Condition, Report]], *, reference: str | None, title: str) -> str:
-    """Overall and per-accent tables (CER %, relative reduction vs ``reference``, AID accuracy)."""
+def build_markdown(
+    systems: dict[str, dict[Condition, Report]], *, reference: str | None, title: str, label: str = "accent"
+) -> str:
+    """Overall and per-accent tables (CER %, relative reduction vs ``reference``, AID accuracy).
+
+    ``label`` names the accent column (``subdialect`` for KeSpeech, ``region`` for RAMC).
+    """
     names = list(systems)
     others = [n for n in names if n != reference] if reference else []
     conds = sorted({c for reps in systems.values() for c in reps}, key=_sort_key)
@@ -82,8 +87,8 @@ def build_markdown(systems: dict[str, dict[Condition, Report]], *, reference: st
         accents = sorted({a for n in names for a in (systems[n].get(cond) or {}).get("per_accent", {})})
         if not accents:
             continue
-        lines += ["", f"## Per accent: {cond[0]}, chunk {_chunk(cond[1])}", ""]
-        head = ["accent", "utts"] + [f"{n} CER" for n in names] + [f"{n} vs {reference}" for n in others]
+        lines += ["", f"## CER per {label}: {cond[0]}, chunk {_chunk(cond[1])}", ""]
+        head = [label, "utts"] + [f"{n} CER" for n in names] + [f"{n} vs {reference}" for n in others]
         lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for acc in accents:
             per = {n: (systems[n].get(cond) or {}).get("per_accent", {}).get(acc) for n in names}
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a system and its dir of decode sub-dirs (repeatable; table column order)")
     ap.add_argument("--reference", default=None, help="system the others are compared with")
     ap.add_argument("--title", default="Results")
+    ap.add_argument("--label", default="accent", help="what an accent is called in the tables")
     ap.add_argument("--out", required=True, help="markdown file to write (also printed)")
     args = ap.parse_args(argv)
     systems: dict[str, dict[Condition, Report]] = {}
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         systems[name] = load_reports(Path(path))
     if args.reference is not None and args.reference not in systems:
         ap.error(f"--reference {args.reference!r} is not one of the systems: {', '.join(systems)}")
-    text = build_markdown(systems, reference=args.reference, title=args.title)
+    text = build_markdown(systems, reference=args.reference, title=args.title, label=args.label)
     atomic_write_text(Path(args.out), text)
     sys.stdout.write(text)
     return 0

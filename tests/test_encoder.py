@@ -8,6 +8,7 @@ import torch
 from qifusion.config import ConfigError, EncoderConfig
 from qifusion.models.attention import MultiHeadAttention, rel_shift
 from qifusion.models.conformer import ConformerEncoder
+from qifusion.models.frontend import RelPositionalEncoding
 from qifusion.models.mask import chunk_mask, dynamic_chunk, lengths_to_mask
 
 
@@ -317,3 +318,14 @@ def test_plain_mha_cross_attention_mask():
     ref = mha(q[1:], kv[1:, :3], kv[1:, :3])
     assert out.shape == (2, 3, 16)
     assert (out[1:] - ref).abs().max().item() < 1e-6
+
+
+def test_relative_positions_grow_on_demand_and_stay_out_of_state_dict():
+    small, big = RelPositionalEncoding(8, init_len=4), RelPositionalEncoding(8, init_len=50)
+    like = torch.zeros(1, dtype=torch.float64)
+    out = small(3, 10, like=like)  # distances 9 .. -3, beyond the initial table
+    assert out.shape == (13, 8) and out.dtype == torch.float64
+    assert torch.equal(out, big(3, 10, like=like))
+    assert out[9].tolist() == [0.0, 1.0] * 4  # distance 0
+    assert torch.allclose(out[0, 0], torch.sin(torch.tensor(9.0, dtype=torch.float64)))
+    assert not [k for k in make_encoder().state_dict() if "pos_enc" in k]

@@ -240,7 +240,7 @@ class ConformerEncoder(nn.Module):
         all_valid = bool(mask.all())
         mask_bias = None if (all_valid and chunk_size < 0) else mask_to_bias(att_mask.unsqueeze(1), x.dtype)
         pad_mask = None if all_valid else mask.unsqueeze(-1)
-        pos_emb = self.pos_enc(T, T).to(x.dtype)
+        pos_emb = self.pos_enc(T, T, like=x)
         x = self.dropout(x)
         hidden: list[torch.Tensor] = []
         for block in self.blocks:
@@ -300,7 +300,7 @@ class ConformerEncoder(nn.Module):
         B, T, _ = x.shape
         t_cache = att_cache.size(3) if att_cache.dim() == 5 else 0
         k_len = t_cache + T
-        pos_emb = self.pos_enc(T, k_len).to(x.dtype)
+        pos_emb = self.pos_enc(T, k_len, like=x)
         mask_bias = None
         if att_mask is not None:
             if att_mask.shape != (B, k_len):

@@ -141,8 +141,11 @@ class RelPositionalEncoding(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.dropout = nn.Dropout(dropout_rate)
+        # a plain attribute, not a buffer: it may grow on demand, and a buffer of rank-dependent size
+        # would break DDP's buffer broadcast; casts are cached per (device, dtype)
         self.max_dist = 0
-        self.register_buffer("pe", torch.empty(0, d_model), persistent=False)
+        self._pe = torch.empty(0, d_model, dtype=torch.float64)
+        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._extend(init_len)
 
     def _extend(self, max_dist: int) -> None:
@@ -154,13 +157,18 @@ class RelPositionalEncoding(nn.Module):
         pe = torch.zeros(2 * max_dist + 1, self.d_model, dtype=torch.float64)
         pe[:, 0::2] = torch.sin(dist * inv_freq)
         pe[:, 1::2] = torch.cos(dist * inv_freq)[:, : self.d_model // 2]
-        dtype = self.pe.dtype if self.pe.is_floating_point() else torch.float32
-        self.pe = pe.to(device=self.pe.device, dtype=dtype)
+        self._pe = pe
+        self._cast = {}
         self.max_dist = max_dist
 
-    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
-        """Returns (q_len + k_len, D) embeddings of distances ``k_len-1 .. -q_len``."""
+    def forward(self, q_len: int, k_len: int, *, like: torch.Tensor) -> torch.Tensor:
+        """Returns (q_len + k_len, D) embeddings of distances ``k_len-1 .. -q_len``, on ``like``'s
+        device and dtype."""
         if max(k_len - 1, q_len) > self.max_dist:
             self._extend(max(k_len, q_len) * 2)
+        key = (like.device, like.dtype)
+        table = self._cast.get(key)
+        if table is None:
+            table = self._cast[key] = self._pe.to(device=like.device, dtype=like.dtype)
         start = self.max_dist - (k_len - 1)
-        return self.dropout(self.pe[start : start + q_len + k_len])
+        return self.dropout(table[start : start + q_len + k_len])
