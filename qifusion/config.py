@@ -204,6 +204,9 @@ class DataConfig:
     min_utt_duration: float = 0.1
     num_buckets: int = 10
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    # training only: with this probability each, U(0, silence_pad_max) s of near-silence before/after
+    silence_pad_prob: float = 0.5
+    silence_pad_max: float = 2.0
     spec_aug: SpecAugConfig = field(default_factory=SpecAugConfig)
     num_workers: int = 0
 

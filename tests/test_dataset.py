@@ -206,3 +206,20 @@ def test_augmentation_is_function_of_seed_epoch_utt():
     changed = m1 != feats
     cols, rows = changed.all(0).sum(), changed.all(1).sum()
     assert 0 < cols <= 20 and rows <= 2 * min(30, 40)
+
+
+def test_pad_silence_is_seeded_and_quiet():
+    import numpy as np
+
+    from qifusion.data.augment import pad_silence, utt_rng
+
+    x = np.full(1600, 0.5, dtype=np.float32)
+    a = pad_silence(x, max_seconds=1.0, prob=1.0, rng=utt_rng(1, 2, "u"))
+    b = pad_silence(x, max_seconds=1.0, prob=1.0, rng=utt_rng(1, 2, "u"))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape[0] > x.shape[0]
+    start = int(np.flatnonzero(a == 0.5)[0])
+    assert np.array_equal(a[start : start + 1600], x)  # speech kept intact, in one piece
+    pad = np.concatenate([a[:start], a[start + 1600 :]])
+    assert pad.size == a.size - 1600 and np.sqrt(np.mean(pad**2)) < 10 ** (-49 / 20)
+    np.testing.assert_array_equal(pad_silence(x, max_seconds=1.0, prob=0.0, rng=utt_rng(1, 2, "u")), x)

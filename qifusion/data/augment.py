@@ -12,6 +12,9 @@ exact resume needs (issue 4).
   ``SpecAugment`` draws from Python's global ``random``, so the masks are drawn here from the
   utterance's Generator instead; like lhotse, masked cells get the utterance's feature mean (the
   features are raw log-mel, CMVN is applied inside the model). Time warping is not applied.
+* Silence padding: random stretches of near-silence before and after the speech, so the model learns
+  to emit blanks over pauses longer than the few hundred ms a corpus' utterances start and end with
+  (endpoint detection in streaming and long-audio decoding relies on blank-dominated pauses).
 """
 
 from __future__ import annotations
@@ -50,6 +53,27 @@ def speed_perturb(samples: np.ndarray, factor: float, *, sample_rate: int = 1600
     x = np.asarray(samples, dtype=np.float32)
     out = soxr.resample(x, sample_rate * factor, sample_rate, quality="HQ")
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def pad_silence(
+    samples: np.ndarray,
+    *,
+    max_seconds: float,
+    prob: float,
+    rng: np.random.Generator,
+    sample_rate: int = 16000,
+) -> np.ndarray:
+    """(N,) -> (N + lead + trail,): with probability ``prob`` each, U(0, max_seconds) of low-level noise
+    (-70..-50 dBFS RMS) before and after ``samples``."""
+    parts = [np.asarray(samples, dtype=np.float32)]
+    for where in (0, 1):
+        if max_seconds <= 0 or rng.random() >= prob:
+            continue
+        n = int(rng.uniform(0.0, max_seconds) * sample_rate)
+        level = 10.0 ** (rng.uniform(-70.0, -50.0) / 20.0)
+        noise = (rng.standard_normal(n) * level).astype(np.float32)
+        parts.insert(0 if where == 0 else len(parts), noise)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def spec_augment(feats: torch.Tensor, cfg: SpecAugConfig, rng: np.random.Generator) -> torch.Tensor:

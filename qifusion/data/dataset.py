@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from qifusion.config import DataConfig
 from qifusion.data.audio import audio_info, read_audio
-from qifusion.data.augment import choose_speed, spec_augment, speed_perturb, utt_rng
+from qifusion.data.augment import choose_speed, pad_silence, spec_augment, speed_perturb, utt_rng
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import make_batches, shard_batches
@@ -96,6 +96,8 @@ class _BatchMaker(torch.utils.data.Dataset):
             feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins)
             return feats, samples.shape[0] / cfg.sample_rate
         rng = utt_rng(self.seed, epoch, u.utt_id)
+        samples = pad_silence(samples, max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
+                              sample_rate=cfg.sample_rate)
         samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
         feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
                               dither=cfg.dither, rng=rng)
