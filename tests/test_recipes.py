@@ -112,23 +112,22 @@ def test_accents_en_recipe(synth_corpus: Path, tmp_path: Path) -> None:
     p = run_recipe("accents_en", "--stage", "1", "--data", str(synth_corpus), "--exp", "e",
                    "--baseline-config", TINY, "--qifusion-config", TINY, "--train-args", TINY_TRAIN,
                    "--baseline-args", ACCENT_PARTS_OFF, "--average-num", "2",
-                   "--decode-modes", "attention_rescoring", "--chunk-sizes", "-1 16", cwd=tmp_path)
+                   "--decode-modes", "attention_rescoring", "--chunk-sizes", "16", cwd=tmp_path)
     exp = tmp_path / "e"
     for name in ("baseline", "qifusion"):
         for model in ("final", "avg_2"):
             assert all((exp / name / model / f).is_file() for f in ("model.pt", "card.json", "units.txt"))
     assert "use_laf: false" in (exp / "baseline" / "final" / "config.yaml").read_text()  # own args reached it
     assert "use_laf: true" in (exp / "qifusion" / "final" / "config.yaml").read_text()
-    reps = {(name, c): _report(exp / name / "decode_avg_2" / f"attention_rescoring_{c}")
-            for name in ("baseline", "qifusion") for c in ("full", "chunk16")}
-    assert {(r["mode"], r["chunk_size"], r["num_utts"]) for r in reps.values()} == {
-        ("attention_rescoring", -1, 3), ("attention_rescoring", 16, 3)}
-    assert reps["baseline", "full"]["aid_accuracy"] is None  # no AID head in the baseline
-    assert 0.0 <= reps["qifusion", "full"]["aid_accuracy"] <= 1.0
+    reps = {name: _report(exp / name / "decode_avg_2" / "attention_rescoring_chunk16")
+            for name in ("baseline", "qifusion")}
+    assert [(r["mode"], r["chunk_size"], r["num_utts"]) for r in reps.values()] == [("attention_rescoring", 16, 3)] * 2
+    assert reps["baseline"]["aid_accuracy"] is None  # no AID head in the baseline
+    assert 0.0 <= reps["qifusion"]["aid_accuracy"] <= 1.0
     # the report stage's table holds the decode reports' numbers
     md = (exp / "RESULTS.md").read_text()
     assert md == p.stdout[p.stdout.index("# accents_en"):]
-    b, q = reps["baseline", "chunk16"]["cer"], reps["qifusion", "chunk16"]["cer"]
+    b, q = reps["baseline"]["cer"], reps["qifusion"]["cer"]
     rel = f"{100 * (b - q) / b:+.1f}%" if b else "-"
     assert f"| attention_rescoring | 16 | {b:.2f} | {q:.2f} | {rel} |" in md
     assert re.search(r"^\| en-gb-scotland \| 1 \| ", md, flags=re.M)

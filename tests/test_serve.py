@@ -310,6 +310,7 @@ def test_static_page_and_health(fake_server):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(srv.http_url + "nope", timeout=10)
     assert e.value.code == 404
+    e.value.close()  # else the server's shutdown waits for this HTTP connection
     h = health(srv)
     assert h["sessions"] == 0 and h["uptime_s"] >= 0 and h["max_sessions"] == 32
 
