@@ -203,6 +203,7 @@ class DataConfig:
     max_utt_duration: float = 30.0  # longer utterances are skipped (and counted)
     min_utt_duration: float = 0.1
     num_buckets: int = 10
+    shuffle_buffer: int = 1000  # sharded data: utterances held by the streaming shuffle buffer
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     # training only: with this probability each, U(0, silence_pad_max) s of near-silence before/after
     silence_pad_prob: float = 0.5

@@ -1,8 +1,11 @@
 """Reference CTC searches for tests and benchmarks only: a plain per-frame Python loop and brute force.
 
 ``reference_prefix_beam`` is the textbook dict-based CTC prefix beam search (Hannun et al. 2014, as in
-WeNet), with the same per-frame top-k token pruning as :func:`qifusion.decode.ctc_search.ctc_prefix_beam`.
-``brute_force_prefix_probs`` sums the probabilities of all T^V frame paths per collapsed label sequence.
+WeNet), with the same per-frame token pruning as :func:`qifusion.decode.ctc_search.ctc_prefix_beam`
+(top-k tokens, then those below ``token_min_logp`` dropped except the best) and the same token-time
+rule: per frame, a prefix keeps its times unless the extension that (re-)creates it carries more
+probability than the paths that continue it. ``brute_force_prefix_probs`` sums the probabilities of
+all V^T frame paths per collapsed label sequence.
 """
 
 from __future__ import annotations
@@ -24,28 +27,47 @@ def _lse(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def reference_prefix_beam(log_probs: torch.Tensor, *, beam_size: int, token_topk: int, blank_id: int = 0):
-    """(T, V) -> list of (tokens tuple, log prob) best first."""
-    hyps = {(): (0.0, NEG_INF)}
+def reference_prefix_beam(log_probs: torch.Tensor, *, beam_size: int, token_topk: int,
+                          token_min_logp: float | None = None, blank_id: int = 0):
+    """(T, V) -> list of (tokens tuple, log prob, times tuple) best first."""
+    floor = NEG_INF if token_min_logp is None else token_min_logp
+    hyps = {(): (0.0, NEG_INF, ())}
     top_p, top_u = log_probs.double().topk(min(token_topk, log_probs.shape[-1]), dim=-1)
-    for ps, us in zip(top_p.tolist(), top_u.tolist()):
-        nxt: dict[tuple[int, ...], list[float]] = {}
-        for c, p in zip(us, ps):
-            for prefix, (pb, pnb) in hyps.items():
+    for t, (ps, us) in enumerate(zip(top_p.tolist(), top_u.tolist())):
+        # prefix -> [P_blank, P_nonblank, mass continuing the prefix, mass of the extension, its times]
+        nxt: dict[tuple[int, ...], list] = {}
+
+        def entry(prefix, nxt=nxt):
+            return nxt.setdefault(prefix, [NEG_INF, NEG_INF, NEG_INF, NEG_INF, ()])
+
+        for i, (c, p) in enumerate(zip(us, ps)):
+            if i > 0 and p < floor:
+                continue
+            for prefix, (pb, pnb, times) in hyps.items():
                 if c == blank_id:
-                    e = nxt.setdefault(prefix, [NEG_INF, NEG_INF])
+                    e = entry(prefix)
                     e[0] = _lse(e[0], _lse(pb, pnb) + p)
+                    e[2] = _lse(e[2], _lse(pb, pnb) + p)
                 elif prefix and prefix[-1] == c:
-                    e = nxt.setdefault(prefix, [NEG_INF, NEG_INF])
+                    e = entry(prefix)
                     e[1] = _lse(e[1], pnb + p)
-                    e = nxt.setdefault((*prefix, c), [NEG_INF, NEG_INF])
+                    e[2] = _lse(e[2], pnb + p)
+                    if pb == NEG_INF:  # no path ends in blank: no new token
+                        continue
+                    e = entry((*prefix, c))
                     e[1] = _lse(e[1], pb + p)
+                    e[3], e[4] = pb + p, (*times, t)
                 else:
-                    e = nxt.setdefault((*prefix, c), [NEG_INF, NEG_INF])
+                    e = entry((*prefix, c))
                     e[1] = _lse(e[1], _lse(pb, pnb) + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]), reverse=True)[:beam_size]
-        hyps = {k: tuple(v) for k, v in ranked}
-    return [(k, _lse(*v)) for k, v in hyps.items()]
+                    e[3], e[4] = _lse(pb, pnb) + p, (*times, t)
+        new = {}
+        for prefix, (pb, pnb, stay, ext, ext_times) in nxt.items():
+            times = ext_times if ext > stay else hyps[prefix][2]
+            new[prefix] = (pb, pnb, times)
+        ranked = sorted(new.items(), key=lambda kv: _lse(kv[1][0], kv[1][1]), reverse=True)[:beam_size]
+        hyps = dict(ranked)
+    return [(k, _lse(v[0], v[1]), v[2]) for k, v in hyps.items()]
 
 
 def collapse(path, blank_id: int = 0) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import torch
 from qifusion.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recognizer_helpers import make_random_model_dir, noise_utterance  # noqa: E402
+from recognizer_helpers import make_random_model_dir, noise_utterance
 
 CHUNK, LEFT = 16, 4
 TAIL_SECONDS = 0.66  # trailing zeros before input_finished(), as sherpa-onnx's examples do
@@ -83,8 +83,8 @@ def test_export_layout_and_sherpa_metadata(exported: Path, tiny_model_dir: Path)
     meta = {p.key: p.value for p in m.metadata_props}
     tokens = (exported / "tokens.txt").read_text().splitlines()
     assert tokens[0] == "<blank> 0" and len(tokens) == int(meta["vocab_size"])
-    assert {k: int(meta[k]) for k in ("head", "num_blocks", "output_size", "cnn_module_kernel", "right_context",
-                                      "subsampling_factor")} == {
+    keys = ("head", "num_blocks", "output_size", "cnn_module_kernel", "right_context", "subsampling_factor")
+    assert {k: int(meta[k]) for k in keys} == {
         "head": enc.num_heads, "num_blocks": enc.num_blocks, "output_size": enc.output_size,
         "cnn_module_kernel": enc.cnn_module_kernel, "right_context": enc.right_context,
         "subsampling_factor": enc.subsampling_rate}
@@ -111,7 +111,8 @@ def test_sherpa_onnx_equals_ctc_greedy(exported: Path, tiny_model_dir: Path,
         padded = np.concatenate([samples, np.zeros(int(TAIL_SECONDS * 16000), dtype=np.float32)])
         feats = compute_fbank(padded)
         with torch.no_grad():
-            enc = lm.model.encode(feats[None], torch.tensor([feats.shape[0]]), chunk_size=CHUNK, left_chunks=LEFT)
+            enc = lm.model.encode(feats[None], torch.tensor([feats.shape[0]]), chunk_size=CHUNK,
+                                  left_chunks=LEFT)
         t = n_chunks * CHUNK  # sherpa-onnx decodes whole chunks only
         assert enc.ctc_log_probs.shape[1] - CHUNK < t <= enc.ctc_log_probs.shape[1]
         hyp = ctc_greedy(enc.ctc_log_probs[:, :t], torch.tensor([t]))[0]
@@ -152,6 +153,7 @@ def test_onnx_chunks_match_torch(exported: Path, tiny_model_dir: Path,
                 diffs[k] = max(diffs.get(k, 0.0), float((a - b).abs().max()))
             start += stride
             chunks += 1
+    print("max abs diff per chunk, ONNX vs torch:", diffs)
     assert chunks > LEFT + 1  # the fixed-size cache is full and sliding
     assert diffs["ctc_log_probs"] < 1e-3 and diffs["memory"] < 1e-3, diffs
     assert diffs["accent_post"] < 1e-4 and diffs["accent_utt"] < 1e-4, diffs
@@ -191,7 +193,7 @@ def test_int8_cer_close_to_float(exported: Path, utterances: list[tuple[str, str
     from qifusion.decode.recognizer import Recognizer
     from qifusion.eval.metrics import ErrorCounts, cer_counts
 
-    cers = {}
+    cers, nonempty = {}, 0
     for name, path in (("float", exported), ("int8", exported / "int8")):
         rec = Recognizer.from_model_dir(path, chunk_size=CHUNK, left_chunks=LEFT, mode="ctc_greedy",
                                         backend="onnx")
@@ -203,9 +205,10 @@ def test_int8_cer_close_to_float(exported: Path, utterances: list[tuple[str, str
             while rec.is_ready(s):
                 rec.decode(s)
             total = total + cer_counts(text, s.result.text)
+            nonempty += name == "float" and bool(s.result.text)
         cers[name] = total.rate
     print(f"CER float {cers['float']:.2f}%, int8 {cers['int8']:.2f}%")
-    assert cers["float"] < 95.0  # the model recognises something
+    assert nonempty >= len(utterances) // 2  # the comparison is not empty text against empty text
     assert abs(cers["int8"] - cers["float"]) <= 0.5, cers
 
 
@@ -219,8 +222,9 @@ def test_transcribe_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synt
     lines = {}
     for backend, model_dir in (("torch", tiny_model_dir), ("onnx", exported)):
         out = io.StringIO()
-        failed = transcribe_files(model_dir=model_dir, files=files, mode="attention_rescoring", chunk_size=CHUNK,
-                                  left_chunks=LEFT, streaming=streaming, backend=backend, out=out)
+        failed = transcribe_files(model_dir=model_dir, files=files, mode="attention_rescoring",
+                                  chunk_size=CHUNK, left_chunks=LEFT, streaming=streaming, backend=backend,
+                                  out=out)
         assert failed == 0
         lines[backend] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines["onnx"]) == len(files)
@@ -228,6 +232,23 @@ def test_transcribe_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synt
         assert (a["text"], a["accent"]) == (b["text"], b["accent"])
         assert abs(a["accent_prob"] - b["accent_prob"]) < 1e-3
     assert any(line["text"] for line in lines["onnx"])
+
+
+def test_model_dir_with_onnx_subdir(exported: Path, tmp_path: Path) -> None:
+    """`--model MODEL --backend onnx` finds MODEL/onnx (the documented place for an export)."""
+    from qifusion.decode.recognizer import Recognizer
+    from qifusion.export.onnx_backend import find_export_dir
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "onnx").symlink_to(exported, target_is_directory=True)
+    assert find_export_dir(tmp_path / "m") == tmp_path / "m" / "onnx"
+    rec = Recognizer.from_model_dir(tmp_path / "m", backend="onnx", mode="ctc_greedy")  # left_chunks -1
+    s = rec.create_stream()
+    s.accept_waveform(16000, noise_utterance(1.0, sr=16000, seed=0))
+    s.input_finished()
+    while rec.is_ready(s):
+        rec.decode(s)
+    assert s.finalized and rec.model.left_chunks == LEFT
 
 
 def test_fuse_into_ctc_travels_in_extra_cache_blocks(tmp_path: Path) -> None:
@@ -254,9 +275,11 @@ def test_fuse_into_ctc_travels_in_extra_cache_blocks(tmp_path: Path) -> None:
                                                       "conv_cache", "attn_mask"],
             output_names=["log_probs", "next_att_cache", "next_conv_cache"], dynamic_shapes=None,
             metadata={}, optimize=False)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     feats = compute_fbank(noise_utterance(1.5, sr=16000, seed=3))
-    x, offset, req, att, cnn, _ = (t.numpy() for t in w.example_inputs())
+    _, offset, req, att, cnn, _ = (t.numpy() for t in w.example_inputs())
     state = model.init_state(1)
     stride, window = 4 * model.encoder.subsampling_rate, w.input_frames
     worst, chunks = 0.0, 0

@@ -103,6 +103,7 @@ def test_report_table() -> None:
 # --------------------------------------------------------------------------------------------
 # smoke runs: every stage, tiny settings
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_accents_en_recipe(synth_corpus: Path, tmp_path: Path) -> None:
     # stage 0 on its own (one accent, 6 utterances), then 1-5 on the session's synthetic corpus
     run_recipe("accents_en", "--stage", "0", "--stop-stage", "0", "--preset", "demo", "--data", "d",
@@ -121,7 +122,8 @@ def test_accents_en_recipe(synth_corpus: Path, tmp_path: Path) -> None:
     assert "use_laf: true" in (exp / "qifusion" / "final" / "config.yaml").read_text()
     reps = {name: _report(exp / name / "decode_avg_2" / "attention_rescoring_chunk16")
             for name in ("baseline", "qifusion")}
-    assert [(r["mode"], r["chunk_size"], r["num_utts"]) for r in reps.values()] == [("attention_rescoring", 16, 3)] * 2
+    got = [(r["mode"], r["chunk_size"], r["num_utts"]) for r in reps.values()]
+    assert got == [("attention_rescoring", 16, 3)] * 2
     assert reps["baseline"]["aid_accuracy"] is None  # no AID head in the baseline
     assert 0.0 <= reps["qifusion"]["aid_accuracy"] <= 1.0
     # the report stage's table holds the decode reports' numbers
@@ -133,6 +135,7 @@ def test_accents_en_recipe(synth_corpus: Path, tmp_path: Path) -> None:
     assert re.search(r"^\| en-gb-scotland \| 1 \| ", md, flags=re.M)
 
 
+@pytest.mark.slow
 def test_kespeech_recipe(tmp_path: Path) -> None:
     """All stages; training under torchrun with 2 CPU processes (gloo), the recipe's multi-GPU path."""
     fake_kespeech(tmp_path / "KeSpeech")
@@ -154,6 +157,7 @@ def test_kespeech_recipe(tmp_path: Path) -> None:
         assert f"| {dialect} | 1 | {rep['per_accent'][dialect]['cer']:.2f} |" in md
 
 
+@pytest.mark.slow
 def test_magicdata_ramc_recipe(tmp_path: Path) -> None:
     fake_ramc(tmp_path / "ramc", split_dirs=True)
     args = ["--ramc-root", str(tmp_path / "ramc"), "--config", TINY, "--device", "cpu",

@@ -53,7 +53,7 @@ def test_prefix_beam_1_top1_equals_greedy(seed: int) -> None:
 def test_prefix_beam_exact_against_brute_force(seed: int) -> None:
     lp = _rand_lp(2, 5, 4, seed=seed)
     lens = torch.tensor([5, 4])
-    res = ctc_prefix_beam(lp, lens, beam_size=500, token_topk=4)
+    res = ctc_prefix_beam(lp, lens, beam_size=500, token_topk=4, token_min_logp=None)
     for b in range(2):
         exact = brute_force_prefix_probs(lp[b, : int(lens[b])])
         got = {h.tokens: h.score for h in res[b]}
@@ -64,15 +64,51 @@ def test_prefix_beam_exact_against_brute_force(seed: int) -> None:
         assert scores == sorted(scores, reverse=True)
 
 
-@pytest.mark.parametrize(("beam", "topk", "seed"), [(5, 3, 0), (4, 6, 1), (8, 2, 2), (3, 3, 3)])
-def test_prefix_beam_matches_reference_loop(beam: int, topk: int, seed: int) -> None:
-    lp = _rand_lp(3, 60, 9, seed=seed)
+def _peaky_lp(B: int, T: int, V: int, *, seed: int, blank_frac: float = 0.6) -> torch.Tensor:
+    """Like a trained model: most frames are > 99.9 % blank (runs of blank-only frames)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g) * 2.0
+    logits[:, :, 0] += 12.0 * (torch.rand(B, T, generator=g) < blank_frac)
+    return logits.log_softmax(-1)
+
+
+@pytest.mark.parametrize(("beam", "topk", "floor", "seed"), [
+    (5, 3, None, 0), (4, 6, None, 1), (8, 2, -4.0, 2), (3, 3, -2.0, 3), (6, 9, math.log(1e-3), 4),
+])
+@pytest.mark.parametrize("peaky", [False, True])
+def test_prefix_beam_matches_reference_loop(beam: int, topk: int, floor: float | None, seed: int,
+                                            peaky: bool) -> None:
+    lp = (_peaky_lp if peaky else _rand_lp)(3, 60, 9, seed=seed)
     lens = torch.tensor([60, 37, 1])
-    res = ctc_prefix_beam(lp, lens, beam_size=beam, token_topk=topk)
+    res = ctc_prefix_beam(lp, lens, beam_size=beam, token_topk=topk, token_min_logp=floor)
     for b in range(3):
-        ref = reference_prefix_beam(lp[b, : int(lens[b])], beam_size=beam, token_topk=topk)
+        ref = reference_prefix_beam(lp[b, : int(lens[b])], beam_size=beam, token_topk=topk,
+                                    token_min_logp=floor)
         assert [h.tokens for h in res[b]] == [r[0] for r in ref]
+        assert [h.times for h in res[b]] == [r[2] for r in ref]
         assert [h.score for h in res[b]] == pytest.approx([r[1] for r in ref], abs=1e-9)
+
+
+@pytest.mark.parametrize("floor", [None, math.log(1e-3), -3.0])
+def test_batched_search_equals_streaming_state_on_random_inputs(floor: float | None) -> None:
+    """40 random utterances: the batched search and the chunk-fed streaming state agree exactly."""
+    g = torch.Generator().manual_seed(17)
+    B, T, V = 8, 70, 11
+    for rep in range(5):
+        lp = (_peaky_lp if rep % 2 else _rand_lp)(B, T, V, seed=100 + rep)
+        lens = torch.randint(1, T + 1, (B,), generator=g)
+        lens[0] = T
+        batched = ctc_prefix_beam(lp, lens, beam_size=6, token_topk=4, token_min_logp=floor)
+        for b in range(B):
+            state = CtcPrefixBeamState(beam_size=6, token_topk=4, token_min_logp=floor)
+            cuts = sorted({0, int(lens[b]), *torch.randint(0, int(lens[b]) + 1, (3,), generator=g).tolist()})
+            for lo, hi in itertools.pairwise(cuts):
+                state.step(lp[b, lo:hi])
+            assert state.num_frames == int(lens[b])
+            got = state.nbest()
+            assert [h.tokens for h in got] == [h.tokens for h in batched[b]]
+            assert [h.times for h in got] == [h.times for h in batched[b]]
+            assert [h.score for h in got] == pytest.approx([h.score for h in batched[b]], abs=1e-9)
 
 
 def test_prefix_beam_equals_streaming_search() -> None:
@@ -86,6 +122,21 @@ def test_prefix_beam_equals_streaming_search() -> None:
     assert [h.tokens for h in res] == [h.tokens for h in ref]
     assert [h.times for h in res] == [h.times for h in ref]
     assert [h.score for h in res] == pytest.approx([h.score for h in ref], abs=1e-9)
+    assert len(inc.nbest(2)) == 2
+
+
+def test_prefix_beam_time_rule_compares_continued_mass_with_extension() -> None:
+    """(1,) is continued by blank (0.18) and by a repeat (0.18) and re-created from () (0.27):
+    the continued paths carry more (0.36), so the token keeps its first frame 0."""
+    p = torch.tensor([[[0.6, 0.4, 1e-9], [0.45, 0.45, 0.1]]]).log()
+    for floor in (None, -5.0):
+        best = ctc_prefix_beam(p, torch.tensor([2]), beam_size=4, token_topk=3, token_min_logp=floor)[0][0]
+        assert best.tokens == (1,) and best.times == (0,)
+        assert best.score == pytest.approx(math.log(0.63), abs=1e-6)
+        ref = reference_prefix_beam(p[0], beam_size=4, token_topk=3, token_min_logp=floor)[0]
+        assert ref[0] == (1,) and ref[2] == (0,)
+    p[0, 0] = torch.tensor([0.8, 0.2, 1e-9]).log()  # now the extension (0.36) beats 0.09 + 0.09
+    assert ctc_prefix_beam(p, torch.tensor([2]), beam_size=4)[0][0].times == (1,)
 
 
 def test_prefix_beam_times_are_first_emission_of_tokens() -> None:
@@ -94,6 +145,16 @@ def test_prefix_beam_times_are_first_emission_of_tokens() -> None:
         lp[0, t, u] = math.log(0.98)
     best = ctc_prefix_beam(lp, torch.tensor([6]), beam_size=4)[0][0]
     assert best.tokens == (1, 2) and best.times == (1, 4)
+
+
+def test_token_floor_prunes_blank_frames_but_keeps_the_best_token() -> None:
+    lp = _peaky_lp(1, 50, 7, seed=9, blank_frac=0.9)
+    loose = ctc_prefix_beam(lp, torch.tensor([50]), beam_size=4, token_min_logp=None)[0][0]
+    tight = ctc_prefix_beam(lp, torch.tensor([50]), beam_size=4, token_min_logp=0.0)[0][0]
+    greedy = ctc_greedy(lp, torch.tensor([50]))[0]
+    assert tight.tokens == greedy.tokens and tight.times == greedy.times  # only each frame's best
+    assert tight.score == pytest.approx(greedy.score, abs=1e-9)
+    assert loose.score > tight.score  # summing over more paths
 
 
 class FakeModel:

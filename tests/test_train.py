@@ -207,22 +207,31 @@ def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: 
 
 
 DDP_SCRIPT = """
-import sys, torch
+import os, sys, torch
 from pathlib import Path
 import qifusion.train.loop as loop
 import qifusion.models.model as mm
 out = Path(sys.argv[1])
-rank = int(__import__("os").environ["RANK"])
+rank = int(os.environ["RANK"])
+where = {"at": None}
+micro = loop.Trainer._micro_step
+def micro_step(self, batch, **k):
+    where["at"] = (self.state.epoch, self.state.batch)
+    return micro(self, batch, **k)
+loop.Trainer._micro_step = micro_step
 fwd = mm.QifusionModel.forward
-calls = {"n": 0}
 def forward(self, *a, **k):
     res = fwd(self, *a, **k)
-    if self.training:
-        calls["n"] += 1
-        if rank == 1 and calls["n"] == 2:
-            res["loss"] = res["loss"] * float("nan")
+    if self.training and rank == 1 and where["at"] == (1, 2):  # the same batch in every run
+        res["loss"] = res["loss"] * float("nan")
     return res
 mm.QifusionModel.forward = forward
+save = loop.Trainer.save
+def save_and_maybe_die(self, name):
+    save(self, name)
+    if name == os.environ.get("CUT_AFTER"):
+        os._exit(0)  # every rank passed the save's barrier: a clean interruption after a checkpoint
+loop.Trainer.save = save_and_maybe_die
 fit = loop.Trainer.fit
 def fit_and_dump(self):
     state = fit(self)
@@ -235,24 +244,42 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_ddp_two_cpu_ranks_hold_identical_weights(synth_corpus: Path, tmp_path: Path) -> None:
+def _torchrun(script: Path, out: Path, args: list[str], *, cut_after: str = "") -> None:
+    env = _env()
+    env["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
+    env["CUT_AFTER"] = cut_after
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           env["MASTER_PORT"], str(script), str(out), *args[3:]]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+
+def test_ddp_two_cpu_ranks_identical_weights_and_bitwise_resume(synth_corpus: Path, tmp_path: Path) -> None:
     script = tmp_path / "ddp_worker.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     exp = tmp_path / "exp"
-    sets = ["train.max_steps=4", "data.max_duration=15", "train.log_interval=1"]
-    args = _train_cmd(synth_corpus, exp, sets)
-    env = _env()
-    env["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           env["MASTER_PORT"], str(script), str(tmp_path), *args[3:]]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-4000:]
+    sets = ["train.max_steps=4", "data.max_duration=15", "train.log_interval=1",
+            "train.save_interval_steps=2"]
+    _torchrun(script, tmp_path, _train_cmd(synth_corpus, exp, sets))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["len"] == r1["len"]  # the loader equalises batches over ranks
     assert r0["step"] == r1["step"] == 4
     assert r0["skipped"] == r1["skipped"] == 1  # NaN on rank 1 only: both ranks skipped it
     _assert_bitwise_equal(r0["model"], r1["model"])
     assert (exp / "final" / "model.pt").exists() and "world_size" in (exp / "final" / "card.json").read_text()
+    # interrupted after step_2.pt (mid-epoch 2 of 2-batch epochs), then resumed: bitwise the same weights
+    cut, out = tmp_path / "cut", tmp_path / "cut_out"
+    out.mkdir()
+    _torchrun(script, out, _train_cmd(synth_corpus, cut, sets), cut_after="step_2.pt")
+    assert (cut / "step_2.pt").exists() and not (cut / "final").exists()
+    state = torch.load(cut / "step_2.pt", weights_only=True)
+    assert state["trainer"]["batch"] not in (0, r0["len"])  # cut inside an epoch
+    rngs = state["rng_ranks"]
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])  # per-rank states kept
+    _torchrun(script, out, _train_cmd(synth_corpus, cut, sets, resume=True))
+    assert "resumed from " + str(cut / "step_2.pt") in (cut / "train.log").read_text()
+    _assert_bitwise_equal(_weights(exp / "final" / "model.pt"), _weights(cut / "final" / "model.pt"))
+    assert torch.load(out / "rank1.pt", weights_only=True)["skipped"] == 1
 
 
 # ----------------------------------------------------------------------------- model dirs, average, init

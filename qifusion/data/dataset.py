@@ -15,10 +15,12 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -89,38 +91,61 @@ class _BatchMaker(torch.utils.data.Dataset):
 
     def features(self, e: _Entry, epoch: int) -> tuple[torch.Tensor, float]:
         """(T, F) features of one utterance for ``epoch`` and its audio seconds (DataError if unreadable)."""
-        cfg = self.cfg
-        u = e.utt
-        samples = read_audio(u.audio, start=u.start, end=u.end, target_sr=cfg.sample_rate, utt_id=u.utt_id)
-        if not self.train:
-            feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins)
-            return feats, samples.shape[0] / cfg.sample_rate
-        rng = utt_rng(self.seed, epoch, u.utt_id)
-        samples = pad_silence(samples, max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
-                              sample_rate=cfg.sample_rate)
-        samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
-        feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
-                              dither=cfg.dither, rng=rng)
-        if cfg.spec_aug.enabled:
-            feats = spec_augment(feats, cfg.spec_aug, rng)
-        return feats, samples.shape[0] / cfg.sample_rate
+        samples = read_entry_audio(e, self.cfg)
+        return utterance_features(samples, cfg=self.cfg, train=self.train, seed=self.seed, epoch=epoch,
+                                  utt_id=e.utt.utt_id)
 
     def __getitem__(self, key: tuple[int, list[int]]) -> Batch:
         epoch, indices = key
-        kept: list[tuple[_Entry, torch.Tensor, float]] = []
-        failed: dict[str, str] = {}
-        for i in indices:
-            e = self.entries[i]
-            try:
-                feats, seconds = self.features(e, epoch)
-            except DataError as err:
-                failed[e.utt.utt_id] = str(err)
-                continue
-            if feats.shape[0] == 0:
-                failed[e.utt.utt_id] = f"utterance '{e.utt.utt_id}' ({e.utt.audio}): too short for one frame"
-                continue
-            kept.append((e, feats, seconds))
-        return collate(kept, num_mel_bins=self.cfg.num_mel_bins, failed=failed)
+        entries = [self.entries[i] for i in indices]
+        return build_batch([(e, partial(read_entry_audio, e, self.cfg)) for e in entries], cfg=self.cfg,
+                           train=self.train, seed=self.seed, epoch=epoch)
+
+
+def read_entry_audio(e: _Entry, cfg: DataConfig) -> np.ndarray:
+    """(N,) float32 samples of an entry's utterance at ``cfg.sample_rate`` (DataError if unreadable)."""
+    u = e.utt
+    return read_audio(u.audio, start=u.start, end=u.end, target_sr=cfg.sample_rate, utt_id=u.utt_id)
+
+
+def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, seed: int, epoch: int,
+                       utt_id: str) -> tuple[torch.Tensor, float]:
+    """(T, F) fbank of ``samples`` (N,) and the audio seconds after augmentation.
+
+    Training: silence padding -> speed perturbation -> fbank with dither -> SpecAugment, every draw from
+    ``utt_rng(seed, epoch, utt_id)``; otherwise plain fbank. Shared by the file and the shard loaders.
+    """
+    if not train:
+        feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins)
+        return feats, samples.shape[0] / cfg.sample_rate
+    rng = utt_rng(seed, epoch, utt_id)
+    samples = pad_silence(samples, max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
+                          sample_rate=cfg.sample_rate)
+    samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
+    feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
+                          dither=cfg.dither, rng=rng)
+    if cfg.spec_aug.enabled:
+        feats = spec_augment(feats, cfg.spec_aug, rng)
+    return feats, samples.shape[0] / cfg.sample_rate
+
+
+def build_batch(items: Sequence[tuple[_Entry, Callable[[], np.ndarray]]], *, cfg: DataConfig, train: bool,
+                seed: int, epoch: int) -> Batch:
+    """A Batch from ``(entry, read samples)`` pairs; unreadable or frameless items go to ``failed``."""
+    kept: list[tuple[_Entry, torch.Tensor, float]] = []
+    failed: dict[str, str] = {}
+    for e, read in items:
+        try:
+            feats, seconds = utterance_features(read(), cfg=cfg, train=train, seed=seed, epoch=epoch,
+                                                utt_id=e.utt.utt_id)
+        except DataError as err:
+            failed[e.utt.utt_id] = str(err)
+            continue
+        if feats.shape[0] == 0:
+            failed[e.utt.utt_id] = f"utterance '{e.utt.utt_id}' ({e.utt.audio}): too short for one frame"
+            continue
+        kept.append((e, feats, seconds))
+    return collate(kept, num_mel_bins=cfg.num_mel_bins, failed=failed)
 
 
 def collate(items: Sequence[tuple[_Entry, torch.Tensor, float]], *, num_mel_bins: int,
@@ -280,6 +305,38 @@ def _duration(u: Utterance) -> float:
     return total - float(u.start)
 
 
+def check_utterance(u: Utterance, *, cfg: DataConfig, tokenizer: Tokenizer, accent_ids: dict[str, int],
+                    train: bool) -> _Entry | tuple[str, str]:
+    """The entry for ``u``, or ``(skip reason, message)``; reasons as in :func:`build_loader`."""
+
+    def bad(reason: str, msg: str) -> tuple[str, str]:
+        return reason, f"utterance '{u.utt_id}' ({u.audio}): {msg}"
+
+    if u.text is None:
+        if train:
+            return bad("missing_transcript", "no transcript")
+        tokens: list[int] = []
+    else:
+        tokens = tokenizer.encode(u.text)
+        if not tokens:
+            return bad("empty_transcript", "empty transcript")
+    if u.accent is None:
+        accent = -1
+    elif u.accent in accent_ids:
+        accent = accent_ids[u.accent]
+    else:
+        return bad("unknown_accent", f"accent '{u.accent}' not in the accent list {list(accent_ids)}")
+    try:
+        dur = _duration(u)
+    except DataError as e:
+        return "unreadable", str(e)
+    if dur < cfg.min_utt_duration:
+        return bad("too_short", f"{dur:.3f} s < min_utt_duration {cfg.min_utt_duration} s")
+    if train and dur > cfg.max_utt_duration:
+        return bad("too_long", f"{dur:.2f} s > max_utt_duration {cfg.max_utt_duration} s")
+    return _Entry(u, dur, tokens, accent)
+
+
 def build_loader(
     utts: Sequence[Utterance],
     *,
@@ -302,42 +359,13 @@ def build_loader(
     entries: list[_Entry] = []
     skipped: dict[str, int] = {}
     examples: dict[str, str] = {}
-
-    def skip(reason: str, u: Utterance, msg: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-        examples.setdefault(reason, f"utterance '{u.utt_id}' ({u.audio}): {msg}")
-
     for u in utts:
-        if u.text is None:
-            if train:
-                skip("missing_transcript", u, "no transcript")
-                continue
-            tokens: list[int] = []
+        res = check_utterance(u, cfg=cfg, tokenizer=tokenizer, accent_ids=accent_ids, train=train)
+        if isinstance(res, _Entry):
+            entries.append(res)
         else:
-            tokens = tokenizer.encode(u.text)
-            if not tokens:
-                skip("empty_transcript", u, "empty transcript")
-                continue
-        if u.accent is None:
-            accent = -1
-        elif u.accent in accent_ids:
-            accent = accent_ids[u.accent]
-        else:
-            skip("unknown_accent", u, f"accent '{u.accent}' not in the accent list {list(accents)}")
-            continue
-        try:
-            dur = _duration(u)
-        except DataError as e:
-            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
-            examples.setdefault("unreadable", str(e))
-            continue
-        if dur < cfg.min_utt_duration:
-            skip("too_short", u, f"{dur:.3f} s < min_utt_duration {cfg.min_utt_duration} s")
-            continue
-        if train and dur > cfg.max_utt_duration:
-            skip("too_long", u, f"{dur:.2f} s > max_utt_duration {cfg.max_utt_duration} s")
-            continue
-        entries.append(_Entry(u, dur, tokens, accent))
+            skipped[res[0]] = skipped.get(res[0], 0) + 1
+            examples.setdefault(res[0], res[1])
     if skipped:
         log.warning("left out %d of %d utterances: %s", sum(skipped.values()), len(utts),
                     ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))

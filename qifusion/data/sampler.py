@@ -79,3 +79,45 @@ def shard_batches(
     total = per_rank * world_size
     padded = [batches[k % n] for k in range(total)]
     return padded[rank::world_size]
+
+
+def buffer_shuffle(n: int, *, buffer_size: int, rng: np.random.Generator) -> list[int]:
+    """Order in which a bounded shuffle buffer emits a stream of ``n`` items (a permutation of 0..n-1).
+
+    WebDataset's ``shuffle(bufsize)`` idea: items enter a buffer of ``buffer_size`` in stream order; once
+    it is full, each arriving item evicts a uniformly chosen buffered one; the rest leave in random order
+    at the end. An item is emitted at most ``buffer_size`` items after it was read, so a streaming reader
+    following this order keeps at most ``buffer_size`` items in memory. ``buffer_size <= 1``: stream order.
+    """
+    if buffer_size <= 1:
+        return list(range(n))
+    buf = list(range(min(n, buffer_size)))
+    out: list[int] = []
+    draws = rng.integers(buffer_size, size=max(0, n - buffer_size)).tolist()  # one per evicting arrival
+    for i, k in zip(range(buffer_size, n), draws, strict=True):
+        out.append(buf[k])
+        buf[k] = i
+    out.extend(buf[k] for k in rng.permutation(len(buf)).tolist())
+    return out
+
+
+def pack_in_order(durations: Sequence[float], *, max_duration: float) -> list[list[int]]:
+    """Cut a stream into consecutive batches of at most ``max_duration`` seconds (indices into it).
+
+    An item longer than ``max_duration`` forms a batch by itself. No sorting: a stream cannot be
+    bucketed globally, so batches mix lengths (more padding than :func:`make_batches`).
+    """
+    if max_duration <= 0:
+        raise ValueError(f"max_duration must be > 0, got {max_duration}")
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    total = 0.0
+    for i, d in enumerate(durations):
+        if cur and total + d > max_duration:
+            batches.append(cur)
+            cur, total = [], 0.0
+        cur.append(i)
+        total += d
+    if cur:
+        batches.append(cur)
+    return batches

@@ -2,13 +2,17 @@
 
 Layout of ``DIR/<split>/shards/``::
 
-    shards.json                 # index: format, sample_rate, shards [{path, num_utts, seconds}], skipped
-    shard-000000.tar            # members 00000000.flac + 00000000.json, 00000001.flac + ..., in order
+    shards.json          # index: format, sample_rate, shards [{path, meta, num_utts, seconds}], skipped
+    shard-000000.tar     # members 00000000.flac + 00000000.json, 00000001.flac + ..., in order
+    shard-000000.jsonl   # the JSONs of shard-000000.tar (+ "key"), in the same order
     shard-000001.tar ...
 
 Each utterance is one FLAC (16-bit mono, resampled to ``sample_rate``, segment already cut) and one
 JSON (``utt_id, text, accent, speaker, duration``), sharing a numeric key, the WebDataset convention
-(the utterance id lives in the JSON because ids may contain dots). Utterances are shuffled once with
+(the utterance id lives in the JSON because ids may contain dots). The ``.jsonl`` sidecar repeats the
+JSONs so that a training loader can plan an epoch's batches without reading audio (metadata apart from
+audio, as in lhotse Shar's ``cuts.N.jsonl.gz`` beside ``recording.N.tar``); shards written without it
+are scanned once instead (:func:`read_shard_meta`). Utterances are shuffled once with
 ``seed`` before they are cut into shards, so each shard mixes accents and speakers. Readers stream a
 tar sequentially (``tarfile`` mode ``r|``), which suits network/object storage and spinning disks.
 DDP: rank r of w reads shards ``r, r+w, ...`` (fold DataLoader workers in as
@@ -38,6 +42,17 @@ from qifusion.fileio import atomic_write, atomic_write_text
 
 INDEX_NAME = "shards.json"
 FORMAT = "qifusion-tar-v1"
+
+
+class ShardMeta(NamedTuple):
+    """One utterance's metadata in shard order (``key``: the tar member stem)."""
+
+    key: str
+    utt_id: str
+    text: str | None
+    accent: str | None
+    speaker: str | None
+    duration: float
 
 
 class ShardItem(NamedTuple):
@@ -80,8 +95,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_one(path: Path, utts: list[tuple[int, Utterance]], sample_rate: int) -> dict[str, Any]:
-    """Write one shard; returns {num_utts, seconds, skipped: {reason: [example, count]}}."""
+    """Write one shard + its ``.jsonl``; returns {num_utts, seconds, skipped: {reason: [example, count]}}."""
     stats: dict[str, Any] = {"num_utts": 0, "seconds": 0.0, "skipped": {}}
+    metas: list[str] = []
 
     def writer(f: IO[Any]) -> None:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -96,10 +112,12 @@ def _write_one(path: Path, utts: list[tuple[int, Utterance]], sample_rate: int) 
                         "duration": round(len(x) / sample_rate, 4)}
                 _add(tar, f"{key:08d}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
                 _add(tar, f"{key:08d}.flac", _encode(x, sample_rate))
+                metas.append(json.dumps({"key": f"{key:08d}", **meta}, ensure_ascii=False))
                 stats["num_utts"] += 1
                 stats["seconds"] += len(x) / sample_rate
 
     atomic_write(path, writer, binary=True)
+    atomic_write_text(path.with_suffix(".jsonl"), "".join(m + "\n" for m in metas))
     return stats
 
 
@@ -134,10 +152,12 @@ def write_shards(
         results = [_write_one(p, part, sample_rate) for p, part in zip(paths, parts, strict=True)]
     for stale in sorted(out_dir.glob("shard-*.tar"))[n:]:
         stale.unlink()
+        stale.with_suffix(".jsonl").unlink(missing_ok=True)
     report = ShardReport(num_shards=n)
     entries = []
     for p, r in zip(paths, results, strict=True):
-        entries.append({"path": p.name, "num_utts": r["num_utts"], "seconds": round(r["seconds"], 3)})
+        entries.append({"path": p.name, "meta": p.with_suffix(".jsonl").name, "num_utts": r["num_utts"],
+                        "seconds": round(r["seconds"], 3)})
         report.num_utts += r["num_utts"]
         report.seconds += r["seconds"]
         for reason, (ex, cnt) in r["skipped"].items():
@@ -149,23 +169,31 @@ def write_shards(
     return report
 
 
-def list_shards(shard_dir: str | os.PathLike[str]) -> list[Path]:
-    """Shard paths listed in ``shard_dir/shards.json`` (DataError when absent or malformed)."""
-    shard_dir = Path(shard_dir)
-    index = shard_dir / INDEX_NAME
+def read_index(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``shard_dir/shards.json`` (DataError when absent or malformed)."""
+    index = Path(shard_dir) / INDEX_NAME
     try:
         meta = json.loads(index.read_text(encoding="utf-8"))
     except OSError as e:
         raise DataError(f"{index}: cannot read shard index ({e.strerror})") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{index}: not valid JSON ({e.msg})") from e
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{index}: unknown shard format {meta.get('format')!r} (expected {FORMAT})")
-    return [shard_dir / s["path"] for s in meta["shards"]]
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(f"{index}: unknown shard format {got!r} (expected {FORMAT})")
+    return meta
 
 
-def read_shard(path: str | os.PathLike[str]) -> Iterator[ShardItem]:
-    """Stream the utterances of one tar shard in order."""
+def list_shards(shard_dir: str | os.PathLike[str]) -> list[Path]:
+    """Shard paths listed in ``shard_dir/shards.json`` (DataError when absent or malformed)."""
+    return [Path(shard_dir) / s["path"] for s in read_index(shard_dir)["shards"]]
+
+
+def iter_raw(path: str | os.PathLike[str], *, audio: bool = True) -> Iterator[tuple[str, bytes, bytes]]:
+    """Stream ``(key, json bytes, flac bytes)`` of one tar shard in order, nothing decoded.
+
+    ``audio=False`` yields ``b""`` for the audio (the tar is still read through, without keeping it).
+    """
     path = Path(path)
     pending: dict[str, dict[str, bytes]] = {}
     try:
@@ -178,23 +206,49 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[ShardItem]:
                 if f is None:
                     continue
                 entry = pending.setdefault(key, {})
-                entry[ext] = f.read()
+                entry[ext] = f.read() if audio or ext == "json" else b""
                 if "json" in entry and "flac" in entry:
                     del pending[key]
-                    yield _decode(entry, path, key)
+                    yield key, entry["json"], entry["flac"]
     except tarfile.TarError as e:
         raise DataError(f"{path}: corrupt shard ({e})") from e
     if pending:
         raise DataError(f"{path}: incomplete entries {sorted(pending)[:3]} (audio or JSON missing)")
 
 
-def _decode(entry: dict[str, bytes], path: Path, key: str) -> ShardItem:
+def decode_audio(data: bytes, *, path: str | os.PathLike[str], key: str) -> np.ndarray:
+    """(N,) float32 samples of one entry's FLAC bytes (DataError naming shard and entry)."""
     try:
-        meta = json.loads(entry["json"].decode("utf-8"))
-        samples, _ = sf.read(io.BytesIO(entry["flac"]), dtype="float32")
+        samples, _ = sf.read(io.BytesIO(data), dtype="float32")
     except Exception as e:
-        raise DataError(f"{path}: entry {key} is unreadable ({e})") from e
-    return ShardItem(meta["utt_id"], samples, meta.get("text"), meta.get("accent"))
+        raise DataError(f"{path}: entry {key} has unreadable audio ({e})") from e
+    return samples
+
+
+def _meta(raw: bytes | str, path: Path, key: str) -> ShardMeta:
+    try:
+        m = json.loads(raw)
+        return ShardMeta(str(m.get("key", key)), m["utt_id"], m.get("text"), m.get("accent"),
+                         m.get("speaker"), float(m["duration"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: entry {key} has bad metadata ({e})") from e
+
+
+def read_shard_meta(path: str | os.PathLike[str]) -> list[ShardMeta]:
+    """Metadata of one shard's utterances in tar order: from the ``.jsonl`` sidecar, else by scanning."""
+    path = Path(path)
+    side = path.with_suffix(".jsonl")
+    if side.exists():
+        lines = side.read_text(encoding="utf-8").splitlines()
+        return [_meta(line, side, f"line {i + 1}") for i, line in enumerate(lines) if line.strip()]
+    return [_meta(js, path, key) for key, js, _ in iter_raw(path, audio=False)]
+
+
+def read_shard(path: str | os.PathLike[str]) -> Iterator[ShardItem]:
+    """Stream the utterances of one tar shard in order."""
+    for key, js, flac in iter_raw(path):
+        meta = _meta(js, Path(path), key)
+        yield ShardItem(meta.utt_id, decode_audio(flac, path=path, key=key), meta.text, meta.accent)
 
 
 def iter_shards(

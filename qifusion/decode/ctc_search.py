@@ -1,33 +1,48 @@
-"""Batched CTC searches over whole utterances: greedy (best path) and vectorised prefix beam search.
+"""CTC searches: greedy (best path) and a vectorised prefix beam search shared by offline and streaming.
 
 Both take ``log_probs`` (B, T', V) and ``lens`` (B,) and return, per utterance, hypotheses with token
 ids, the output frame of each token's first emission (``times``, for timestamps) and a log score.
 
 The prefix beam search is the CTC prefix beam search of Hannun et al. (2014) in the form used by
-WeNet (``ctc_prefix_beam_search``): per frame only the top-k tokens are considered (per-frame token
-pruning; the blank "stay" and the repeat-of-last-token paths also only through those tokens), and the
-``beam_size`` best prefixes by total probability ``P_blank + P_nonblank`` are kept. Here one frame is
-a handful of tensor operations for all utterances and beams together:
+WeNet (``ctc_prefix_beam_search``), with per-frame token pruning: only the ``token_topk`` best tokens
+of a frame whose log-probability is at least ``token_min_logp`` are considered (the frame's best token
+always is; the idea of a log-prob floor is pyctcdecode's ``token_min_logp``). The blank "stay" and the
+repeat-of-last-token paths also go only through those tokens. The ``beam_size`` best prefixes by
+total probability ``P_blank + P_nonblank`` are kept. :class:`CtcPrefixBeamSearch` holds the state of
+B utterances and can be fed chunk by chunk (the streaming search wraps it with B = 1); one frame is a
+few dozen numpy operations on (B, N, K) arrays for all utterances and beams together:
 
+* frames whose only surviving token is blank (most frames of a trained model) change nothing but
+  ``P_blank = P_total + log p(blank)``, ``P_nonblank = -inf`` for every prefix, so runs of them are
+  applied in one step (exactly) and only the other frames go through the beam update,
 * each beam has one "stay" candidate (same prefix, via blank or a repeat of its last token) and each
-  (beam, top-k token) pair an "extend" candidate (prefix + token),
+  (beam, token) pair an "extend" candidate (prefix + token),
 * the beams are distinct prefixes, so extensions never equal each other, and an extension can only
-  equal a kept prefix (when it re-creates it); such pairs are found by comparing 62-bit prefix keys
-  (two polynomial rolling hashes) and merged with one log-add-exp,
-* the best ``beam_size`` candidates are kept with ``topk``; back-pointers (parent beam, appended token)
-  are stored per frame and followed once at the end.
+  equal a kept prefix (when it re-creates it: same parent prefix key and same last token); prefix keys
+  are 62-bit (two polynomial rolling hashes); a collision (~1e-16 per comparison) would merge two
+  prefixes,
+* the best ``beam_size`` candidates are kept (stable sort); back-pointers (parent beam, appended
+  token, frame) are stored per updated frame and followed when the n-best is read.
 
-A hash collision (probability ~ 1e-16 per comparison) would merge two different prefixes.
+Token times: a prefix's times are those of the group of paths carrying the most probability into it
+at each frame: the prefix continued (via blank or a repeat, its times unchanged) against the merged
+extension that re-creates it (times of the parent + this frame); ties keep the continued prefix.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from qifusion.decode.streaming_search import Hypothesis
+from qifusion.decode.hypothesis import Hypothesis
 
 _M1, _P1 = 2147483647, 1000003  # 2^31 - 1
 _M2, _P2 = 2147483629, 998244353 % 2147483629
+TOKEN_MIN_LOGP = math.log(1e-3)  # default per-frame token floor: p < 0.001 is pruned
+_NINF = -np.inf
+_PRUNED = -2  # token id of a pruned candidate: never blank (>= 0) nor an empty prefix's last (-1)
 
 
 def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, *, blank_id: int = 0) -> list[Hypothesis]:
@@ -64,110 +79,185 @@ def ctc_prefix_beam(
     *,
     beam_size: int = 10,
     token_topk: int | None = None,
+    token_min_logp: float | None = TOKEN_MIN_LOGP,
     blank_id: int = 0,
 ) -> list[list[Hypothesis]]:
-    """Vectorised CTC prefix beam search (see module docstring).
+    """Vectorised CTC prefix beam search over whole utterances (see module docstring).
 
     Args:
-        log_probs: (B, T', V) CTC log-probabilities (computed in float64 internally).
+        log_probs: (B, T', V) CTC log-probabilities (searched in float64).
         lens: (B,) valid frames per utterance.
         beam_size: prefixes kept after each frame.
-        token_topk: tokens considered per frame; default ``beam_size``.
+        token_topk: at most this many tokens per frame; default ``beam_size``.
+        token_min_logp: tokens below this log-probability are pruned (not the frame's best); None: off.
     Returns:
         Per utterance, up to ``beam_size`` hypotheses best first; ``score`` is the log prefix probability
-        and ``times`` the frame at which each token was first emitted on the path carrying the most
-        probability into the prefix.
+        and ``times`` the first-emission frame of each token (rule in the module docstring).
     """
-    B, _T, V = log_probs.shape
-    N, K = beam_size, min(token_topk or beam_size, V)
-    dev, f64 = log_probs.device, torch.float64
-    ninf = torch.tensor(-torch.inf, dtype=f64, device=dev)
-    top_v, top_i = log_probs.detach().topk(K, dim=-1)  # (B, T, K), all frames at once
-    top_v = top_v.to(f64)
-    blank_all = top_i == blank_id
-    lens_l = lens.tolist()
-    min_len = min(lens_l, default=0)
-    pb = torch.full((B, N), -torch.inf, dtype=f64, device=dev)
-    pb[:, 0] = 0.0
-    pnb = torch.full_like(pb, -torch.inf)
-    last = torch.full((B, N), -1, dtype=torch.long, device=dev)
-    h1 = torch.zeros((B, N), dtype=torch.long, device=dev)
-    h2 = torch.zeros_like(h1)
-    parents, appended = [], []  # per frame (B, N): parent beam, appended token (-1: none)
-    arange_n = torch.arange(N, device=dev).expand(B, N)
-    dead_key = -1 - arange_n  # keys of empty beams never equal a real key (those are >= 0)
-    ext_ids = torch.arange(N * K, device=dev).expand(B, N * K)
-    zeros_n = torch.zeros((B, N), dtype=torch.long, device=dev)
-    for t in range(max(lens_l, default=0)):
-        tv, ti, is_blank = top_v[:, t, None, :], top_i[:, t, None, :], blank_all[:, t, None, :]  # (B,1,K)
-        tot = torch.logaddexp(pb, pnb)  # (B, N)
-        is_last = ti == last[:, :, None]  # (B, N, K)
-        # stay: the prefix is unchanged (via blank, or via a repeat of its last token)
-        s_pb = torch.where(is_blank, tot[:, :, None] + tv, ninf).amax(-1)
-        s_pnb = torch.where(is_last, pnb[:, :, None] + tv, ninf).amax(-1)
-        # extend: prefix + token (if the token repeats the last one, only from paths ending in blank)
-        e_pnb = torch.where(is_blank, ninf, torch.where(is_last, pb[:, :, None], tot[:, :, None]) + tv)
-        e_pnb = e_pnb.reshape(B, N * K)
-        e_h1 = ((h1[:, :, None] * _P1 + ti + 1) % _M1).reshape(B, N * K)
-        e_h2 = ((h2[:, :, None] * _P2 + ti + 1) % _M2).reshape(B, N * K)
-        s_key = torch.where(torch.isfinite(tot), h1 * _M2 + h2, dead_key)
-        # an extension equal to a kept prefix merges into it (at most one can: the beams are distinct)
-        match = (e_h1 * _M2 + e_h2)[:, :, None] == s_key[:, None, :]  # (B, N*K, N)
-        has = match.any(-1) & torch.isfinite(e_pnb)  # (B, N*K)
-        target = match.to(torch.uint8).argmax(-1)  # the stay an extension merges into
-        m_val = ninf.expand(B, N).scatter_reduce(1, target, torch.where(has, e_pnb, ninf), reduce="amax")
-        m_idx = zeros_n.scatter_reduce(1, target, torch.where(has, ext_ids, 0), reduce="amax")
-        own = torch.logaddexp(s_pb, s_pnb)
-        st_pnb = torch.logaddexp(s_pnb, m_val)
-        e_free = torch.where(has, ninf, e_pnb)
-        cand = torch.cat([torch.logaddexp(s_pb, st_pnb), e_free], 1)  # (B, N + N*K)
-        keep = cand.topk(N, dim=1).indices  # (B, N)
-        is_stay = keep < N
-        m = keep.clamp(max=N - 1)
-        e = (keep - N).clamp(min=0)
-        n_pb = torch.where(is_stay, s_pb.gather(1, m), ninf)
-        n_pnb = torch.where(is_stay, st_pnb.gather(1, m), e_free.gather(1, e))
-        # back-pointer: the stay itself, or the merged extension when that carried more probability
-        via_ext = is_stay & (m_val.gather(1, m) > own.gather(1, m))
-        e_rep = torch.where(is_stay, m_idx.gather(1, m), e)
-        n_par = torch.where(is_stay & ~via_ext, m, e_rep // K)
-        n_tok = torch.where(is_stay & ~via_ext, -1, top_i[:, t].gather(1, e_rep % K))
-        n_last = torch.where(is_stay, last.gather(1, m), top_i[:, t].gather(1, e % K))
-        n_h1 = torch.where(is_stay, h1.gather(1, m), e_h1.gather(1, e))
-        n_h2 = torch.where(is_stay, h2.gather(1, m), e_h2.gather(1, e))
-        if t >= min_len:  # utterances already finished keep their state
-            active = torch.tensor([t < n for n in lens_l], device=dev)[:, None]
-            n_pb, n_pnb = torch.where(active, n_pb, pb), torch.where(active, n_pnb, pnb)
-            n_last = torch.where(active, n_last, last)
-            n_h1, n_h2 = torch.where(active, n_h1, h1), torch.where(active, n_h2, h2)
-            n_par, n_tok = torch.where(active, n_par, arange_n), torch.where(active, n_tok, -1)
-        pb, pnb, last, h1, h2 = n_pb, n_pnb, n_last, n_h1, n_h2
-        parents.append(n_par)
-        appended.append(n_tok)
-    return _backtrack(parents, appended, torch.logaddexp(pb, pnb), N)
+    search = CtcPrefixBeamSearch(log_probs.shape[0], beam_size=beam_size, token_topk=token_topk,
+                                 token_min_logp=token_min_logp, blank_id=blank_id)
+    search.advance(log_probs, lens)
+    return search.nbest()
 
 
-def _backtrack(
-    parents: list[torch.Tensor], appended: list[torch.Tensor], scores: torch.Tensor, beam: int
-) -> list[list[Hypothesis]]:
-    """Follow per-frame back-pointers (T lists of (B, N)) from the final beams; drop -inf beams."""
-    B = scores.shape[0]
-    if not parents:
-        return [[Hypothesis((), (), 0.0)] for _ in range(B)]
-    cur = torch.arange(beam, device=scores.device).expand(B, beam)
-    toks = []
-    for par, tok in zip(reversed(parents), reversed(appended)):
-        toks.append(tok.gather(1, cur))
-        cur = par.gather(1, cur)
-    path = torch.stack(toks[::-1], dim=-1).cpu()  # (B, N, T): token appended at frame t, or -1
-    score_l = scores.tolist()
-    out = []
-    for b in range(B):
-        hyps = []
-        for n in range(beam):
-            if score_l[b][n] == -float("inf"):
-                continue
-            times = (path[b, n] >= 0).nonzero().squeeze(1)
-            hyps.append(Hypothesis(tuple(path[b, n, times].tolist()), tuple(times.tolist()), score_l[b][n]))
-        out.append(hyps)
-    return out
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(a, idx, 1)
+
+
+class CtcPrefixBeamSearch:
+    """Prefix beam search state of ``batch_size`` utterances, fed chunk by chunk with :meth:`advance`.
+
+    Feeding all frames at once or in any split gives the same hypotheses (up to float rounding of the
+    blank-run sums, ~1e-15). State per utterance and beam (arrays (B, N)): ``pb``/``pnb`` log
+    probabilities of the prefix ending in blank / non-blank, its last token, hash and parent hash.
+    """
+
+    def __init__(self, batch_size: int, *, beam_size: int = 10, token_topk: int | None = None,
+                 token_min_logp: float | None = TOKEN_MIN_LOGP, blank_id: int = 0) -> None:
+        if beam_size < 1 or (token_topk is not None and token_topk < 1):
+            raise ValueError(f"beam_size and token_topk must be >= 1, got {beam_size}, {token_topk}")
+        B, N = batch_size, beam_size
+        self.beam_size, self.token_topk, self.blank_id = N, token_topk or N, blank_id
+        self.token_min_logp = -math.inf if token_min_logp is None else float(token_min_logp)
+        self.num_frames = 0
+        self.pb = np.full((B, N), _NINF)
+        self.pb[:, 0] = 0.0
+        self.pnb = np.full((B, N), _NINF)
+        self.last = np.full((B, N), -1, dtype=np.int64)
+        self.h1 = np.zeros((B, N), dtype=np.int64)
+        self.h2 = np.zeros((B, N), dtype=np.int64)
+        self.pkey = np.full((B, N), -1, dtype=np.int64)  # key of the prefix without its last token
+        self._steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (parent, token, frame)
+        self._tokens = [[()] * N for _ in range(B)]  # materialised paths at the last flush
+        self._times = [[()] * N for _ in range(B)]
+        self._arange = np.broadcast_to(np.arange(N), (B, N))
+
+    # ---- feeding frames ------------------------------------------------------------------------
+    def advance(self, log_probs: torch.Tensor, lens: torch.Tensor | None = None) -> None:
+        """Consume frames ``log_probs`` (B, T', V); ``lens`` (B,): valid frames of this chunk (all)."""
+        B, T, V = log_probs.shape
+        if T == 0:
+            return
+        lp = log_probs.detach()
+        lp = lp if lp.dtype in (torch.float32, torch.float64) else lp.float()
+        top_v, top_i = lp.topk(min(self.token_topk, V), dim=-1)
+        tv, ti = top_v.double().cpu().numpy(), top_i.cpu().numpy().astype(np.int64)  # (B, T, K)
+        keep = tv >= self.token_min_logp
+        keep[..., 0] = True
+        valid = np.ones((B, T), dtype=bool) if lens is None else np.arange(T) < lens.cpu().numpy()[:, None]
+        keep &= valid[..., None]
+        tv, ti = np.where(keep, tv, _NINF), np.where(keep, ti, _PRUNED)
+        blank_only = (ti[..., 0] == self.blank_id) & ~keep[..., 1:].any(-1)  # (B, T)
+        general = valid & ~blank_only
+        # running sums of blank-only log-probs / counts, to apply a run of them in one step
+        csum = np.zeros((B, T + 1))
+        np.cumsum(np.where(blank_only, tv[..., 0], 0.0), axis=1, out=csum[:, 1:])
+        ccnt = np.zeros((B, T + 1), dtype=np.int64)
+        np.cumsum(blank_only, axis=1, out=ccnt[:, 1:])
+        counts = general.sum(1)
+        M = int(counts.max())
+        rows = np.arange(B)[:, None]
+        frames = np.argsort(~general, axis=1, kind="stable")[:, :M]  # (B, M) general frames in order
+        active = np.arange(M)[None, :] < counts[:, None]
+        starts = np.concatenate([np.zeros((B, 1), dtype=np.int64), frames[:, :-1] + 1], 1)
+        run_sum = csum[rows, frames] - csum[rows, starts]
+        run_on = active & (ccnt[rows, frames] > ccnt[rows, starts])
+        step_v, step_i = tv[rows, frames], ti[rows, frames]  # (B, M, K)
+        step_blank = np.where(step_i == self.blank_id, step_v, _NINF).max(-1, initial=_NINF)  # (B, M)
+        all_active = active.all(0).tolist()
+        for m in range(M):
+            self._blank_run(run_sum[:, m], run_on[:, m])
+            self._frame(step_v[:, m], step_i[:, m], step_blank[:, m], frames[:, m] + self.num_frames,
+                        None if all_active[m] else active[:, m])
+        tail = np.where(counts > 0, frames[np.arange(B), np.maximum(counts - 1, 0)] + 1, 0) if M else 0
+        tail = np.broadcast_to(tail, (B,))
+        self._blank_run(csum[:, T] - csum[np.arange(B), tail], ccnt[:, T] > ccnt[np.arange(B), tail])
+        self.num_frames += T
+
+    def _blank_run(self, total: np.ndarray, on: np.ndarray) -> None:
+        """Apply a run of blank-only frames with summed log-prob ``total`` (B,) where ``on`` (B,)."""
+        if not on.any():
+            return
+        new_pb = np.logaddexp(self.pb, self.pnb) + total[:, None]
+        self.pb = np.where(on[:, None], new_pb, self.pb)
+        self.pnb = np.where(on[:, None], _NINF, self.pnb)
+
+    def _frame(self, tv: np.ndarray, ti: np.ndarray, p_blank: np.ndarray, frame: np.ndarray,
+               active: np.ndarray | None) -> None:
+        """One beam update: candidates ``tv``/``ti`` (B, K), blank log-prob (B,), frame index (B,)."""
+        pb, pnb, last = self.pb, self.pnb, self.last
+        B, N = pb.shape
+        K = tv.shape[1]
+        tot = np.logaddexp(pb, pnb)
+        live = tot > _NINF
+        key = np.where(live, self.h1 * _M2 + self.h2, -1)
+        is_last = ti[:, None, :] == last[:, :, None]  # (B, N, K)
+        s_pb = tot + p_blank[:, None]  # stay via blank
+        s_pnb = pnb + np.where(is_last, tv[:, None, :], _NINF).max(-1)  # stay via a repeat
+        e = np.where(is_last, pb[:, :, None], tot[:, :, None]) + tv[:, None, :]  # extend (B, N, K)
+        e = np.where((ti == self.blank_id)[:, None, :], _NINF, e)
+        # match[b, n, k, j]: prefix n + token k re-creates kept prefix j
+        match = ((key[:, :, None] == self.pkey[:, None, :])[:, :, None, :]
+                 & (ti[:, :, None] == last[:, None, :])[:, None, :, :] & live[:, None, None, :])
+        mk = np.where(match, e[..., None], _NINF).reshape(B, N * K, N)
+        m_idx = mk.argmax(1)  # (B, N): the extension merging into stay j
+        m_val = _take(mk, m_idx[:, None, :])[:, 0]
+        e_free = np.where(match.any(-1).reshape(B, N * K), _NINF, e.reshape(B, N * K))
+        own = np.logaddexp(s_pb, s_pnb)
+        st_pnb = np.logaddexp(s_pnb, m_val)
+        cand = np.concatenate([np.logaddexp(s_pb, st_pnb), e_free], 1)  # (B, N + N*K)
+        order = np.argsort(-cand, axis=1, kind="stable")[:, :N]
+        is_stay = order < N
+        sm, ex = np.minimum(order, N - 1), np.maximum(order - N, 0)
+        n_pb = np.where(is_stay, _take(s_pb, sm), _NINF)
+        n_pnb = np.where(is_stay, _take(st_pnb, sm), _take(e_free, ex))
+        plain = is_stay & ~(_take(m_val, sm) > _take(own, sm))  # else the merged extension's path
+        src = np.where(is_stay, _take(m_idx, sm), ex)
+        par = np.where(plain, sm, src // K)
+        tok = np.where(plain, -1, _take(ti, src % K))
+        e_par, e_tok = ex // K, _take(ti, ex % K)
+        n_h1 = np.where(is_stay, _take(self.h1, sm), (_take(self.h1, e_par) * _P1 + e_tok + 1) % _M1)
+        n_h2 = np.where(is_stay, _take(self.h2, sm), (_take(self.h2, e_par) * _P2 + e_tok + 1) % _M2)
+        n_pkey = np.where(is_stay, _take(self.pkey, sm), _take(key, e_par))
+        n_last = np.where(is_stay, _take(last, sm), e_tok)
+        if active is not None:  # utterances without a frame at this step keep their state
+            a = active[:, None]
+            n_pb, n_pnb = np.where(a, n_pb, pb), np.where(a, n_pnb, pnb)
+            n_h1, n_h2 = np.where(a, n_h1, self.h1), np.where(a, n_h2, self.h2)
+            n_pkey, n_last = np.where(a, n_pkey, self.pkey), np.where(a, n_last, last)
+            par, tok = np.where(a, par, self._arange), np.where(a, tok, -1)
+        self.pb, self.pnb, self.h1, self.h2, self.pkey, self.last = n_pb, n_pnb, n_h1, n_h2, n_pkey, n_last
+        self._steps.append((par, tok, frame))
+
+    # ---- reading results -----------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Follow the back-pointers stored since the last flush and materialise each beam's path."""
+        if not self._steps:
+            return
+        cur = self._arange
+        toks, times = [], []
+        for par, tok, frame in reversed(self._steps):
+            t = _take(tok, cur)
+            toks.append(t)
+            times.append(np.broadcast_to(frame[:, None], t.shape))
+            cur = _take(par, cur)
+        path_tok = np.stack(toks[::-1], -1).tolist()  # (B, N, S): token appended at step s, or -1
+        path_time = np.stack(times[::-1], -1).tolist()
+        origin = cur.tolist()
+        new_tokens, new_times = [], []
+        for b, (tb, fb) in enumerate(zip(path_tok, path_time)):
+            row_t, row_f = [], []
+            for n, (tn, fn) in enumerate(zip(tb, fb)):
+                o = origin[b][n]
+                row_t.append(self._tokens[b][o] + tuple(u for u in tn if u >= 0))
+                row_f.append(self._times[b][o] + tuple(f for u, f in zip(tn, fn) if u >= 0))
+            new_tokens.append(row_t)
+            new_times.append(row_f)
+        self._tokens, self._times, self._steps = new_tokens, new_times, []
+
+    def nbest(self) -> list[list[Hypothesis]]:
+        """Per utterance, the live hypotheses best first."""
+        self._flush()
+        scores = np.logaddexp(self.pb, self.pnb).tolist()
+        return [[Hypothesis(self._tokens[b][n], self._times[b][n], s) for n, s in enumerate(row) if s > _NINF]
+                for b, row in enumerate(scores)]

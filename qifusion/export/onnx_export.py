@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -68,7 +69,8 @@ def export_model(*, model_dir: Path, out_dir: Path, int8: bool, chunk_size: int 
     atomic_write_text(out_dir / "export.json", json.dumps(info, indent=1) + "\n")
     if int8:
         quantize_export(out_dir, out_dir / "int8")
-    log.info("exported %s to %s", model_dir, out_dir)
+    print(f"qifusion export: wrote {', '.join(sorted(files.values()))} and tokens.txt to {out_dir}"
+          + (f" (+ int8 copies in {out_dir / 'int8'})" if int8 else ""), file=sys.stderr)
 
 
 def quantize_export(src: Path, dst: Path) -> None:
@@ -138,6 +140,9 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
             output_names: list[str], dynamic_shapes: Any, metadata: dict[str, str],
             optimize: bool = True) -> None:
     """Export ``module(*args)`` with the dynamo exporter, add ``metadata``, write ``path`` atomically."""
+    reg = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = reg.level
+    reg.setLevel(logging.ERROR)  # "torchvision is not installed" notices
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -146,6 +151,8 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
                                      optimize=optimize)
         except Exception as e:  # the exporter's own errors are long; keep the cause
             raise UserError(f"ONNX export of {path.name} failed: {type(e).__name__}: {str(e)[:2000]}") from e
+        finally:
+            reg.setLevel(level)
     proto = prog.model_proto
     _set_metadata(proto, metadata)
     data = proto.SerializeToString()

@@ -8,7 +8,9 @@ returns a dict with a scalar ``loss`` and any loader with ``set_epoch``, ``len``
 DDP safety: before each forward the ranks agree that every rank has a batch (so a rank whose loader ran
 short ends the epoch together with the others instead of hanging), and after it that the loss is finite
 on every rank (a non-finite loss on any rank makes all ranks skip that micro-batch's backward).
-Resume: the state (counters + loader position) is captured only at optimizer-step boundaries.
+Resume: the state (counters + loader position) is captured only at optimizer-step boundaries. Every
+rank's RNG states are gathered into the checkpoint (``rng_ranks``) and each rank restores its own, so a
+resumed DDP run draws the same dropout masks and chunk sizes on every rank as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from qifusion.config import TrainConfig
@@ -112,14 +115,38 @@ class Trainer:
         if not self.state.epoch_done:
             self.loader.set_epoch(self.state.epoch)
             self.loader.load_state_dict(state["loader"])
+        self._restore_rng(state)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """This rank's RNG states from ``rng_ranks``; rank 0's (``rng``) if the world size changed."""
+        ranks = state.get("rng_ranks")
+        ws = self.dist.world_size
+        if ranks is not None and len(ranks) == ws:
+            ckpt.set_rng_state(ranks[self.dist.rank])
+            return
+        if ws > 1 or (ranks is not None and len(ranks) != 1):
+            saved = len(ranks) if ranks is not None else "unknown"
+            LOG.warning("checkpoint RNG states are from world size %s, now %d: every rank restores rank 0's "
+                        "(dropout and chunk draws differ from an uninterrupted run)", saved, ws)
         ckpt.set_rng_state(state["rng"])
+
+    def _gather_rng(self) -> list[dict[str, Any]] | None:
+        """Every rank's RNG states, on rank 0 (None elsewhere); a collective: all ranks must call it."""
+        mine = ckpt.rng_state()
+        if not self.dist.distributed:
+            return [mine]
+        out: list[Any] | None = [None] * self.dist.world_size if self.dist.is_main else None
+        torch_dist.gather_object(mine, out, dst=0)
+        return out
 
     def save(self, name: str) -> None:
         """Write ``EXP/name`` (rank 0 only) with the current state; others wait at a barrier."""
+        rng_ranks = self._gather_rng()
         if self.dist.is_main:
             last_dev = self.state.dev[-1] if self.state.dev and self.state.epoch_done else {}
             entry = {"epoch": self.state.epoch, "step": self.state.step, **last_dev}
-            ckpt.save_checkpoint(self.exp_dir / name, self.state_dict(), index_entry=entry)
+            ckpt.save_checkpoint(self.exp_dir / name, {**self.state_dict(), "rng_ranks": rng_ranks},
+                                 index_entry=entry)
             ckpt.prune_checkpoints(self.exp_dir, keep=self.cfg.keep_checkpoints)
             LOG.info("saved %s", self.exp_dir / name)
         barrier(self.dist)

@@ -75,18 +75,38 @@ def seed_everything(seed: int) -> None:
 
 
 def _load_split(data_dir: Path, split: str, *, required: bool) -> list[Any]:
+    """The split's utterances: from its shards' metadata when ``split/shards/shards.json`` exists."""
     from qifusion.data.manifest import load_data_dir
+    from qifusion.data.shard_loader import shard_dir_of, shard_utterances
 
     path = data_dir / split
     if not path.exists():
         if required:
             raise UserError(f"data dir {data_dir} has no {split}/ split (expected {path})")
         return []
+    shards = shard_dir_of(path)
+    if shards is not None:
+        return shard_utterances(shards)
     return load_data_dir(path, require_text=True, strict=False)
 
 
+def _build_loader(data_dir: Path, split: str, utts: list[Any], *, cfg: Config, train: bool, info: DistInfo,
+                  **kw: Any) -> Any:
+    """``build_shard_loader`` for a sharded split (streamed sequentially), else the file ``build_loader``."""
+    from qifusion.data.dataset import build_loader
+    from qifusion.data.shard_loader import build_shard_loader, shard_dir_of
+
+    shards = shard_dir_of(data_dir / split)
+    common = {"cfg": cfg.data, "train": train, "seed": cfg.train.seed, "rank": info.rank,
+              "world_size": info.world_size, **kw}
+    if shards is not None:
+        LOG.info("%s: streaming tar shards from %s", split, shards)
+        return build_shard_loader(shards, **common)
+    return build_loader(utts, **common)
+
+
 def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list[Any], init_src: Any,
-                 resuming: bool) -> None:
+                 resuming: bool, shard_dir: Path | None = None) -> None:
     """Rank 0 writes config.yaml, units.txt, accents.txt and cmvn.json into EXP (unless resuming)."""
     from qifusion.data.cmvn import cmvn_from_utterances, save_cmvn
     from qifusion.data.manifest import load_accents
@@ -120,9 +140,16 @@ def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list
     tok.save(exp_dir)
     write_accents(exp_dir / "accents.txt", accents)
     sample = list(train_utts)
-    random.Random(cfg.train.seed).shuffle(sample)
-    mean, istd, skipped = cmvn_from_utterances(sample, num_mel_bins=cfg.data.num_mel_bins,
-                                               sample_rate=cfg.data.sample_rate, max_utts=CMVN_MAX_UTTS)
+    if shard_dir is not None:  # no random access: the first utterances of the (write-time shuffled) shards
+        from qifusion.data.cmvn import compute_cmvn
+        from qifusion.data.shard_loader import shard_cmvn_features
+
+        mean, istd = compute_cmvn(shard_cmvn_features(shard_dir, cfg=cfg.data, max_utts=CMVN_MAX_UTTS))
+        skipped = 0
+    else:
+        random.Random(cfg.train.seed).shuffle(sample)
+        mean, istd, skipped = cmvn_from_utterances(sample, num_mel_bins=cfg.data.num_mel_bins,
+                                                   sample_rate=cfg.data.sample_rate, max_utts=CMVN_MAX_UTTS)
     save_cmvn(exp_dir, mean, istd)
     LOG.info("units: %d (%s); accents: %s; CMVN from %d utterances", tok.vocab_size, tok.token_type,
              accents, min(len(sample), CMVN_MAX_UTTS) - skipped)
@@ -140,7 +167,7 @@ def _train(
     cfg: Config, info: DistInfo, *, data_dir: Path, exp_dir: Path, resume: bool, init: Path | None
 ) -> None:
     from qifusion.data.cmvn import load_cmvn
-    from qifusion.data.dataset import build_loader
+    from qifusion.data.shard_loader import shard_dir_of
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.models.model import QifusionModel
     from qifusion.train.evaluate import evaluate_dev
@@ -159,7 +186,8 @@ def _train(
     if not dev_utts:
         LOG.warning("no dev split in %s: no dev metrics, and `average --by dev_loss` will not work", data_dir)
     init_src = read_init_source(init) if init is not None and not resuming else None
-    _prepare_exp(cfg, info, exp_dir=exp_dir, train_utts=train_utts, init_src=init_src, resuming=resuming)
+    _prepare_exp(cfg, info, exp_dir=exp_dir, train_utts=train_utts, init_src=init_src, resuming=resuming,
+                 shard_dir=shard_dir_of(data_dir / "train"))
     barrier(info)
     tokenizer = Tokenizer.load(exp_dir)
     accents = read_accents(exp_dir / "accents.txt")
@@ -181,10 +209,10 @@ def _train(
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     seed_everything(seed + info.rank)  # training randomness (dropout, chunk sizes) may differ per rank
 
-    train_loader = build_loader(train_utts, cfg=cfg.data, tokenizer=tokenizer, accents=accents, train=True,
-                                seed=seed, rank=info.rank, world_size=info.world_size)
-    dev_loader = build_loader(dev_utts, cfg=cfg.data, tokenizer=tokenizer, accents=accents, train=False,
-                              seed=seed, rank=info.rank, world_size=info.world_size) if dev_utts else None
+    train_loader = _build_loader(data_dir, "train", train_utts, cfg=cfg, train=True, info=info,
+                                 tokenizer=tokenizer, accents=accents)
+    dev_loader = _build_loader(data_dir, "dev", dev_utts, cfg=cfg, train=False, info=info,
+                               tokenizer=tokenizer, accents=accents) if dev_utts else None
     train_loader.set_epoch(1)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accum_grad)
     total = cfg.train.max_steps or cfg.train.max_epochs * steps_per_epoch
