@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from qifusion.config import ConfigError, EncoderConfig
-from qifusion.models.attention import MultiHeadAttention, rel_shift
+from qifusion.models.attention import rel_shift
 from qifusion.models.conformer import ConformerEncoder
 from qifusion.models.frontend import RelPositionalEncoding
 from qifusion.models.mask import chunk_mask, dynamic_chunk, lengths_to_mask
+from qifusion.models.mha import MultiHeadAttention
 
 
 def tiny_cfg(**kw) -> EncoderConfig:
@@ -315,7 +316,7 @@ def test_plain_mha_cross_attention_mask():
     q, kv = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
     mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2]).unsqueeze(1)  # (B, 1, T_k)
     out = mha(q, kv, kv, mask)
-    ref = mha(q[1:], kv[1:, :3], kv[1:, :3])
+    ref = mha(q[1:], kv[1:, :3], kv[1:, :3], None)
     assert out.shape == (2, 3, 16)
     assert (out[1:] - ref).abs().max().item() < 1e-6
 

@@ -4,8 +4,8 @@ Both use the same per-frame pruning (``token_topk`` tokens, then those below ``t
 dropped, the frame's best kept) and give the same n-best (tokens, times; checked and reported as
 ``same_nbest``). The loop is ``tests/ctc_reference.py``. Inputs (B, T', V):
 
-* ``peaky``: softmax of scaled random logits where ~70 % of frames get a blank bonus that makes them
-  > 99.9 % blank, like a trained CTC model,
+* ``peaky``: softmax of N(0, 2^2) logits where ~70 % of frames get a blank bonus that makes them
+  > 99.9 % blank and the others a dominant random token (plus some blank), like a trained CTC model,
 * ``uniform``: softmax of N(0, 2^2) logits, no dominant token (the worst case for the search).
 
 Each (distribution, batch) is timed with the default floor (log 1e-3) and with the floor off (top-k
@@ -36,7 +36,10 @@ def make_log_probs(dist: str, B: int, T: int, V: int, *, seed: int) -> torch.Ten
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(B, T, V, generator=g) * 2.0
     if dist == "peaky":
-        logits[:, :, 0] += 16.0 * (torch.rand(B, T, generator=g) < 0.7)
+        blank = torch.rand(B, T, generator=g) < 0.7
+        logits[:, :, 0] += torch.where(blank, 20.0, 4.0)  # > 99.9 % blank, or some blank mass
+        spike = torch.randint(1, V, (B, T, 1), generator=g)  # other frames: one token dominates
+        logits.scatter_add_(2, spike, torch.where(blank, 0.0, 9.0)[..., None])
     return logits.log_softmax(-1)
 
 

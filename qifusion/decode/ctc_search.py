@@ -131,6 +131,16 @@ class CtcPrefixBeamSearch:
         self._tokens = [[()] * N for _ in range(B)]  # materialised paths at the last flush
         self._times = [[()] * N for _ in range(B)]
         self._arange = np.broadcast_to(np.arange(N), (B, N))
+        self._arange_n = np.arange(N)
+        self._rows = np.arange(B)[:, None]
+        self._two, self._six = np.arange(2)[None, :], np.arange(6)[None, :]
+        self._parents: dict[int, np.ndarray] = {}
+
+    def _ext_parent(self, K: int) -> np.ndarray:
+        """(N*K,) parent beam of each extension candidate."""
+        if K not in self._parents:
+            self._parents[K] = np.repeat(np.arange(self.beam_size), K)
+        return self._parents[K]
 
     # ---- feeding frames ------------------------------------------------------------------------
     def advance(self, log_probs: torch.Tensor, lens: torch.Tensor | None = None) -> None:
@@ -163,12 +173,16 @@ class CtcPrefixBeamSearch:
         run_sum = csum[rows, frames] - csum[rows, starts]
         run_on = active & (ccnt[rows, frames] > ccnt[rows, starts])
         step_v, step_i = tv[rows, frames], ti[rows, frames]  # (B, M, K)
-        step_blank = np.where(step_i == self.blank_id, step_v, _NINF).max(-1, initial=_NINF)  # (B, M)
+        is_blank = step_i == self.blank_id
+        step_blank = np.where(is_blank, step_v, _NINF).max(-1, initial=_NINF)  # (B, M)
+        step_vnb = np.where(is_blank, _NINF, step_v)
+        k_used = (step_i != _PRUNED).sum(-1).max(0, initial=1).tolist()  # candidates needed per step
         all_active = active.all(0).tolist()
         for m in range(M):
+            k = k_used[m]
             self._blank_run(run_sum[:, m], run_on[:, m])
-            self._frame(step_v[:, m], step_i[:, m], step_blank[:, m], frames[:, m] + self.num_frames,
-                        None if all_active[m] else active[:, m])
+            self._frame(step_v[:, m, :k], step_i[:, m, :k], step_vnb[:, m, :k], step_blank[:, m],
+                        frames[:, m] + self.num_frames, None if all_active[m] else active[:, m])
         tail = np.where(counts > 0, frames[np.arange(B), np.maximum(counts - 1, 0)] + 1, 0) if M else 0
         tail = np.broadcast_to(tail, (B,))
         self._blank_run(csum[:, T] - csum[np.arange(B), tail], ccnt[:, T] > ccnt[np.arange(B), tail])
@@ -182,52 +196,57 @@ class CtcPrefixBeamSearch:
         self.pb = np.where(on[:, None], new_pb, self.pb)
         self.pnb = np.where(on[:, None], _NINF, self.pnb)
 
-    def _frame(self, tv: np.ndarray, ti: np.ndarray, p_blank: np.ndarray, frame: np.ndarray,
-               active: np.ndarray | None) -> None:
-        """One beam update: candidates ``tv``/``ti`` (B, K), blank log-prob (B,), frame index (B,)."""
-        pb, pnb, last = self.pb, self.pnb, self.last
+    def _frame(self, tv: np.ndarray, ti: np.ndarray, tv_nb: np.ndarray, p_blank: np.ndarray,
+               frame: np.ndarray, active: np.ndarray | None) -> None:
+        """One beam update. Candidates ``tv``/``ti`` (B, K) (``tv_nb``: blank's set to -inf), blank
+        log-prob (B,), frame index (B,); ``active`` (B,): rows to update (None: all)."""
+        pb, pnb, last, h1, h2, pkey = self.pb, self.pnb, self.last, self.h1, self.h2, self.pkey
         B, N = pb.shape
         K = tv.shape[1]
+        W = N + N * K  # candidates: N stays, then N*K extensions (beam n, token k) at N + n*K + k
         tot = np.logaddexp(pb, pnb)
         live = tot > _NINF
-        key = np.where(live, self.h1 * _M2 + self.h2, -1)
+        key = np.where(live, h1 * _M2 + h2, -1)
         is_last = ti[:, None, :] == last[:, :, None]  # (B, N, K)
+        kj = is_last.argmax(-1)  # candidate index of each beam's last token
+        off_k = self._rows * K
+        has_k = is_last.reshape(-1)[(self._rows * N + self._arange_n) * K + kj]
+        s_pnb = pnb + np.where(has_k, tv.reshape(-1)[off_k + kj], _NINF)  # stay via a repeat
         s_pb = tot + p_blank[:, None]  # stay via blank
-        s_pnb = pnb + np.where(is_last, tv[:, None, :], _NINF).max(-1)  # stay via a repeat
-        e = np.where(is_last, pb[:, :, None], tot[:, :, None]) + tv[:, None, :]  # extend (B, N, K)
-        e = np.where((ti == self.blank_id)[:, None, :], _NINF, e)
-        # match[b, n, k, j]: prefix n + token k re-creates kept prefix j
-        match = ((key[:, :, None] == self.pkey[:, None, :])[:, :, None, :]
-                 & (ti[:, :, None] == last[:, None, :])[:, None, :, :] & live[:, None, None, :])
-        mk = np.where(match, e[..., None], _NINF).reshape(B, N * K, N)
-        m_idx = mk.argmax(1)  # (B, N): the extension merging into stay j
-        m_val = _take(mk, m_idx[:, None, :])[:, 0]
-        e_free = np.where(match.any(-1).reshape(B, N * K), _NINF, e.reshape(B, N * K))
-        own = np.logaddexp(s_pb, s_pnb)
+        e = (np.where(is_last, pb[:, :, None], tot[:, :, None]) + tv_nb[:, None, :]).reshape(B, N * K)
+        # beam j is re-created by extending its parent pn[j] with its last token kj[j]
+        eqp = pkey[:, :, None] == key[:, None, :]  # (B, N_j, N_n)
+        pn = eqp.argmax(-1)
+        src_m = pn * K + kj
+        merged = has_k & live & eqp.reshape(-1)[(self._rows * N + self._arange_n) * N + pn]
+        flat_m = self._rows * (N * K) + src_m
+        m_val = np.where(merged, e.reshape(-1)[flat_m], _NINF)
+        e.reshape(-1)[flat_m[merged]] = _NINF  # merged extensions are no candidates of their own
         st_pnb = np.logaddexp(s_pnb, m_val)
-        cand = np.concatenate([np.logaddexp(s_pb, st_pnb), e_free], 1)  # (B, N + N*K)
-        order = np.argsort(-cand, axis=1, kind="stable")[:, :N]
-        is_stay = order < N
-        sm, ex = np.minimum(order, N - 1), np.maximum(order - N, 0)
-        n_pb = np.where(is_stay, _take(s_pb, sm), _NINF)
-        n_pnb = np.where(is_stay, _take(st_pnb, sm), _take(e_free, ex))
-        plain = is_stay & ~(_take(m_val, sm) > _take(own, sm))  # else the merged extension's path
-        src = np.where(is_stay, _take(m_idx, sm), ex)
-        par = np.where(plain, sm, src // K)
-        tok = np.where(plain, -1, _take(ti, src % K))
-        e_par, e_tok = ex // K, _take(ti, ex % K)
-        n_h1 = np.where(is_stay, _take(self.h1, sm), (_take(self.h1, e_par) * _P1 + e_tok + 1) % _M1)
-        n_h2 = np.where(is_stay, _take(self.h2, sm), (_take(self.h2, e_par) * _P2 + e_tok + 1) % _M2)
-        n_pkey = np.where(is_stay, _take(self.pkey, sm), _take(key, e_par))
-        n_last = np.where(is_stay, _take(last, sm), e_tok)
+        via = m_val > np.logaddexp(s_pb, s_pnb)  # the merged extension carries more: its path
+        fl = np.empty((B, 2, W))
+        fl[:, 0, :N], fl[:, 0, N:] = s_pb, _NINF
+        fl[:, 1, :N], fl[:, 1, N:] = st_pnb, e
+        order = np.argsort(-np.logaddexp(fl[:, 0], fl[:, 1]), axis=1, kind="stable")[:, :N]
+        # int fields of every candidate: parent, appended token (-1: none), h1, h2, parent key, last
+        it = np.empty((B, 6, W), dtype=np.int64)
+        tok_e = np.broadcast_to(ti[:, None, :], (B, N, K)).reshape(B, N * K)
+        it[:, 0, :N], it[:, 0, N:] = np.where(via, pn, self._arange), self._ext_parent(K)
+        it[:, 1, :N], it[:, 1, N:] = np.where(via, last, -1), tok_e
+        it[:, 2, :N], it[:, 2, N:] = h1, ((h1[:, :, None] * _P1 + ti[:, None, :] + 1) % _M1).reshape(B, -1)
+        it[:, 3, :N], it[:, 3, N:] = h2, ((h2[:, :, None] * _P2 + ti[:, None, :] + 1) % _M2).reshape(B, -1)
+        it[:, 4, :N], it[:, 4, N:] = pkey, np.repeat(key, K, axis=1)
+        it[:, 5, :N], it[:, 5, N:] = last, tok_e
+        sel_f = fl.reshape(-1)[(self._rows * 2 + self._two)[:, :, None] * W + order[:, None, :]]  # (B, 2, N)
+        sel_i = it.reshape(-1)[(self._rows * 6 + self._six)[:, :, None] * W + order[:, None, :]]  # (B, 6, N)
         if active is not None:  # utterances without a frame at this step keep their state
-            a = active[:, None]
-            n_pb, n_pnb = np.where(a, n_pb, pb), np.where(a, n_pnb, pnb)
-            n_h1, n_h2 = np.where(a, n_h1, self.h1), np.where(a, n_h2, self.h2)
-            n_pkey, n_last = np.where(a, n_pkey, self.pkey), np.where(a, n_last, last)
-            par, tok = np.where(a, par, self._arange), np.where(a, tok, -1)
-        self.pb, self.pnb, self.h1, self.h2, self.pkey, self.last = n_pb, n_pnb, n_h1, n_h2, n_pkey, n_last
-        self._steps.append((par, tok, frame))
+            a = active[:, None, None]
+            sel_f = np.where(a, sel_f, np.stack([pb, pnb], 1))
+            keep_i = np.stack([self._arange, np.full_like(last, -1), h1, h2, pkey, last], 1)
+            sel_i = np.where(a, sel_i, keep_i)
+        self.pb, self.pnb = sel_f[:, 0], sel_f[:, 1]
+        self.h1, self.h2, self.pkey, self.last = sel_i[:, 2], sel_i[:, 3], sel_i[:, 4], sel_i[:, 5]
+        self._steps.append((sel_i[:, 0], sel_i[:, 1], frame))
 
     # ---- reading results -----------------------------------------------------------------------
     def _flush(self) -> None:

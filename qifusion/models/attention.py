@@ -1,6 +1,6 @@
-"""Multi-head attention: a plain one (cross attention) and a relative-position self-attention with cache.
+"""Relative-position multi-head self-attention with a key/value cache (plain attention: mha.py).
 
-Both use :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels, no Python loops over
+It uses :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels, no Python loops over
 heads or frames). Masks are ``bool`` with ``True`` = may attend.
 
 Relative-position self-attention follows Transformer-XL (Dai et al., 2019) as used by the Conformer
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MultiHeadAttention", "RelPositionMultiHeadAttention", "mask_to_bias", "rel_shift"]
+__all__ = ["RelPositionMultiHeadAttention", "mask_to_bias", "rel_shift"]
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -57,45 +57,6 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_exporting():
         x = x.clone(memory_format=torch.contiguous_format)
     return x.reshape(B, T, H * dk)
-
-
-class MultiHeadAttention(nn.Module):
-    """Plain multi-head attention (Vaswani et al., 2017) for cross attention.
-
-    ``forward(query (B,T_q,D), key (B,T_k,D), value (B,T_k,D), mask=None) -> (B,T_q,D)``; ``mask`` is
-    bool, broadcastable to (B, T_q, T_k) (e.g. (B, 1, T_k) key padding); ``True`` = attend.
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout_rate: float = 0.0) -> None:
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.d_k = d_model // num_heads
-        self.dropout_rate = dropout_rate
-        self.linear_q = nn.Linear(d_model, d_model)
-        self.linear_k = nn.Linear(d_model, d_model)
-        self.linear_v = nn.Linear(d_model, d_model)
-        self.linear_out = nn.Linear(d_model, d_model)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, self.num_heads, self.d_k).transpose(1, 2)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        q = self._heads(self.linear_q(query))
-        k = self._heads(self.linear_k(key))
-        v = self._heads(self.linear_v(value))
-        attn_mask = None if mask is None else mask.unsqueeze(1)  # (B, 1, T_q|1, T_k)
-        p = self.dropout_rate if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        return self.linear_out(_merge_heads(out))
 
 
 class RelPositionMultiHeadAttention(nn.Module):
