@@ -100,10 +100,6 @@ def ctc_prefix_beam(
     return search.nbest()
 
 
-def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(a, idx, 1)
-
-
 class CtcPrefixBeamSearch:
     """Prefix beam search state of ``batch_size`` utterances, fed chunk by chunk with :meth:`advance`.
 
@@ -127,7 +123,7 @@ class CtcPrefixBeamSearch:
         self.h1 = np.zeros((B, N), dtype=np.int64)
         self.h2 = np.zeros((B, N), dtype=np.int64)
         self.pkey = np.full((B, N), -1, dtype=np.int64)  # key of the prefix without its last token
-        self._steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (parent, token, frame)
+        self._steps: list[tuple[np.ndarray, np.ndarray]] = []  # per update: (fields (B, 6, N), frame (B,))
         self._tokens = [[()] * N for _ in range(B)]  # materialised paths at the last flush
         self._times = [[()] * N for _ in range(B)]
         self._arange = np.broadcast_to(np.arange(N), (B, N))
@@ -183,9 +179,11 @@ class CtcPrefixBeamSearch:
             self._blank_run(run_sum[:, m], run_on[:, m])
             self._frame(step_v[:, m, :k], step_i[:, m, :k], step_vnb[:, m, :k], step_blank[:, m],
                         frames[:, m] + self.num_frames, None if all_active[m] else active[:, m])
-        tail = np.where(counts > 0, frames[np.arange(B), np.maximum(counts - 1, 0)] + 1, 0) if M else 0
-        tail = np.broadcast_to(tail, (B,))
-        self._blank_run(csum[:, T] - csum[np.arange(B), tail], ccnt[:, T] > ccnt[np.arange(B), tail])
+        b_idx = np.arange(B)
+        tail = np.zeros_like(counts)  # first frame after the last updated one
+        if M:
+            tail = np.where(counts > 0, frames[b_idx, np.maximum(counts - 1, 0)] + 1, 0)
+        self._blank_run(csum[:, T] - csum[b_idx, tail], ccnt[:, T] > ccnt[b_idx, tail])
         self.num_frames += T
 
     def _blank_run(self, total: np.ndarray, on: np.ndarray) -> None:
@@ -227,15 +225,15 @@ class CtcPrefixBeamSearch:
         fl = np.empty((B, 2, W))
         fl[:, 0, :N], fl[:, 0, N:] = s_pb, _NINF
         fl[:, 1, :N], fl[:, 1, N:] = st_pnb, e
-        order = np.argsort(-np.logaddexp(fl[:, 0], fl[:, 1]), axis=1, kind="stable")[:, :N]
+        order = (-np.logaddexp(fl[:, 0], fl[:, 1])).argsort(axis=1, kind="stable")[:, :N]
         # int fields of every candidate: parent, appended token (-1: none), h1, h2, parent key, last
         it = np.empty((B, 6, W), dtype=np.int64)
-        tok_e = np.broadcast_to(ti[:, None, :], (B, N, K)).reshape(B, N * K)
+        tok_e = ti[:, None, :].repeat(N, axis=1).reshape(B, N * K)
         it[:, 0, :N], it[:, 0, N:] = np.where(via, pn, self._arange), self._ext_parent(K)
         it[:, 1, :N], it[:, 1, N:] = np.where(via, last, -1), tok_e
         it[:, 2, :N], it[:, 2, N:] = h1, ((h1[:, :, None] * _P1 + ti[:, None, :] + 1) % _M1).reshape(B, -1)
         it[:, 3, :N], it[:, 3, N:] = h2, ((h2[:, :, None] * _P2 + ti[:, None, :] + 1) % _M2).reshape(B, -1)
-        it[:, 4, :N], it[:, 4, N:] = pkey, np.repeat(key, K, axis=1)
+        it[:, 4, :N], it[:, 4, N:] = pkey, key.repeat(K, axis=1)
         it[:, 5, :N], it[:, 5, N:] = last, tok_e
         sel_f = fl.reshape(-1)[(self._rows * 2 + self._two)[:, :, None] * W + order[:, None, :]]  # (B, 2, N)
         sel_i = it.reshape(-1)[(self._rows * 6 + self._six)[:, :, None] * W + order[:, None, :]]  # (B, 6, N)
@@ -246,30 +244,32 @@ class CtcPrefixBeamSearch:
             sel_i = np.where(a, sel_i, keep_i)
         self.pb, self.pnb = sel_f[:, 0], sel_f[:, 1]
         self.h1, self.h2, self.pkey, self.last = sel_i[:, 2], sel_i[:, 3], sel_i[:, 4], sel_i[:, 5]
-        self._steps.append((sel_i[:, 0], sel_i[:, 1], frame))
+        self._steps.append((sel_i, frame))  # back-pointers: sel_i[:, 0] parent, sel_i[:, 1] token
 
     # ---- reading results -----------------------------------------------------------------------
     def _flush(self) -> None:
         """Follow the back-pointers stored since the last flush and materialise each beam's path."""
         if not self._steps:
             return
+        N = self.beam_size
+        base = self._rows * (6 * N)
         cur = self._arange
-        toks, times = [], []
-        for par, tok, frame in reversed(self._steps):
-            t = _take(tok, cur)
-            toks.append(t)
-            times.append(np.broadcast_to(frame[:, None], t.shape))
-            cur = _take(par, cur)
-        path_tok = np.stack(toks[::-1], -1).tolist()  # (B, N, S): token appended at step s, or -1
-        path_time = np.stack(times[::-1], -1).tolist()
-        origin = cur.tolist()
+        toks = []
+        for sel, _ in reversed(self._steps):
+            flat = sel.reshape(-1)
+            toks.append(flat[base + N + cur])
+            cur = flat[base + cur]
+        path_tok = np.stack(toks[::-1], -1)  # (B, N, S): token appended at step s, or -1
+        frames = np.stack([f for _, f in self._steps], -1)[:, None, :]  # (B, 1, S)
+        path_time = np.where(path_tok >= 0, frames, -1).tolist()
+        path_tok, origin = path_tok.tolist(), cur.tolist()
         new_tokens, new_times = [], []
         for b, (tb, fb) in enumerate(zip(path_tok, path_time)):
             row_t, row_f = [], []
             for n, (tn, fn) in enumerate(zip(tb, fb)):
                 o = origin[b][n]
                 row_t.append(self._tokens[b][o] + tuple(u for u in tn if u >= 0))
-                row_f.append(self._times[b][o] + tuple(f for u, f in zip(tn, fn) if u >= 0))
+                row_f.append(self._times[b][o] + tuple(f for f in fn if f >= 0))
             new_tokens.append(row_t)
             new_times.append(row_f)
         self._tokens, self._times, self._steps = new_tokens, new_times, []
