@@ -234,6 +234,22 @@ def test_transcribe_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synt
     assert any(line["text"] for line in lines["onnx"])
 
 
+def test_decode_dir_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synth_corpus: Path,
+                                     tmp_path: Path) -> None:
+    """`qifusion decode --backend onnx` gives the torch backend's hypotheses and accents."""
+    from qifusion.decode.run import decode_dir
+
+    hyps = {}
+    for backend, model_dir in (("torch", tiny_model_dir), ("onnx", exported)):
+        out = tmp_path / backend
+        report = decode_dir(model_dir=model_dir, data_dir=synth_corpus / "test", out_dir=out,
+                            mode="attention_rescoring", chunk_size=CHUNK, left_chunks=LEFT, backend=backend,
+                            device="cpu", progress=False)
+        assert report["num_utts"] > 0
+        hyps[backend] = (out / "hyp.txt").read_text()
+    assert hyps["onnx"] == hyps["torch"]
+
+
 def test_model_dir_with_onnx_subdir(exported: Path, tmp_path: Path) -> None:
     """`--model MODEL --backend onnx` finds MODEL/onnx (the documented place for an export)."""
     from qifusion.decode.recognizer import Recognizer

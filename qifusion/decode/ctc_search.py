@@ -129,14 +129,19 @@ class CtcPrefixBeamSearch:
         self._arange = np.broadcast_to(np.arange(N), (B, N))
         self._arange_n = np.arange(N)
         self._rows = np.arange(B)[:, None]
-        self._two, self._six = np.arange(2)[None, :], np.arange(6)[None, :]
-        self._parents: dict[int, np.ndarray] = {}
+        self._jn = (self._rows * N + self._arange_n) * N  # flat offset of row (b, j) in (B, N, N)
+        self._cache: dict[int, tuple[np.ndarray, ...]] = {}
 
-    def _ext_parent(self, K: int) -> np.ndarray:
-        """(N*K,) parent beam of each extension candidate."""
-        if K not in self._parents:
-            self._parents[K] = np.repeat(np.arange(self.beam_size), K)
-        return self._parents[K]
+    def _indices(self, K: int) -> tuple[np.ndarray, ...]:
+        """Flat-index offsets for K candidate tokens per frame (cached per K)."""
+        if K not in self._cache:
+            N, rows = self.beam_size, self._rows
+            W = N + N * K
+            self._cache[K] = (rows * K, (rows * N + self._arange_n) * K, rows * (N * K),
+                              (rows * 2 + np.arange(2)[None, :])[:, :, None] * W,
+                              (rows * 6 + np.arange(6)[None, :])[:, :, None] * W,
+                              np.repeat(np.arange(N), K))
+        return self._cache[K]
 
     # ---- feeding frames ------------------------------------------------------------------------
     def advance(self, log_probs: torch.Tensor, lens: torch.Tensor | None = None) -> None:
@@ -207,8 +212,8 @@ class CtcPrefixBeamSearch:
         key = np.where(live, h1 * _M2 + h2, -1)
         is_last = ti[:, None, :] == last[:, :, None]  # (B, N, K)
         kj = is_last.argmax(-1)  # candidate index of each beam's last token
-        off_k = self._rows * K
-        has_k = is_last.reshape(-1)[(self._rows * N + self._arange_n) * K + kj]
+        off_k, off_nk, off_b, off_f, off_i, ext_parent = self._indices(K)
+        has_k = is_last.reshape(-1)[off_nk + kj]
         s_pnb = pnb + np.where(has_k, tv.reshape(-1)[off_k + kj], _NINF)  # stay via a repeat
         s_pb = tot + p_blank[:, None]  # stay via blank
         e = (np.where(is_last, pb[:, :, None], tot[:, :, None]) + tv_nb[:, None, :]).reshape(B, N * K)
@@ -216,8 +221,8 @@ class CtcPrefixBeamSearch:
         eqp = pkey[:, :, None] == key[:, None, :]  # (B, N_j, N_n)
         pn = eqp.argmax(-1)
         src_m = pn * K + kj
-        merged = has_k & live & eqp.reshape(-1)[(self._rows * N + self._arange_n) * N + pn]
-        flat_m = self._rows * (N * K) + src_m
+        merged = has_k & live & eqp.reshape(-1)[self._jn + pn]
+        flat_m = off_b + src_m
         m_val = np.where(merged, e.reshape(-1)[flat_m], _NINF)
         e.reshape(-1)[flat_m[merged]] = _NINF  # merged extensions are no candidates of their own
         st_pnb = np.logaddexp(s_pnb, m_val)
@@ -229,14 +234,14 @@ class CtcPrefixBeamSearch:
         # int fields of every candidate: parent, appended token (-1: none), h1, h2, parent key, last
         it = np.empty((B, 6, W), dtype=np.int64)
         tok_e = ti[:, None, :].repeat(N, axis=1).reshape(B, N * K)
-        it[:, 0, :N], it[:, 0, N:] = np.where(via, pn, self._arange), self._ext_parent(K)
+        it[:, 0, :N], it[:, 0, N:] = np.where(via, pn, self._arange), ext_parent
         it[:, 1, :N], it[:, 1, N:] = np.where(via, last, -1), tok_e
         it[:, 2, :N], it[:, 2, N:] = h1, ((h1[:, :, None] * _P1 + ti[:, None, :] + 1) % _M1).reshape(B, -1)
         it[:, 3, :N], it[:, 3, N:] = h2, ((h2[:, :, None] * _P2 + ti[:, None, :] + 1) % _M2).reshape(B, -1)
         it[:, 4, :N], it[:, 4, N:] = pkey, key.repeat(K, axis=1)
         it[:, 5, :N], it[:, 5, N:] = last, tok_e
-        sel_f = fl.reshape(-1)[(self._rows * 2 + self._two)[:, :, None] * W + order[:, None, :]]  # (B, 2, N)
-        sel_i = it.reshape(-1)[(self._rows * 6 + self._six)[:, :, None] * W + order[:, None, :]]  # (B, 6, N)
+        sel_f = fl.reshape(-1)[off_f + order[:, None, :]]  # (B, 2, N)
+        sel_i = it.reshape(-1)[off_i + order[:, None, :]]  # (B, 6, N)
         if active is not None:  # utterances without a frame at this step keep their state
             a = active[:, None, None]
             sel_f = np.where(a, sel_f, np.stack([pb, pnb], 1))

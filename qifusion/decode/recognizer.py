@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from qifusion.decode.backend import load_for_decoding
 from qifusion.decode.endpoint import EndpointConfig, SilenceTracker
 from qifusion.decode.stream import Segment, Stream, StreamResult
 from qifusion.decode.streaming_search import CtcGreedyState, CtcPrefixBeamState, Hypothesis
@@ -124,19 +125,7 @@ class Recognizer:
         """
         config = RecognizerConfig(chunk_size=chunk_size, left_chunks=left_chunks, mode=mode, rescore=rescore,
                                   backend=backend, device=device, beam_size=beam_size, **options)
-        if backend == "onnx":
-            try:
-                from qifusion.export.onnx_backend import load_onnx_model  # type: ignore[import-not-found]
-            except ImportError as e:
-                raise UserError(
-                    "backend 'onnx' is not available in this installation yet; use backend='torch' "
-                    f"(or export the model with `qifusion export` once supported): {e}"
-                ) from e
-            loaded = load_onnx_model(Path(path))
-        else:
-            from qifusion.modeldir import load_model_dir
-
-            loaded = load_model_dir(Path(path), device=device)
+        loaded = load_for_decoding(path, backend=backend, device=device)
         num_mel_bins = int(getattr(getattr(loaded.config, "data", None), "num_mel_bins", 80))
         return cls(model=loaded.model, tokenizer=loaded.tokenizer, accents=loaded.accents, config=config,
                    num_mel_bins=num_mel_bins)

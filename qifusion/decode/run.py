@@ -49,19 +49,17 @@ def decode_dir(
     from tqdm import tqdm
 
     from qifusion.data.manifest import LoadReport, load_data_dir
+    from qifusion.decode.backend import load_for_decoding
     from qifusion.decode.search import MODES, search_batch
-    from qifusion.modeldir import load_model_dir
 
     if mode not in MODES:
         raise UserError(f"unknown decoding mode '{mode}' (choose from {', '.join(MODES)})")
-    if backend != "torch":
-        raise UserError(f"backend '{backend}' is not supported by 'qifusion decode' yet; use --backend torch")
     if beam_size < 1 or batch_size < 1:
         raise UserError("--beam-size and --batch-size must be at least 1")
     if chunk_size == 0 or chunk_size < -1:
         raise UserError(f"--chunk-size must be -1 (full context) or positive, got {chunk_size}")
-    dev = device or _pick_device()
-    loaded = load_model_dir(model_dir, device=dev)
+    dev = "cpu" if backend == "onnx" else device or _pick_device()
+    loaded = load_for_decoding(model_dir, backend=backend, device=dev)
     model, tok = loaded.model, loaded.tokenizer
     rw = loaded.config.model.reverse_weight if reverse_weight is None else reverse_weight
     load_rep = LoadReport()
