@@ -63,6 +63,7 @@ def cmd_average(args: argparse.Namespace) -> int:
         num=args.num,
         by=args.by,
         out_dir=Path(args.out) if args.out else None,
+        fp16=args.fp16,
     )
     return 0
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=5)
     p.add_argument("--by", default="dev_loss", choices=["dev_loss", "last"])
     p.add_argument("--out", default=None)
+    p.add_argument("--fp16", action="store_true", help="store the averaged weights as float16")
     p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("decode", help="decode a data dir and write per-accent reports")

@@ -317,6 +317,12 @@ def test_average_by_last_and_dev_loss(tiny_model_dir: Path, tmp_path: Path) -> N
     best = average_checkpoints(exp_dir=exp, num=5, by="dev_loss", out_dir=tmp_path / "best")
     card = load_model_dir(best).card
     assert card["by"] == "dev_loss" and len(card["averaged"]) >= 1
+    half = average_checkpoints(exp_dir=exp, num=1, by="last", out_dir=tmp_path / "half", fp16=True)
+    stored = _weights(half / "model.pt")
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert (half / "model.pt").stat().st_size < 0.6 * (one / "model.pt").stat().st_size
+    w = load_model_dir(half).model.state_dict()
+    assert all(torch.equal(w[k].float(), ckpt[k].half().float()) for k in ckpt if ckpt[k].is_floating_point())
 
 
 def test_init_fine_tunes_onto_a_changed_accent_set(tiny_model_dir: Path, synth_corpus: Path,

@@ -55,9 +55,12 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
 
 
 def average_checkpoints(
-    *, exp_dir: Path, num: int, by: str = "dev_loss", out_dir: Path | None = None
+    *, exp_dir: Path, num: int, by: str = "dev_loss", out_dir: Path | None = None, fp16: bool = False
 ) -> Path:
-    """Average ``num`` checkpoints of ``exp_dir`` into a model dir (default ``EXP/avg_NUM``)."""
+    """Average ``num`` checkpoints of ``exp_dir`` into a model dir (default ``EXP/avg_NUM``).
+
+    ``fp16`` stores the weights as float16 (half the size; loading casts them back to float32).
+    """
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.models.model import QifusionModel
 
@@ -85,7 +88,7 @@ def average_checkpoints(
                  "dev": [{k: v for k, v in e.items() if k.startswith("dev_")} for e in chosen],
                  "steps": max(e.get("step", 0) for e in chosen)})
     out = Path(out_dir) if out_dir else exp_dir / f"avg_{num}"
-    save_model_dir(out, model=model, config=cfg, tokenizer=tokenizer, accents=accents, card=card)
+    save_model_dir(out, model=model, config=cfg, tokenizer=tokenizer, accents=accents, card=card, fp16=fp16)
     LOG.info("averaged %s (by %s) into %s", ", ".join(card["averaged"]), by, out)
     print(out)
     return out
