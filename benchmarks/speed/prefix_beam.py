@@ -9,7 +9,8 @@ dropped, the frame's best kept) and give the same n-best (tokens, times; checked
 * ``uniform``: softmax of N(0, 2^2) logits, no dominant token (the worst case for the search).
 
 Each (distribution, batch) is timed with the default floor (log 1e-3) and with the floor off (top-k
-only, ``floor: null``). Example (one thread; ~1 min):
+only, ``floor: null``); ``mode: streaming`` rows feed one utterance to the streaming state in 16-frame
+chunks, reading the best hypothesis after each. Example (one thread; ~1 min):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/prefix_beam.py --batch 1 16 64 --frames 250
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from ctc_reference import reference_prefix_beam
 
 from qifusion.decode.ctc_search import ctc_prefix_beam
+from qifusion.decode.streaming_search import CtcPrefixBeamState
 
 
 def make_log_probs(dist: str, B: int, T: int, V: int, *, seed: int) -> torch.Tensor:
@@ -67,6 +69,27 @@ def measure(dist: str, B: int, T: int, V: int, *, beam: int, floor: float | None
             "ratio_loop_over_vectorised": round(t_ref / t_vec, 2), "same_nbest": same}
 
 
+def measure_streaming(dist: str, T: int, V: int, *, beam: int, chunk: int, repeat: int) -> dict:
+    """One stream fed ``chunk`` frames at a time, reading the best hypothesis after each (as the
+    Recognizer does), against the loop over the whole utterance."""
+    lp = make_log_probs(dist, 1, T, V, seed=1)[0]
+
+    def run() -> list:
+        state = CtcPrefixBeamState(beam_size=beam)
+        for a in range(0, T, chunk):
+            state.step(lp[a : a + chunk])
+            state.nbest(1)
+        return state.nbest()
+
+    t_inc, inc = _best_time(run, repeat)
+    t_ref, ref = _best_time(lambda: reference_prefix_beam(lp, beam_size=beam, token_topk=beam,
+                                                          token_min_logp=math.log(1e-3)), repeat)
+    return {"dist": dist, "mode": "streaming", "chunk": chunk, "frames": T, "vocab": V, "beam": beam,
+            "streaming_ms": round(t_inc * 1e3, 2), "loop_ms": round(t_ref * 1e3, 2),
+            "ratio_loop_over_streaming": round(t_ref / t_inc, 2),
+            "same_nbest": [(h.tokens, h.times) for h in inc] == [(r[0], r[2]) for r in ref]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
@@ -78,6 +101,7 @@ def main() -> None:
     a = p.parse_args()
     rows = [measure(d, B, a.frames, a.vocab, beam=a.beam, floor=floor, repeat=a.repeat)
             for d in a.dist for B in a.batch for floor in (math.log(1e-3), None)]
+    rows += [measure_streaming(d, a.frames, a.vocab, beam=a.beam, chunk=16, repeat=a.repeat) for d in a.dist]
     print(json.dumps({"threads": torch.get_num_threads(), "results": rows}, indent=1))
 
 
