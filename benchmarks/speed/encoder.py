@@ -10,9 +10,12 @@ Prints one JSON line ``{"train_step_s", "infer_10s_s", "stream_10s_s", "per_chun
 - ``params_M``: encoder parameters in millions (the CTC head is excluded: its size depends on the
   vocabulary).
 
-Medians of a few repeats, 2 threads (``--threads``). Example::
+Medians of a few repeats, 2 threads (``--threads``). ``--parts stream`` (comma list of train, infer,
+stream) times only some parts; ``--profile`` prints a torch.profiler op table of one streaming pass.
+Example::
 
     .venv/bin/python benchmarks/speed/encoder.py --size small
+    .venv/bin/python benchmarks/speed/encoder.py --size base --parts infer,stream --threads 1
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
-def run(size: str, *, threads: int, repeats: int, vocab: int, chunk: int) -> dict[str, float]:
+def run(
+    size: str, *, threads: int, repeats: int, vocab: int, chunk: int, parts: set[str], profile: bool = False
+) -> dict[str, float]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = EncoderConfig(num_blocks=12, cnn_module_kernel=15, causal=True, **SIZES[size])
@@ -75,7 +80,9 @@ def run(size: str, *, threads: int, repeats: int, vocab: int, chunk: int) -> dic
         loss.backward()
         opt.step()
 
-    train_s = _median_time(train_step, repeats)
+    res: dict[str, float] = {}
+    if "train" in parts:
+        res["train_step_s"] = round(_median_time(train_step, repeats), 4)
 
     enc.eval()
     one = feats[:1]
@@ -85,7 +92,8 @@ def run(size: str, *, threads: int, repeats: int, vocab: int, chunk: int) -> dic
             o = enc(one, lens[:1], chunk_size=-1)
             F.log_softmax(head(o.out), dim=-1)
 
-    infer_s = _median_time(infer, repeats + 2)
+    if "infer" in parts:
+        res["infer_10s_s"] = round(_median_time(infer, repeats + 2), 4)
 
     rate, rc = enc.subsampling_rate, enc.right_context
     t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
@@ -98,14 +106,19 @@ def run(size: str, *, threads: int, repeats: int, vocab: int, chunk: int) -> dic
                 out, _, att, cnn = enc.forward_chunk(one[:, s : s + t_in], 0, -1, att, cnn)
                 F.log_softmax(head(out), dim=-1)
 
-    stream_s = _median_time(stream, repeats)
-    return {
-        "train_step_s": round(train_s, 4),
-        "infer_10s_s": round(infer_s, 4),
-        "stream_10s_s": round(stream_s, 4),
-        "per_chunk_ms": round(1000 * stream_s / len(starts), 2),
-        "params_M": round(sum(p.numel() for p in enc.parameters()) / 1e6, 2),
-    }
+    if "stream" in parts:
+        stream_s = _median_time(stream, repeats)
+        res["stream_10s_s"] = round(stream_s, 4)
+        res["per_chunk_ms"] = round(1000 * stream_s / len(starts), 2)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU]) as p:
+            stream()
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    res["params_M"] = round(sum(p.numel() for p in enc.parameters()) / 1e6, 2)
+    return res
 
 
 def main() -> None:
@@ -115,12 +128,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--vocab", type=int, default=4233, help="CTC head size (WeNet AISHELL-1 units)")
     ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--parts", default="train,infer,stream", help="comma list of train, infer, stream")
+    ap.add_argument("--profile", action="store_true", help="print an op table of one streaming pass")
     args = ap.parse_args()
-    print(
-        json.dumps(
-            run(args.size, threads=args.threads, repeats=args.repeats, vocab=args.vocab, chunk=args.chunk)
-        )
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"train", "infer", "stream"}:
+        ap.error(f"--parts: unknown part(s) {sorted(parts - {'train', 'infer', 'stream'})}")
+    res = run(
+        args.size,
+        threads=args.threads,
+        repeats=args.repeats,
+        vocab=args.vocab,
+        chunk=args.chunk,
+        parts=parts,
+        profile=args.profile,
     )
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":
