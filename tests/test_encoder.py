@@ -330,3 +330,67 @@ def test_relative_positions_grow_on_demand_and_stay_out_of_state_dict():
     assert out[9].tolist() == [0.0, 1.0] * 4  # distance 0
     assert torch.allclose(out[0, 0], torch.sin(torch.tensor(9.0, dtype=torch.float64)))
     assert not [k for k in make_encoder().state_dict() if "pos_enc" in k]
+
+
+def _chunks(enc, x, chunk):
+    rate, rc = enc.subsampling_rate, enc.right_context
+    t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
+    return [x[:, s : s + t_in] for s in range(0, x.size(1) - t_in + 1, stride)]
+
+
+@pytest.mark.parametrize("macaron", [True, False])
+@pytest.mark.parametrize("required", [-1, 8])
+def test_inference_fast_path_equals_module_path(required, macaron):
+    """forward_chunk without autograd (fast path) == with autograd (module path), per chunk, float64,
+    two streams with a left-padded masked cache; re-using an older cache (a branch) is not corrupted."""
+    enc = make_encoder(dtype=torch.float64, trained_scale=True, macaron=macaron)
+    x = feats(2, 120, dtype=torch.float64, trained_scale=True)
+    pad = 4
+    att = torch.zeros(2, 2, 4, pad, 16, dtype=torch.float64)
+    cnn = torch.zeros(0, dtype=torch.float64)
+    valid = torch.tensor([[False] * pad, [False, False, True, True]])
+    fast_state = slow_state = (att, cnn, valid)
+    saved = None
+    for i, xs in enumerate(_chunks(enc, x, 4)):
+        outs = []
+        for state, grad in ((fast_state, False), (slow_state, True)):
+            a, c, v = state
+            mask = torch.cat([v, torch.ones(2, 4, dtype=torch.bool)], dim=1)
+            with torch.set_grad_enabled(grad):
+                o, h, a2, c2 = enc.forward_chunk(xs, 0, required, a, c, mask)
+            outs.append(([o, *h, a2, c2], (a2, c2, mask[:, mask.size(1) - a2.size(3) :])))
+        (fast, fast_state), (slow, slow_state) = outs
+        for f, s in zip(fast, slow):
+            assert f.shape == s.shape
+            assert rel_err(f, s.detach()) <= 1e-12
+        if i == 2:
+            saved = (xs, fast_state, [t.clone() for t in fast_state[:2]])
+    assert isinstance(enc._fast_weights.pos_proj, torch.Tensor)  # the fast path really ran
+    # branch: the cache of chunk 2 again (the fast path appended after it since) gives the module result
+    xs, (a, c, v), (a_copy, c_copy) = saved
+    last, last_copy = fast_state[0], fast_state[0].clone()
+    mask = torch.cat([v, torch.ones(2, 4, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        again = enc.forward_chunk(xs, 0, required, a, c, mask)
+    assert torch.equal(last, last_copy)  # the branch did not write into the newest stream's cache
+    with torch.enable_grad():
+        ref = enc.forward_chunk(xs, 0, required, a_copy, c_copy, mask)
+    assert torch.equal(a, a_copy) and torch.equal(c, c_copy)  # handed-out caches never change
+    assert rel_err(again[0], ref[0].detach()) <= 1e-12
+    assert rel_err(again[2], ref[2].detach()) <= 1e-12
+
+
+def test_fast_path_follows_weight_updates():
+    enc = make_encoder(dtype=torch.float64)
+    x = feats(1, 67, dtype=torch.float64)
+    att, cnn = enc.init_cache(1, dtype=torch.float64)
+    with torch.no_grad():
+        before = enc.forward_chunk(x, 0, -1, att, cnn)[0]
+        for name, p in enc.named_parameters():
+            if any(k in name for k in ("linear_qkv", "pos_bias", "linear_pos", "depthwise", "embed.convs")):
+                p.mul_(1.5)
+        after = enc.forward_chunk(x, 0, -1, att, cnn)[0]
+    with torch.enable_grad():
+        ref = enc.forward_chunk(x, 0, -1, att, cnn)[0].detach()
+    assert rel_err(after, ref) <= 1e-12
+    assert rel_err(before, ref) > 1e-3

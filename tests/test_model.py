@@ -257,7 +257,7 @@ def test_tiny_model_overfits() -> None:
     tokens[torch.arange(5).unsqueeze(0) >= token_lens.unsqueeze(1)] = -1
     accents = torch.tensor([0, 1, 2, 0])
     opt = torch.optim.Adam(model.parameters(), lr=4e-3)
-    for _ in range(100):
+    for _ in range(160):
         opt.zero_grad()
         model(feats, lens, tokens, token_lens, accents)["loss"].backward()
         opt.step()

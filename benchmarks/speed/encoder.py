@@ -11,7 +11,9 @@ Prints one JSON line ``{"train_step_s", "infer_10s_s", "stream_10s_s", "per_chun
   vocabulary).
 
 Medians of a few repeats, 2 threads (``--threads``). ``--parts stream`` (comma list of train, infer,
-stream) times only some parts; ``--profile`` prints a torch.profiler op table of one streaming pass.
+stream) times only some parts; ``--profile`` prints a torch.profiler op table of one streaming pass;
+``--chunk-threads N`` runs each streaming chunk step with N intra-op threads (``torch.set_num_threads``
+around the call; small per-chunk matrices often run faster on one thread than on two).
 Example::
 
     .venv/bin/python benchmarks/speed/encoder.py --size small
@@ -54,7 +56,15 @@ def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> flo
 
 
 def run(
-    size: str, *, threads: int, repeats: int, vocab: int, chunk: int, parts: set[str], profile: bool = False
+    size: str,
+    *,
+    threads: int,
+    repeats: int,
+    vocab: int,
+    chunk: int,
+    parts: set[str],
+    profile: bool = False,
+    chunk_threads: int = 0,
 ) -> dict[str, float]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -103,8 +113,12 @@ def run(
         with torch.inference_mode():
             att, cnn = enc.init_cache(1)
             for s in starts:
+                if chunk_threads > 0:
+                    torch.set_num_threads(chunk_threads)
                 out, _, att, cnn = enc.forward_chunk(one[:, s : s + t_in], 0, -1, att, cnn)
                 F.log_softmax(head(out), dim=-1)
+                if chunk_threads > 0:
+                    torch.set_num_threads(threads)
 
     if "stream" in parts:
         stream_s = _median_time(stream, repeats)
@@ -130,6 +144,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--parts", default="train,infer,stream", help="comma list of train, infer, stream")
     ap.add_argument("--profile", action="store_true", help="print an op table of one streaming pass")
+    ap.add_argument("--chunk-threads", type=int, default=0, help="threads per chunk step (0 = --threads)")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"train", "infer", "stream"}:
@@ -142,6 +157,7 @@ def main() -> None:
         chunk=args.chunk,
         parts=parts,
         profile=args.profile,
+        chunk_threads=args.chunk_threads,
     )
     print(json.dumps(res))
 

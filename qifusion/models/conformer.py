@@ -20,6 +20,7 @@ from torch import nn
 
 from qifusion.config import ConfigError, EncoderConfig
 from qifusion.models.attention import RelPositionMultiHeadAttention, mask_to_bias
+from qifusion.models.chunk_step import fast_forward_chunk, fast_path_enabled
 from qifusion.models.frontend import Conv2dSubsampling, GlobalCMVN, RelPositionalEncoding
 from qifusion.models.mask import chunk_mask, dynamic_chunk
 
@@ -292,10 +293,13 @@ class ConformerEncoder(nn.Module):
         Returns:
             out (B, chunk, D) after the final norm, hidden (num_blocks tensors (B, chunk, D)),
             new_att_cache (num_blocks, B, H, T_new, 2*d_k), new_cnn_cache (num_blocks, B, D, K-1).
+            In eval mode without autograd (and not exporting) the caches may be non-contiguous views.
         """
         del offset  # relative positions: results do not depend on it
         if not self.cfg.causal:
             raise ConfigError("forward_chunk needs a streaming encoder (model.encoder.causal: true)")
+        if fast_path_enabled(self):  # inference: same numbers, fewer ops (see chunk_step.py)
+            return fast_forward_chunk(self, xs, required_cache_size, att_cache, cnn_cache, att_mask)
         x, _ = self.embed(self.cmvn(xs))
         B, T, _ = x.shape
         t_cache = att_cache.size(3) if att_cache.dim() == 5 else 0
