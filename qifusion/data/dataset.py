@@ -179,39 +179,22 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-class Loader:
-    """Iterable of :class:`Batch` for one rank; see the module docstring.
+class _LoaderBase:
+    """What both loaders share: skip counting, epoch position, and the iteration that counts failures.
 
-    Use: ``loader.set_epoch(e)`` then ``for batch in loader``. ``len(loader)`` is this epoch's number
-    of batches (equal on every rank). ``state_dict()`` after a batch was consumed records the position;
-    ``load_state_dict()`` + ``set_epoch(same epoch)`` continues at the next batch.
+    Subclasses set ``self._maker`` and implement ``__len__`` / ``__iter__`` (via :meth:`_run`).
     """
 
-    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int, rank: int,
-                 world_size: int, skipped: dict[str, int], skip_examples: dict[str, str]) -> None:
-        self.cfg = cfg
-        self.train = train
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self._maker = _BatchMaker(entries, cfg=cfg, train=train, seed=seed)
+    def __init__(self, *, cfg: DataConfig, train: bool, seed: int, rank: int, world_size: int,
+                 skipped: dict[str, int], skip_examples: dict[str, str]) -> None:
+        self.cfg, self.train, self.seed = cfg, train, seed
+        self.rank, self.world_size = rank, world_size
         self._static_skipped = dict(skipped)
         self._read_skipped: dict[str, int] = {}
         self.skip_examples = dict(skip_examples)
         self.epoch = 0
         self._pos = 0  # batches of this epoch consumed
         self._done = False  # the epoch was iterated to its end (a new iteration replays it)
-        self._cache: tuple[int, list[list[int]]] | None = None
-
-    # -------------------------------------------------------------- info
-    @property
-    def num_utts(self) -> int:
-        return len(self._maker.entries)
-
-    @property
-    def total_duration(self) -> float:
-        """Seconds of audio over all kept utterances (all ranks)."""
-        return sum(e.duration for e in self._maker.entries)
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -226,14 +209,63 @@ class Loader:
         return "\n".join(f"skipped {n} utterance(s): {r} (e.g. {self.skip_examples.get(r, '?')})"
                          for r, n in sorted(self.skipped.items()))
 
-    # -------------------------------------------------------------- epochs and batches
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch``; keeps a loaded resume position when ``epoch`` is the loaded one."""
         if epoch != self.epoch:
-            self.epoch = epoch
-            self._pos = 0
-            self._done = False
+            self.epoch, self._pos, self._done = epoch, 0, False
 
+    def _start(self, num_batches: int) -> int:
+        """Index of the first batch this iteration yields (replays the epoch after a full pass)."""
+        if self._done:
+            self._pos, self._done = 0, False
+        return min(self._pos, num_batches)
+
+    def _run(self, work: list[Any] | Iterator[Any], *, start: int, parallel: bool) -> Iterator[Batch]:
+        """Batches ``self._maker[w]`` for ``w`` in ``work`` (in worker processes when ``parallel``);
+        counts and logs unreadable utterances and advances the position."""
+        if parallel and self.cfg.num_workers > 0:
+            it: Any = torch.utils.data.DataLoader(
+                self._maker, batch_size=None, sampler=work, num_workers=self.cfg.num_workers,
+                collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2,
+            )
+        else:
+            it = (self._maker[w] for w in work)
+        for i, batch in enumerate(it, start=start):
+            for utt_id, msg in batch.failed.items():
+                self._read_skipped["unreadable"] = self._read_skipped.get("unreadable", 0) + 1
+                self.skip_examples.setdefault("unreadable", msg)
+                log.warning("skipping %s: %s", utt_id, msg)
+            self._pos = i + 1
+            yield batch
+        self._done = True
+
+
+class Loader(_LoaderBase):
+    """Iterable of :class:`Batch` for one rank; see the module docstring.
+
+    Use: ``loader.set_epoch(e)`` then ``for batch in loader``. ``len(loader)`` is this epoch's number
+    of batches (equal on every rank). ``state_dict()`` after a batch was consumed records the position;
+    ``load_state_dict()`` + ``set_epoch(same epoch)`` continues at the next batch.
+    """
+
+    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int, rank: int,
+                 world_size: int, skipped: dict[str, int], skip_examples: dict[str, str]) -> None:
+        super().__init__(cfg=cfg, train=train, seed=seed, rank=rank, world_size=world_size, skipped=skipped,
+                         skip_examples=skip_examples)
+        self._maker = _BatchMaker(entries, cfg=cfg, train=train, seed=seed)
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    # -------------------------------------------------------------- info
+    @property
+    def num_utts(self) -> int:
+        return len(self._maker.entries)
+
+    @property
+    def total_duration(self) -> float:
+        """Seconds of audio over all kept utterances (all ranks)."""
+        return sum(e.duration for e in self._maker.entries)
+
+    # -------------------------------------------------------------- epochs and batches
     def batch_indices(self) -> list[list[int]]:
         """This rank's batches of the current epoch, as lists of entry indices."""
         if self._cache is None or self._cache[0] != self.epoch:
@@ -254,25 +286,9 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, batches = self.epoch, self.batch_indices()
-        if self._done:
-            self._pos, self._done = 0, False
-        start = min(self._pos, len(batches))
+        start = self._start(len(batches))
         keys = [(epoch, b) for b in batches[start:]]
-        if self.cfg.num_workers > 0 and len(keys) > 1:
-            it: Any = torch.utils.data.DataLoader(
-                self._maker, batch_size=None, sampler=keys, num_workers=self.cfg.num_workers,
-                collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2,
-            )
-        else:
-            it = (self._maker[k] for k in keys)
-        for i, batch in enumerate(it, start=start):
-            for utt_id, msg in batch.failed.items():
-                self._read_skipped["unreadable"] = self._read_skipped.get("unreadable", 0) + 1
-                self.skip_examples.setdefault("unreadable", msg)
-                log.warning("skipping %s: %s", utt_id, msg)
-            self._pos = i + 1
-            yield batch
-        self._done = True
+        return self._run(keys, start=start, parallel=len(keys) > 1)
 
     # -------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:

@@ -35,7 +35,14 @@ import numpy as np
 import torch
 
 from qifusion.config import DataConfig
-from qifusion.data.dataset import Batch, _Entry, build_batch, check_utterance, utterance_features
+from qifusion.data.dataset import (
+    Batch,
+    _Entry,
+    _LoaderBase,
+    build_batch,
+    check_utterance,
+    utterance_features,
+)
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import buffer_shuffle, pack_in_order
 from qifusion.data.shards import INDEX_NAME, decode_audio, iter_raw, list_shards, read_shard_meta
@@ -95,22 +102,16 @@ class _ShardBatchMaker(torch.utils.data.Dataset):
         return build_batch(items, cfg=self.cfg, train=self.train, seed=self.seed, epoch=epoch)
 
 
-class ShardLoader:
+class ShardLoader(_LoaderBase):
     """Iterable of :class:`Batch` for one rank, streamed from shards; same interface as ``dataset.Loader``."""
 
     def __init__(self, paths: list[Path], entries: list[list[tuple[str, _Entry]]], *, cfg: DataConfig,
                  train: bool, seed: int, rank: int, world_size: int, skipped: dict[str, int],
                  skip_examples: dict[str, str]) -> None:
+        super().__init__(cfg=cfg, train=train, seed=seed, rank=rank, world_size=world_size, skipped=skipped,
+                         skip_examples=skip_examples)
         self.paths, self.entries = paths, entries
-        self.cfg, self.train, self.seed = cfg, train, seed
-        self.rank, self.world_size = rank, world_size
         self._maker = _ShardBatchMaker(cfg=cfg, train=train, seed=seed)
-        self._static_skipped = dict(skipped)
-        self._read_skipped: dict[str, int] = {}
-        self.skip_examples = dict(skip_examples)
-        self.epoch = 0
-        self._pos = 0
-        self._done = False
         self._cache: tuple[int, list[list[Ref]]] | None = None
 
     # -------------------------------------------------------------- info
@@ -123,23 +124,7 @@ class ShardLoader:
         """Seconds of audio over all kept utterances (all ranks)."""
         return sum(e.duration for es in self.entries for _, e in es)
 
-    @property
-    def skipped(self) -> dict[str, int]:
-        out = dict(self._static_skipped)
-        for k, v in self._read_skipped.items():
-            out[k] = out.get(k, 0) + v
-        return out
-
-    def skip_summary(self) -> str:
-        return "\n".join(f"skipped {n} utterance(s): {r} (e.g. {self.skip_examples.get(r, '?')})"
-                         for r, n in sorted(self.skipped.items()))
-
     # -------------------------------------------------------------- planning
-    def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch``; keeps a loaded resume position when ``epoch`` is the loaded one."""
-        if epoch != self.epoch:
-            self.epoch, self._pos, self._done = epoch, 0, False
-
     def rank_shards(self, rank: int) -> list[int]:
         """Indices of the shards ``rank`` reads this epoch, in reading order."""
         order = list(range(len(self.paths)))
@@ -215,26 +200,8 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, batches = self.epoch, self.batch_refs()
-        if self._done:
-            self._pos, self._done = 0, False
-        start = min(self._pos, len(batches))
-        work = self._work(epoch, batches, start)
-        if self.cfg.num_workers > 0 and len(batches) - start > 1:
-            from qifusion.data.dataset import _identity, _worker_init
-
-            it: Any = torch.utils.data.DataLoader(
-                self._maker, batch_size=None, sampler=work, num_workers=self.cfg.num_workers,
-                collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2)
-        else:
-            it = (self._maker[w] for w in work)
-        for i, batch in enumerate(it, start=start):
-            for utt_id, msg in batch.failed.items():
-                self._read_skipped["unreadable"] = self._read_skipped.get("unreadable", 0) + 1
-                self.skip_examples.setdefault("unreadable", msg)
-                log.warning("skipping %s: %s", utt_id, msg)
-            self._pos = i + 1
-            yield batch
-        self._done = True
+        start = self._start(len(batches))
+        return self._run(self._work(epoch, batches, start), start=start, parallel=len(batches) - start > 1)
 
     # -------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:

@@ -19,13 +19,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RelPositionMultiHeadAttention", "mask_to_bias", "rel_shift"]
+__all__ = ["RelPositionMultiHeadAttention", "chunk_cache_window", "mask_to_bias", "rel_shift"]
 
 
 def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """bool mask (``True`` = attend) -> additive float mask (0 / -inf), same shape."""
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return bias.masked_fill_(~mask, float("-inf"))
+
+
+def chunk_cache_window(
+    att_mask: torch.Tensor | None, *, batch: int, k_len: int, required_cache_size: int, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, int]:
+    """Per-chunk attention set-up of ``forward_chunk``: the additive key mask and the cache start.
+
+    ``att_mask`` (B, k_len) bool marks valid cache + chunk keys (or None: all valid) -> bias
+    (B, 1, 1, k_len). ``start`` is the first of the ``k_len`` keys kept as the next cache:
+    ``required_cache_size`` < 0 keeps all, 0 none, > 0 that many.
+    """
+    bias = None
+    if att_mask is not None:
+        if att_mask.shape != (batch, k_len):
+            raise ValueError(f"att_mask has shape {tuple(att_mask.shape)}, expected {(batch, k_len)}")
+        bias = mask_to_bias(att_mask[:, None, None, :], dtype)
+    if required_cache_size < 0:
+        start = 0
+    elif required_cache_size == 0:
+        start = k_len
+    else:
+        start = max(k_len - required_cache_size, 0)
+    return bias, start
 
 
 def rel_shift(scores: torch.Tensor, k_len: int) -> torch.Tensor:

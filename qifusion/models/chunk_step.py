@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from qifusion.models.attention import mask_to_bias, rel_shift
+from qifusion.models.attention import chunk_cache_window, rel_shift
 
 __all__ = ["FastWeights", "fast_forward_chunk", "fast_path_enabled"]
 
@@ -171,17 +171,8 @@ def fast_forward_chunk(
     K1 = K - 1
     t_cache = att_cache.size(3) if att_cache.dim() == 5 else 0
     k_len = t_cache + T
-    mask_bias = None
-    if att_mask is not None:
-        if att_mask.shape != (B, k_len):
-            raise ValueError(f"att_mask has shape {tuple(att_mask.shape)}, expected {(B, k_len)}")
-        mask_bias = mask_to_bias(att_mask[:, None, None, :], x.dtype)
-    if required_cache_size < 0:
-        start = 0
-    elif required_cache_size == 0:
-        start = k_len
-    else:
-        start = max(k_len - required_cache_size, 0)
+    mask_bias, start = chunk_cache_window(att_mask, batch=B, k_len=k_len,
+                                          required_cache_size=required_cache_size, dtype=x.dtype)
     w = fast_weights(enc)
     # positions of all blocks: a slice of the cached projected table -> (L, H, d_k, T + k_len) views
     pos = w.positions(enc.pos_enc, T, k_len, x).view(T + k_len, L, H, dk).permute(1, 2, 3, 0)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qifusion.config import ConfigError, EncoderConfig
-from qifusion.models.attention import RelPositionMultiHeadAttention, mask_to_bias
+from qifusion.models.attention import RelPositionMultiHeadAttention, chunk_cache_window, mask_to_bias
 from qifusion.models.chunk_step import fast_forward_chunk, fast_path_enabled
 from qifusion.models.frontend import Conv2dSubsampling, GlobalCMVN, RelPositionalEncoding
 from qifusion.models.mask import chunk_mask, dynamic_chunk
@@ -305,17 +305,8 @@ class ConformerEncoder(nn.Module):
         t_cache = att_cache.size(3) if att_cache.dim() == 5 else 0
         k_len = t_cache + T
         pos_emb = self.pos_enc(T, k_len, like=x)
-        mask_bias = None
-        if att_mask is not None:
-            if att_mask.shape != (B, k_len):
-                raise ValueError(f"att_mask has shape {tuple(att_mask.shape)}, expected {(B, k_len)}")
-            mask_bias = mask_to_bias(att_mask[:, None, None, :], x.dtype)
-        if required_cache_size < 0:
-            start = 0
-        elif required_cache_size == 0:
-            start = k_len
-        else:
-            start = max(k_len - required_cache_size, 0)
+        mask_bias, start = chunk_cache_window(att_mask, batch=B, k_len=k_len,
+                                              required_cache_size=required_cache_size, dtype=x.dtype)
         K1 = self.cnn_module_kernel - 1
         new_att = x.new_empty(self.num_blocks, B, self.num_heads, k_len - start, 2 * self.d_k)
         new_cnn = x.new_empty(self.num_blocks, B, self.output_size, K1)
