@@ -350,3 +350,18 @@ def test_init_fine_tunes_onto_a_changed_accent_set(tiny_model_dir: Path, synth_c
         assert not torch.allclose(old[k][2], new[k][2], atol=1e-3)
     enc = [k for k in old if k.startswith("encoder.") and old[k].is_floating_point()]
     assert all(torch.allclose(old[k], new[k], atol=1e-6) for k in enc)
+
+
+def test_average_by_last_takes_newest_steps_of_either_kind(tmp_path: Path) -> None:
+    import json
+
+    from qifusion.train.average import select_checkpoints
+
+    index = [{"file": "epoch_1.pt", "step": 96}, {"file": "step_100.pt", "step": 100},
+             {"file": "step_200.pt", "step": 200}, {"file": "epoch_2.pt", "step": 200},
+             {"file": "step_300.pt", "step": 300}]
+    for e in index:
+        (tmp_path / e["file"]).write_bytes(b"")
+    (tmp_path / "checkpoints.json").write_text(json.dumps(index))
+    chosen = [e["file"] for e in select_checkpoints(tmp_path, num=3, by="last")]
+    assert chosen == ["step_100.pt", "epoch_2.pt", "step_300.pt"]  # step 200 counted once

@@ -1,7 +1,7 @@
 """``qifusion average``: average the weights of several checkpoints into a model dir.
 
 ``by="dev_loss"``: the ``num`` epoch checkpoints with the lowest dev loss (as WeNet's average_model);
-``by="last"``: the ``num`` newest checkpoints (epoch checkpoints if any, else step checkpoints).
+``by="last"``: the ``num`` newest checkpoints, step or epoch ones (one per training step).
 Floating tensors are averaged in float64; integer buffers are taken from the newest checkpoint.
 """
 
@@ -29,8 +29,10 @@ def select_checkpoints(exp_dir: Path, *, num: int, by: str) -> list[dict[str, An
             raise UserError(f"{exp_dir}: no epoch checkpoint with a dev loss (no dev split?); use --by last")
         chosen = sorted(scored, key=lambda e: e["dev_loss"])[:num]
     elif by == "last":
-        pool = epochs or entries
-        chosen = sorted(pool, key=lambda e: (e.get("step", -1), e.get("order", 0)))[-num:]
+        by_step: dict[int, dict[str, Any]] = {}  # a step and an epoch file of the same step are one model
+        for e in sorted(entries, key=lambda e: (e.get("step", -1), e["file"].startswith("epoch_"))):
+            by_step[e.get("step", -1)] = e
+        chosen = [by_step[k] for k in sorted(by_step)][-num:]
     else:
         raise UserError(f"--by must be dev_loss or last, got {by!r}")
     if not chosen:
