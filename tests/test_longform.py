@@ -58,38 +58,4 @@ def test_long_audio_bounded_memory_and_segment_parity(model_dir: Path) -> None:
         assert all(seg.start <= t < seg.end for t in seg.timestamps)
 
 
-@pytest.mark.skip(reason="the rough tiny_model_dir is not blank-dominated in silence (P(blank) ~0.2-0.4 in "
-                         "2 s gaps: it never saw long pauses), so only the 20 s rule splits; needs a model "
-                         "trained with leading/trailing silence (e.g. the shipped models)")
-def test_trained_model_segments_match_parts(request: pytest.FixtureRequest) -> None:
-    """Concatenated test utterances with silence between decode into one segment per utterance whose
-    text matches that utterance decoded alone (trained tiny model)."""
-    try:
-        model_dir = request.getfixturevalue("tiny_model_dir")
-        corpus = request.getfixturevalue("synth_corpus")
-    except pytest.FixtureLookupError:
-        pytest.skip("needs the trained tiny_model_dir fixture (tests/conftest.py)")
-    import editdistance
-
-    from qifusion.data.audio import read_audio
-    from qifusion.data.manifest import load_data_dir
-
-    utts = load_data_dir(Path(corpus) / "train")[::3]  # 6 utterances the rough tiny model knows
-    parts = [read_audio(u.audio) for u in utts]
-    gap = np.zeros(int(2.0 * 16000), dtype=np.float32)
-    reps = max(1, int(np.ceil(150.0 / sum(p.shape[0] / 16000 + 2.0 for p in parts))))  # >= 2.5 minutes
-    seq = [p for _ in range(reps) for p in parts]
-    x = np.concatenate([np.concatenate([gap, p]) for p in seq] + [gap])
-    rec = Recognizer.from_model_dir(model_dir, chunk_size=16, left_chunks=4, mode="ctc_greedy")
-    alone = []
-    for p in parts:
-        s = rec.create_stream()
-        s.accept_waveform(16000, np.concatenate([gap[:8000], p, gap]))
-        s.input_finished()
-        while rec.is_ready(s):
-            rec.decode(s)
-        alone.append(s.result.text)
-    res = decode_long(rec, ((16000, x[i : i + 16000]) for i in range(0, x.shape[0], 16000)))
-    assert len(res.segments) == len(seq)
-    errs = sum(editdistance.eval(seg.text, alone[i % len(parts)]) for i, seg in enumerate(res.segments))
-    assert errs / sum(len(alone[i % len(parts)]) for i in range(len(seq))) < 0.05
+# Long audio with a trained model (pauses -> endpoints -> one segment per part): test_shipped_models.py
