@@ -13,7 +13,7 @@ mkdir -p "$res" exp/ship/small
 model=models/accents-en-qifusion
 
 # encoder shapes of the developers' guide (WeNet comparison)
-for size in small base; do
+for size in ${ENCODER_SIZES-small base}; do
   $py benchmarks/speed/encoder.py --size "$size" | tee "$res/encoder_$size.json"
 done
 # decoding: every mode, full context and chunk 16, on 10 utterances per accent
@@ -27,7 +27,7 @@ for u in load_data_dir(Path(sys.argv[1])):
     per[u.accent].append(u)
 write_kaldi_dir([u for a in sorted(per) for u in per[a][:10]], Path(sys.argv[2]))
 PY
-$py benchmarks/speed/decode_modes.py --model "$model" --data exp/ship/small --chunk-sizes -1,16 \
+$py benchmarks/speed/decode_modes.py --model "$model" --data exp/ship/small --chunk-sizes=-1,16 \
   --out "$res/decode_modes.json"
 # streaming latency (1 thread, one stream)
 wav=$(head -n 1 exp/ship/small/wav.scp | cut -d' ' -f2)

@@ -1,7 +1,7 @@
 """Decoding speed (RTF) and CER of every search mode at several chunk sizes, through ``qifusion decode``.
 
     python benchmarks/speed/decode_modes.py --model models/accents-en-qifusion --data data/demo/test \\
-        --chunk-sizes -1,16 --out benchmarks/results/decode_modes.json
+        --chunk-sizes=-1,16 --out benchmarks/results/decode_modes.json
 
 For each (mode, chunk size) it runs :func:`qifusion.decode.run.decode_dir` on the data dir (batch
 ``--batch-size``, ``--threads`` torch threads) and records CER, WER, AID accuracy and RTF (compute

@@ -41,8 +41,8 @@ def _report_rows(report: dict[str, Any]) -> list[str]:
     return [*rows, ""]
 
 
-def build_card(model: Path, decodes: list[Path], *, title: str) -> str:
-    """Markdown model card text."""
+def build_card(model: Path, decodes: list[Path], *, title: str, training: str = "") -> str:
+    """Markdown model card text; ``training`` describes how it was trained (markdown)."""
     card = json.loads((model / "card.json").read_text())
     lines = [f"# {title}", "", DISCLAIMER, "", "## Model", ""]
     lines.append(f"- files: {', '.join(sorted(f.name for f in model.iterdir() if f.is_file()))} "
@@ -51,6 +51,8 @@ def build_card(model: Path, decodes: list[Path], *, title: str) -> str:
         if key in card:
             lines.append(f"- {key}: {card[key]}")
     lines += ["- config: `config.yaml` (encoder, accent parts, decoder, loss weights)", ""]
+    if training:
+        lines += ["## Training", "", training, ""]
     if decodes:
         lines += ["## Test results", "", "Held-out speakers and sentences of the same synthetic corpus "
                   "(`qifusion decode`; numbers read from its `report.json`).", ""]
@@ -67,9 +69,11 @@ def main() -> None:
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--decode", action="append", default=[], type=Path, help="dir with report.json")
     p.add_argument("--title", default=None)
+    p.add_argument("--training", default="", help="how the model was trained (markdown)")
     args = p.parse_args()
     title = args.title or f"{args.model.name} (qifusion model dir)"
-    atomic_write_text(args.model / "README.md", build_card(args.model, args.decode, title=title))
+    text = build_card(args.model, args.decode, title=title, training=args.training)
+    atomic_write_text(args.model / "README.md", text)
     print(args.model / "README.md")
 
 
