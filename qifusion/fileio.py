@@ -44,3 +44,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+def torch_load(path: str | os.PathLike[str], *, label: str = "") -> Any:
+    """``torch.load`` on CPU with ``weights_only=True``; a missing or corrupt file is a UserError that
+    names it (``label`` prefixes the path, e.g. ``"checkpoint "``)."""
+    import torch
+
+    from qifusion.errors import UserError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise UserError(f"{label}{path} does not exist") from e
+    except Exception as e:
+        raise UserError(f"{label}{path} is unreadable or corrupt ({type(e).__name__}: {e})") from e

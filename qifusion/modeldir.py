@@ -23,7 +23,7 @@ import yaml
 
 from qifusion.config import Config, ConfigError, from_dict, save_config
 from qifusion.errors import UserError
-from qifusion.fileio import atomic_write, atomic_write_text
+from qifusion.fileio import atomic_write, atomic_write_text, torch_load
 
 REQUIRED = ("model.pt", "config.yaml", "units.txt", "accents.txt", "card.json")
 
@@ -140,12 +140,7 @@ def load_config_file(path: Path) -> Config:
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """A bare state dict (``model.pt``) or the ``model`` entry of a training checkpoint, on CPU."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise UserError(f"{path} does not exist") from e
-    except Exception as e:
-        raise UserError(f"{path} is unreadable or corrupt ({type(e).__name__}: {e})") from e
+    state = torch_load(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from qifusion.errors import UserError
-from qifusion.fileio import atomic_write, atomic_write_text
+from qifusion.fileio import atomic_write, atomic_write_text, torch_load
 
 INDEX = "checkpoints.json"
 _NAME = re.compile(r"^(step|epoch)_(\d+)\.pt$")
@@ -121,12 +121,7 @@ def latest_checkpoint(exp_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint (CPU tensors); a missing or corrupt file is a UserError naming it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise UserError(f"checkpoint {path} does not exist") from e
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {e})") from e
+    state = torch_load(path, label="checkpoint ")
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} does not hold a qifusion training checkpoint (no 'model')")
     return state
