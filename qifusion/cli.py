@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="synthesise the embedded multi-accent English corpus")
     p.add_argument("--out", required=True, help="output dir (gets train/ dev/ test/)")
-    p.add_argument("--preset", default="demo", choices=["demo", "benchmark", "l2"])
+    p.add_argument("--preset", default="demo", choices=["demo", "benchmark", "l2", "heldout"])
     p.add_argument("--utts-per-accent", type=int, default=None, help="total over the three splits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")

@@ -117,3 +117,37 @@ def test_cli_decode_and_errors(model_dir: Path, data_dir: Path, tmp_path: Path, 
     with pytest.raises(UserError, match="chunk-size"):
         decode_dir(model_dir=model_dir, data_dir=data_dir, out_dir=tmp_path, mode="ctc_greedy", chunk_size=0,
                    left_chunks=-1, beam_size=2, batch_size=2, backend="torch")
+
+
+def test_oracle_model_is_given_the_true_accent(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """decode_dir passes each utterance's true accent id to an oracle-accent model (-1 when unknown)."""
+    import torch
+    from recognizer_helpers import ACCENTS
+
+    from qifusion.config import load_config
+    from qifusion.data.manifest import load_data_dir
+    from qifusion.data.tokenizer import Tokenizer
+    from qifusion.modeldir import save_model_dir
+    from qifusion.models.model import QifusionModel
+
+    root = Path(__file__).resolve().parents[1]
+    off = ["model.accent.use_laf=false", "model.accent.use_aid=false", "model.accent.use_fusion=false"]
+    cfg = load_config(root / "conf" / "tiny.yaml", [*off, "model.accent.oracle_accent=true"])
+    tok = Tokenizer.build(["the quick brown fox jumps over the lazy dog's back"])
+    accents = [a for a in ACCENTS if a != "en-029"]  # en-029 utterances are unknown to this model
+    torch.manual_seed(0)
+    model = QifusionModel(cfg.model, vocab_size=tok.vocab_size, num_accents=len(accents))
+    mdir = save_model_dir(tmp_path / "oracle", model=model, config=cfg, tokenizer=tok, accents=accents,
+                          card={})
+    seen: list[int] = []
+    encode = QifusionModel.encode
+
+    def spy(self, *args, **kwargs):
+        seen.extend(kwargs["accents"].tolist())
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(QifusionModel, "encode", spy)
+    decode_dir(model_dir=mdir, data_dir=data_dir, out_dir=tmp_path / "out", mode="ctc_greedy", batch_size=2,
+               progress=False)
+    want = [accents.index(u.accent) if u.accent in accents else -1 for u in load_data_dir(data_dir)]
+    assert seen == want and -1 in want and len(set(want)) == 3

@@ -53,7 +53,8 @@ PLAN_NAME, SUMMARY_NAME = "synth_plan.json", "synth_summary.json"
 @dataclass(frozen=True)
 class Preset:
     """What a preset makes. ``eval_frac``: dev (and test) share of each accent's total;
-    ``majority``: this accent's train part is made ``majority_share`` of all train (KeSpeech-like)."""
+    ``majority``: this accent's train part is made ``majority_share`` of all train (KeSpeech-like);
+    ``test_only``: a held-back evaluation set, only a test split (planned in :mod:`.synth_heldout`)."""
 
     name: str
     engine: str  # "espeak" or "mbrola" (never mixed within a preset)
@@ -63,12 +64,14 @@ class Preset:
     max_words: int = 20
     majority: str | None = None
     majority_share: float = 0.4
+    test_only: bool = False
 
 
 PRESETS = {
     "demo": Preset("demo", "espeak", ESPEAK_ACCENTS, 100, max_words=12),
     "benchmark": Preset("benchmark", "espeak", ESPEAK_ACCENTS, 800, eval_frac=0.15, majority="en-us"),
     "l2": Preset("l2", "mbrola", tuple(L2_VOICES), 100),
+    "heldout": Preset("heldout", "espeak", ESPEAK_ACCENTS, 40, test_only=True),
 }
 
 
@@ -109,8 +112,8 @@ class SynthSummary:
 
     def describe(self) -> str:
         lines = [f"qifusion synth: {self.out_dir} (preset {self.preset}, seed {self.seed})"]
-        for split in SPLITS:
-            c = self.counts.get(split, {})
+        for split in (s for s in SPLITS if s in self.counts):
+            c = self.counts[split]
             lines.append(f"  {split:5s} {sum(c.values()):6d} utts {self.hours.get(split, 0.0):6.2f} h  "
                          + " ".join(f"{a}={n}" for a, n in sorted(c.items())))
         lines.append(f"  made {self.generated}, resumed {self.resumed}, failed {len(self.failed)} "
@@ -151,6 +154,11 @@ def plan_corpus(*, preset: str, utts_per_accent: int | None, seed: int,
         raise UserError(f"unknown preset '{preset}' (valid: {', '.join(PRESETS)})")
     p = PRESETS[preset]
     names = resolve_accents(p, accents)
+    if p.test_only:
+        from qifusion.data.synth_heldout import plan_heldout  # imports this module
+
+        return plan_heldout(preset=p, accents=names, utts_per_accent=utts_per_accent or p.utts_per_accent,
+                            seed=seed)
     sizes = split_sizes(utts_per_accent or p.utts_per_accent, eval_frac=p.eval_frac)
     counts = {a: dict(sizes) for a in names}
     if p.majority in names and len(names) > 1:  # majority train part = majority_share of all train
@@ -250,8 +258,8 @@ def _render_with_retry(item: SynthItem, path: Path) -> tuple[float | None, str]:
 def synthesize_corpus(*, out_dir: Path, preset: str, utts_per_accent: int | None, seed: int,
                       jobs: int | None, accents: list[str] | None, progress: bool = True) -> SynthSummary:
     """Make (or finish) the corpus in ``out_dir``: ``{train,dev,test}/`` Kaldi dirs (``wav.scp``,
-    ``text``, ``utt2accent``, ``utt2spk``, ``utt2dur``, ``data.jsonl``) + ``cuts.jsonl.gz`` each, wavs
-    under ``wav/``. See docs/synth.md."""
+    ``text``, ``utt2accent``, ``utt2spk``, ``utt2dur``, ``data.jsonl``) + ``cuts.jsonl.gz`` each (only
+    ``test/`` for a test-only preset), wavs under ``wav/``. See docs/synth.md."""
     t0 = time.time()
     out_dir = Path(out_dir).absolute()
     if shutil.which("sox") is None:
@@ -272,9 +280,10 @@ def synthesize_corpus(*, out_dir: Path, preset: str, utts_per_accent: int | None
     failed: list[tuple[str, str]] = []
     _run_parallel(todo, out_dir, jobs=jobs, durations=durations, failed=failed, progress=progress)
     done = [it for it in items if it.utt_id in durations]
-    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    splits = [s for s in SPLITS if any(it.split == s for it in items)]  # the planned splits
+    counts: dict[str, dict[str, int]] = {s: {} for s in splits}
     hours: dict[str, float] = {}
-    for split in SPLITS:
+    for split in splits:
         part = [it for it in done if it.split == split]
         for it in part:
             counts[split][it.accent] = counts[split].get(it.accent, 0) + 1

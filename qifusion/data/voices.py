@@ -5,8 +5,9 @@ Speakers of the ``espeak`` engine are espeak-ng voice *variants* (``-v en-gb-sco
 back to the base voice, so every variant is checked on disk before use (:func:`available_variants`).
 Variants are split once, by hand, into train / dev / test groups so dev and test speakers are never seen
 in training; near-duplicate variants (``steph``/``steph2``, ``edward``/``edward2``, ``Michael``/``Mario``)
-stay in one group. Variants reserved for evaluation by others (:data:`RESERVED_VARIANTS`) are never used,
-nor are whisper, robot, echo-heavy or test variants.
+stay in one group. Variants reserved for evaluation by others (:data:`RESERVED_VARIANTS`) are never used
+for training, dev or test, only by the held-back evaluation set (:func:`reserved_speakers`, preset
+``heldout``); whisper, robot, echo-heavy and test variants are never used.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ ESPEAK_ACCENTS = (
     "en-029",
 )
 RESERVED_VARIANTS = frozenset({"m2", "f3", "m6", "f5", "Andy", "Annie", "Alex", "linda"})
+RESERVED_ORDER = tuple(sorted(RESERVED_VARIANTS))  # fixed order (a frozenset of str iterates by hash)
+# espeak-ng 1.51 finds "en-gb" by language (its file is gmw/en), which drops a "+variant": en-gb+m1 sounds
+# exactly like en-gb. The file name "en" is the same voice and keeps the variant. Used by the held-back
+# set only: the other presets still say "en-gb+VARIANT" so their corpora stay as generated.
+VARIANT_BASE = {"en-gb": "en"}
 VARIANT_SPLITS: dict[str, tuple[str, ...]] = {
     "train": (
         "m1", "m3", "m4", "m5", "m7", "m8", "edward", "edward2", "adam", "benjamin", "max", "paul", "robert",
@@ -77,11 +83,12 @@ def espeak_data_dir() -> Path:
     return Path(m.group(1))
 
 
-def available_variants(names: tuple[str, ...] | list[str]) -> list[str]:
-    """The variants of ``names`` whose file exists (case-sensitive) under ``espeak-ng-data/voices/!v``."""
+def available_variants(names: tuple[str, ...] | list[str], *, allow_reserved: bool = False) -> list[str]:
+    """The variants of ``names`` whose file exists (case-sensitive) under ``espeak-ng-data/voices/!v``;
+    reserved variants are dropped unless ``allow_reserved`` (the held-back set only)."""
     vdir = espeak_data_dir() / "voices" / "!v"
     present = {p.name for p in vdir.iterdir()} if vdir.is_dir() else set()
-    return [n for n in names if n in present and n not in RESERVED_VARIANTS]
+    return [n for n in names if n in present and (allow_reserved or n not in RESERVED_VARIANTS)]
 
 
 def espeak_speakers(accents: list[str]) -> dict[str, list[Speaker]]:
@@ -92,8 +99,25 @@ def espeak_speakers(accents: list[str]) -> dict[str, list[Speaker]]:
         if not variants:
             raise UserError(f"none of the espeak-ng variants for the {split} split exist in "
                             f"{espeak_data_dir() / 'voices' / '!v'}: is the espeak-ng-data package complete?")
-        out[split] = [Speaker(f"{a}_{v}", a, f"{a}+{v}") for a in accents for v in variants]
+        out[split] = [Speaker(f"{a}_{v}", a, variant_voice(a, v)) for a in accents for v in variants]
     return out
+
+
+def reserved_speakers(accents: list[str]) -> list[Speaker]:
+    """Held-back speakers: every accent x every reserved variant (:data:`RESERVED_ORDER`). Raises
+    UserError naming the missing files when any reserved variant is not on disk (a missing one would
+    silently fall back to the base voice)."""
+    variants = available_variants(RESERVED_ORDER, allow_reserved=True)
+    missing = [v for v in RESERVED_ORDER if v not in variants]
+    if missing:
+        raise UserError(f"reserved espeak-ng variant(s) {', '.join(missing)} missing from "
+                        f"{espeak_data_dir() / 'voices' / '!v'}: is the espeak-ng-data package complete?")
+    return [Speaker(f"{a}_{v}", a, variant_voice(a, v)) for a in accents for v in variants]
+
+
+def variant_voice(accent: str, variant: str) -> str:
+    """The ``-v`` argument that really applies ``variant`` to ``accent`` (see :data:`VARIANT_BASE`)."""
+    return f"{VARIANT_BASE.get(accent, accent)}+{variant}"
 
 
 def mbrola_voice_installed(voice: str) -> bool:

@@ -53,7 +53,8 @@ def attention_beam(
         ctc_log_probs: (B, T', V) optional; when given, ``times`` come from CTC forced alignment.
     Returns:
         The best hypothesis per utterance (tokens without sos/eos; ``score`` = decoder log-probability
-        including eos; unfinished prefixes at ``max_len`` are scored as they are).
+        including eos). Finished prefixes are preferred; an unfinished one at ``max_len`` is returned
+        only when no prefix of the utterance finished.
     """
     B, T, _D = memory.shape
     N = beam_size
@@ -91,7 +92,11 @@ def attention_beam(
         cache = _select(cache, parent)
         scores = best_v.reshape(B * N, 1)
         ended = token.squeeze(1) == sos_eos_id
-    best = scores.reshape(B, N).argmax(dim=1)
+    # a finished prefix beats any unfinished one: a looping decoder that never emits eos within
+    # ``max_len`` can hold high per-token scores, but its output is truncated garbage
+    sc = scores.reshape(B, N)
+    has_fin = ended.reshape(B, N).any(1, keepdim=True)
+    best = torch.where(has_fin & ~ended.reshape(B, N), -torch.inf, sc).argmax(dim=1)
     out = []
     for b in range(B):
         row = ys[b * N + int(best[b]), 1:].tolist()

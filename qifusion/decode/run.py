@@ -62,6 +62,8 @@ def decode_dir(
     loaded = load_for_decoding(model_dir, backend=backend, device=dev)
     model, tok = loaded.model, loaded.tokenizer
     rw = loaded.config.model.reverse_weight if reverse_weight is None else reverse_weight
+    oracle = loaded.config.model.accent.oracle_accent
+    acc_ids = {a: i for i, a in enumerate(loaded.accents)}
     load_rep = LoadReport()
     utts = load_data_dir(data_dir, require_text=True, strict=False, report=load_rep)
     skipped: dict[str, int] = dict(load_rep.skipped)
@@ -77,8 +79,11 @@ def decode_dir(
         if kept:
             lens = torch.tensor([f.shape[0] for f in feats], device=dev)
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(dev)
+            extra = {}
+            if oracle:  # the oracle baseline is given each utterance's true accent label (-1 = unknown)
+                extra["accents"] = torch.tensor([acc_ids.get(u.accent or "", -1) for u in kept], device=dev)
             with torch.inference_mode():
-                enc = model.encode(x, lens, chunk_size=chunk_size, left_chunks=left_chunks)
+                enc = model.encode(x, lens, chunk_size=chunk_size, left_chunks=left_chunks, **extra)
                 hyps = search_batch(model, enc, mode=mode, beam_size=beam_size, sos_eos_id=tok.sos_eos_id,
                                     ctc_weight=ctc_weight, reverse_weight=rw, blank_id=tok.blank_id)
             post = enc.accent_utt.float().cpu() if enc.accent_utt is not None else None

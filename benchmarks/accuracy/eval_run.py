@@ -1,0 +1,154 @@
+"""Evaluate one finished run of the accuracy study: ``python benchmarks/accuracy/eval_run.py NAME``.
+
+Averages the run's last step checkpoints into ``exp/study/NAME/model``, decodes the test split in every
+mode x chunk size, the dev split (rescoring, full and chunk 16) and, for the main runs, the held-back
+set, probes how much accent each encoder block carries, and writes
+``benchmarks/results/accuracy/NAME.json`` (atomically; an existing result is kept unless ``--force``).
+Per-utterance error counts are stored so the report can bootstrap.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe import block_probe
+from spec import AVERAGE_LAST, BY_NAME, COMMON, CORPUS, Run
+
+from qifusion.decode.run import decode_dir
+from qifusion.eval.metrics import cer_counts
+from qifusion.fileio import atomic_write_text, torch_load
+from qifusion.modeldir import load_model_dir, read_accents, save_model_dir
+from qifusion.train.average import average_state_dicts
+
+ROOT = Path(__file__).resolve().parents[2]
+EXP = ROOT / "exp" / "study"
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
+HELDOUT = ROOT / "data" / "heldout" / "test"  # qifusion synth --preset heldout --out data/heldout --seed 0
+MODES = ("ctc_greedy", "attention_rescoring")
+CHUNKS = (-1, 16, 8, 4)
+
+
+def max_steps() -> int:
+    return int(next(o for o in COMMON if o.startswith("train.max_steps=")).split("=")[1])
+
+
+def average(run: Run) -> Path:
+    """Average the last ``AVERAGE_LAST`` step checkpoints (every 100 steps) into EXP/NAME/model."""
+    from qifusion.data.tokenizer import Tokenizer
+    from qifusion.modeldir import load_config_file
+    from qifusion.models.model import QifusionModel
+
+    exp = EXP / run.name
+    last = max_steps()
+    files = [exp / f"step_{last - 100 * i}.pt" for i in range(AVERAGE_LAST)]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(f"{run.name}: not finished, missing {', '.join(missing)}")
+    states = [torch_load(f)["model"] for f in files]
+    cfg = load_config_file(exp / "config.yaml")
+    tok = Tokenizer.load(exp)
+    accents = read_accents(exp / "accents.txt")
+    model = QifusionModel(cfg.model, vocab_size=tok.vocab_size, num_accents=len(accents))
+    model.load_state_dict(average_state_dicts(states))
+    card = {"averaged": [f.name for f in files], "steps": last, "study_run": run.name}
+    return save_model_dir(exp / "model", model=model, config=cfg, tokenizer=tok, accents=accents, card=card)
+
+
+def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],
+               chunks: tuple[int, ...]) -> dict[str, Any]:
+    """Decode ``data`` in every mode x chunk; per-utterance char errors and AID predictions."""
+    res: dict[str, Any] = {"data": str(data.relative_to(ROOT)), "modes": {}}
+    for mode in modes:
+        for chunk in chunks:
+            key = f"{mode}@{'full' if chunk < 0 else chunk}"
+            d = out / key.replace("@", "_")
+            rep = decode_dir(model_dir=model_dir, data_dir=data, out_dir=d, mode=mode, chunk_size=chunk,
+                             batch_size=16, progress=False)
+            rows = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
+            rows.sort(key=lambda r: r["utt_id"])
+            if "utts" not in res:
+                res["utts"] = {"ids": [r["utt_id"] for r in rows], "accent": [r["accent"] for r in rows],
+                               "ref_chars": [cer_counts(r["ref"], r["ref"]).ref_len for r in rows]}
+            assert [r["utt_id"] for r in rows] == res["utts"]["ids"], "decodes disagree on utterances"
+            res["modes"][key] = {
+                "cer": rep["cer"], "wer": rep["wer"], "rtf": rep["rtf"],
+                "per_accent": {a: v["cer"] for a, v in rep["per_accent"].items()},
+                "aid_accuracy": rep.get("aid_accuracy"),
+                "errors": [cer_counts(r["ref"], r["hyp"]).errors for r in rows],
+                "pred_accent": [r.get("pred_accent") for r in rows],
+            }
+            print(f"  {data.parent.name}/{data.name} {key}: CER {rep['cer']:.2f}"
+                  + (f" AID {rep['aid_accuracy']:.3f}" if rep.get("aid_accuracy") is not None else ""),
+                  flush=True)
+    return res
+
+
+def train_summary(exp: Path) -> dict[str, Any]:
+    """Training curve summary from train_log.jsonl: dev metrics per epoch, speed, final loss."""
+    rows = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    tr = [r for r in rows if r["kind"] == "train"]
+    return {
+        "steps": tr[-1]["step"] if tr else 0,
+        "final_loss": sum(r["loss"] for r in tr[-5:]) / max(1, len(tr[-5:])),
+        "audio_per_s_median": sorted(r["audio_per_s"] for r in tr)[len(tr) // 2] if tr else None,
+        "epochs": [{k: r[k] for k in r if k != "kind"} for r in rows if r["kind"] == "epoch"],
+        "curve": [[r["step"], round(r["loss"], 3)] for r in tr],
+    }
+
+
+def evaluate(run: Run, *, force: bool) -> Path:
+    out_json = RESULTS / f"{run.name}.json"
+    if out_json.exists() and not force:
+        print(f"{run.name}: {out_json} exists (use --force to redo)")
+        return out_json
+    t0 = time.time()
+    exp = EXP / run.name
+    model_dir = average(run)
+    loaded = load_model_dir(model_dir)
+    model = loaded.model
+    result: dict[str, Any] = {
+        "run": run.name, "group": run.group, "config": run.config, "seed": run.seed,
+        "overrides": run.all_overrides(), "without_accent": run.without_accent,
+        "num_params": sum(p.numel() for p in model.parameters()), "accents": loaded.accents,
+        "train": train_summary(exp), "sets": {},
+    }
+    if model.laf is not None:
+        result["laf"] = {"layers": list(model.laf.layers),
+                         "weights": [round(float(w), 5) for w in model.laf.weights().detach()]}
+    corpus = ROOT / CORPUS
+    result["sets"]["test"] = decode_set(model_dir, corpus / "test", exp / "decode" / "test", modes=MODES,
+                                        chunks=CHUNKS)
+    result["sets"]["dev"] = decode_set(model_dir, corpus / "dev", exp / "decode" / "dev",
+                                       modes=("attention_rescoring",), chunks=(-1, 16))
+    if run.group == "main" and HELDOUT.exists():
+        result["sets"]["heldout"] = decode_set(model_dir, HELDOUT, exp / "decode" / "heldout",
+                                               modes=MODES, chunks=(-1, 16))
+    if run.without_accent is None:
+        result["block_probe"] = block_probe(model, config=loaded.config, accents=loaded.accents,
+                                            train_dir=corpus / "dev", test_dir=corpus / "test")
+    result["eval_wall_s"] = round(time.time() - t0, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_json, json.dumps(result, separators=(",", ":")) + "\n")
+    print(f"{run.name}: wrote {out_json} ({result['eval_wall_s']} s)")
+    return out_json
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("names", nargs="+", choices=sorted(BY_NAME))
+    ap.add_argument("--force", action="store_true", help="redo an existing result")
+    args = ap.parse_args()
+    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
+    for name in args.names:
+        evaluate(BY_NAME[name], force=args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The accuracy study's runs: one place that names every system, its config and its budget.
+
+Every run trains for the same number of optimizer steps on the same corpus (the ``benchmark``
+preset of ``qifusion synth`` at seed 0), so runs differ only in what their name says.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Budget shared by every run: fixed steps (not wall time), cosine schedule, step checkpoints for
+# averaging the last ones. Sized from the measured speed: ~3 s per step of <= 50 s audio with one
+# thread per run and two runs side by side on this 2-core machine, so ~1 h per run.
+COMMON = [
+    "train.max_steps=1200",
+    "train.scheduler=cosine",
+    "train.warmup_steps=150",
+    "train.lr=0.002",
+    "data.max_duration=50",
+    "train.save_interval_steps=100",
+    "train.log_interval=20",
+]
+AVERAGE_LAST = 3  # model = average of the last 3 step checkpoints (steps 1000, 1100, 1200)
+CORPUS = "data/benchmark"  # qifusion synth --out data/benchmark --preset benchmark --seed 0
+HELD_OUT_ACCENT = "en-gb-scotland"  # the unseen-accent runs train without it
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the study."""
+
+    name: str
+    config: str
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)
+    group: str = "main"  # main | ablation | sweep | unseen
+    without_accent: str | None = None  # train/dev data with this accent removed
+
+    def all_overrides(self) -> list[str]:
+        return [*COMMON, f"train.seed={self.seed}", *self.overrides]
+
+
+QIF = "conf/qifusion_small.yaml"
+BASE = "conf/baseline_small.yaml"
+
+RUNS: list[Run] = [
+    Run("baseline_s0", BASE, 0),
+    Run("qifusion_s0", QIF, 0),
+    Run("oracle_s0", BASE, 0, ["model.accent.oracle_accent=true"], group="ablation"),
+    Run("baseline_s1", BASE, 1),
+    Run("qifusion_s1", QIF, 1),
+    Run("baseline_s2", BASE, 2),
+    Run("qifusion_s2", QIF, 2),
+    Run("laf_aid_nofusion_s0", QIF, 0, ["model.accent.use_fusion=false"], group="ablation"),
+    Run("fusion_nolaf_s0", QIF, 0, ["model.accent.laf_layers=[12]"], group="ablation"),
+    Run("qifusion_ctcfuse_s0", QIF, 0, ["model.accent.fuse_into_ctc=true"], group="ablation"),
+    Run("baseline_matched_s0", "conf/baseline_small_matched.yaml", 0, group="ablation"),
+    Run("unseen_baseline_s0", BASE, 0, group="unseen", without_accent=HELD_OUT_ACCENT),
+    Run("unseen_qifusion_s0", QIF, 0, group="unseen", without_accent=HELD_OUT_ACCENT),
+    Run("aid1_s0", QIF, 0, ["model.aid_weight=1.0"], group="sweep"),
+    Run("aid3_s0", QIF, 0, ["model.aid_weight=3.0"], group="sweep"),
+    Run("aid30_s0", QIF, 0, ["model.aid_weight=30.0"], group="sweep"),
+    Run("ctc01_s0", QIF, 0, ["model.ctc_weight=0.1"], group="sweep"),
+    Run("ctc05_s0", QIF, 0, ["model.ctc_weight=0.5"], group="sweep"),
+]
+BY_NAME = {r.name: r for r in RUNS}
