@@ -39,8 +39,8 @@ def max_steps() -> int:
     return int(next(o for o in COMMON if o.startswith("train.max_steps=")).split("=")[1])
 
 
-def average(run: Run) -> Path:
-    """Average the last ``AVERAGE_LAST`` step checkpoints (every 100 steps) into EXP/NAME/model."""
+def average(run: Run, *, out: Path | None = None, fp16: bool = False) -> Path:
+    """Average the last ``AVERAGE_LAST`` step checkpoints (every 100 steps) into ``out`` (EXP/NAME/model)."""
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.modeldir import load_config_file
     from qifusion.models.model import QifusionModel
@@ -58,7 +58,8 @@ def average(run: Run) -> Path:
     model = QifusionModel(cfg.model, vocab_size=tok.vocab_size, num_accents=len(accents))
     model.load_state_dict(average_state_dicts(states))
     card = {"averaged": [f.name for f in files], "steps": last, "study_run": run.name}
-    return save_model_dir(exp / "model", model=model, config=cfg, tokenizer=tok, accents=accents, card=card)
+    return save_model_dir(out or exp / "model", model=model, config=cfg, tokenizer=tok, accents=accents,
+                          card=card, fp16=fp16)
 
 
 def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],

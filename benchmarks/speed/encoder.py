@@ -11,7 +11,8 @@ Prints one JSON line ``{"train_step_s", "infer_10s_s", "stream_10s_s", "per_chun
   vocabulary).
 
 Medians of a few repeats, 2 threads (``--threads``). ``--parts stream`` (comma list of train, infer,
-stream) times only some parts; ``--profile`` prints a torch.profiler op table of one streaming pass;
+stream) times only some parts; ``--profile`` prints a torch.profiler op table of one streaming pass
+(to stderr: stdout stays one JSON line);
 ``--chunk-threads N`` runs each streaming chunk step with N intra-op threads (``torch.set_num_threads``
 around the call; small per-chunk matrices often run faster on one thread than on two).
 Example::
@@ -29,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -130,7 +132,7 @@ def run(
 
         with prof(activities=[ProfilerActivity.CPU]) as p:
             stream()
-        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
     res["params_M"] = round(sum(p.numel() for p in enc.parameters()) / 1e6, 2)
     return res
 

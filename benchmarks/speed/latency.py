@@ -1,21 +1,31 @@
 """Streaming latency of the Recognizer: first-partial and final latency, compute time per chunk.
 
     python benchmarks/speed/latency.py --model models/accents-en-qifusion --chunk-size 16 [--wav F.wav]
+    python benchmarks/speed/latency.py --model exp/speed/onnx --backend onnx --chunk-size 16 --wav F.wav
 
 Audio is fed in real-time-sized pieces (``--piece-ms``); latencies are measured in milliseconds of
 *audio*: first-partial latency = audio position when the first non-empty partial appears minus the
 time of its first token (CTC timestamp); final latency = audio already fed when the final result is
 available minus the end of the audio (always 0 with an ideal endpoint; here it is the compute time
 of the last chunk + rescoring, reported in ms of wall clock). Per-chunk compute time is the median
-wall time of ``decode()`` calls. Prints one JSON line. Without ``--wav`` a synthetic signal is used.
+wall time of ``decode()`` calls. Prints one JSON line (with the command). Without ``--wav`` a synthetic
+signal is used. ``--backend onnx`` takes an export dir and runs its exported chunk size only; its
+onnxruntime sessions get ``--threads`` intra-op threads.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch import
+
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,14 +41,23 @@ def main() -> None:
     p.add_argument("--piece-ms", type=float, default=100.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by qifusion's onnxruntime sessions
 
     from qifusion.data.audio import read_audio
     from qifusion.decode.recognizer import Recognizer
 
+    label, left = args.backend, args.left_chunks
+    if args.backend == "onnx":  # name int8 exports apart; ONNX runs its exported left chunks
+        from qifusion.export.onnx_backend import find_export_dir
+
+        info = json.loads((find_export_dir(Path(args.model)) / "export.json").read_text())
+        label = "onnx_int8" if info.get("int8") else "onnx"
+        left = int(info["left_chunks"])
     rec = Recognizer.from_model_dir(args.model, chunk_size=args.chunk_size, left_chunks=args.left_chunks,
-                                    mode=args.mode)
+                                    mode=args.mode, backend=args.backend)
     sr = 16000
     if args.wav:
         x = read_audio(args.wav)
@@ -76,7 +95,11 @@ def main() -> None:
         "final_latency_wall_ms_median": round(statistics.median(final_ms), 2),
         "audio_s": round(x.shape[0] / sr, 2),
         "threads": args.threads,
+        "backend": label,
+        "left_chunks": left,
+        "mode": args.mode,
         "text": s.result.text,
+        "command": shlex.join(["python", *sys.argv]),
     }))
 
 

@@ -10,9 +10,11 @@ dropped, the frame's best kept) and give the same n-best (tokens, times; checked
 
 Each (distribution, batch) is timed with the default floor (log 1e-3) and with the floor off (top-k
 only, ``floor: null``); ``mode: streaming`` rows feed one utterance to the streaming state in 16-frame
-chunks, reading the best hypothesis after each. Example (one thread; ~1 min):
+chunks, reading the best hypothesis after each. Prints the JSON (with the command); ``--out`` also
+writes it (atomically). Example (one thread; ~1 min):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/prefix_beam.py --batch 1 16 64 --frames 250
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/prefix_beam.py --batch 1 16 64 --frames 250 \
+        --out benchmarks/results/prefix_beam.json
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +35,7 @@ from ctc_reference import reference_prefix_beam
 
 from qifusion.decode.ctc_search import ctc_prefix_beam
 from qifusion.decode.streaming_search import CtcPrefixBeamState
+from qifusion.fileio import atomic_write_text
 
 
 def make_log_probs(dist: str, B: int, T: int, V: int, *, seed: int) -> torch.Tensor:
@@ -45,20 +50,22 @@ def make_log_probs(dist: str, B: int, T: int, V: int, *, seed: int) -> torch.Ten
     return logits.log_softmax(-1)
 
 
-def _best_time(fn, repeat: int) -> tuple[float, object]:
-    best, out = math.inf, None
+def _median_time(fn, repeat: int) -> tuple[float, object]:
+    """Median wall time of ``repeat`` calls after one untimed warm-up call, and the last result."""
+    out = fn()
+    times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
 
 
 def measure(dist: str, B: int, T: int, V: int, *, beam: int, floor: float | None, repeat: int) -> dict:
     lp = make_log_probs(dist, B, T, V, seed=B)
     lens = torch.full((B,), T)
-    t_vec, vec = _best_time(lambda: ctc_prefix_beam(lp, lens, beam_size=beam, token_min_logp=floor), repeat)
-    t_ref, ref = _best_time(lambda: [reference_prefix_beam(lp[b], beam_size=beam, token_topk=beam,
+    t_vec, vec = _median_time(lambda: ctc_prefix_beam(lp, lens, beam_size=beam, token_min_logp=floor), repeat)
+    t_ref, ref = _median_time(lambda: [reference_prefix_beam(lp[b], beam_size=beam, token_topk=beam,
                                                            token_min_logp=floor) for b in range(B)], repeat)
     same = all([(h.tokens, h.times) for h in v] == [(r[0], r[2]) for r in rs] for v, rs in zip(vec, ref))
     blank_frac = float((lp[..., 0] > math.log(0.999)).float().mean())
@@ -81,8 +88,8 @@ def measure_streaming(dist: str, T: int, V: int, *, beam: int, chunk: int, repea
             state.nbest(1)
         return state.nbest()
 
-    t_inc, inc = _best_time(run, repeat)
-    t_ref, ref = _best_time(lambda: reference_prefix_beam(lp, beam_size=beam, token_topk=beam,
+    t_inc, inc = _median_time(run, repeat)
+    t_ref, ref = _median_time(lambda: reference_prefix_beam(lp, beam_size=beam, token_topk=beam,
                                                           token_min_logp=math.log(1e-3)), repeat)
     return {"dist": dist, "mode": "streaming", "chunk": chunk, "frames": T, "vocab": V, "beam": beam,
             "streaming_ms": round(t_inc * 1e3, 2), "loop_ms": round(t_ref * 1e3, 2),
@@ -97,12 +104,17 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=250, help="T' (250 = 10 s at 40 ms)")
     p.add_argument("--vocab", type=int, default=500)
     p.add_argument("--beam", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="each time is the median of this many runs")
+    p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args()
     rows = [measure(d, B, a.frames, a.vocab, beam=a.beam, floor=floor, repeat=a.repeat)
             for d in a.dist for B in a.batch for floor in (math.log(1e-3), None)]
     rows += [measure_streaming(d, a.frames, a.vocab, beam=a.beam, chunk=16, repeat=a.repeat) for d in a.dist]
-    print(json.dumps({"threads": torch.get_num_threads(), "results": rows}, indent=1))
+    text = json.dumps({"command": shlex.join(["python", *sys.argv]), "threads": torch.get_num_threads(),
+                       "timing": f"median of {a.repeat} after a warm-up", "results": rows}, indent=1)
+    print(text)
+    if a.out:
+        atomic_write_text(a.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -136,8 +137,8 @@ def main() -> None:
     if url is None:
         proc, url = start_server(args)
     http = url.replace("ws://", "http://").split("?")[0]
-    results = {"command": " ".join(sys.argv), "backend": args.backend, "chunk_size": args.chunk_size,
-               "realtime": not args.no_realtime, "levels": []}
+    results = {"command": shlex.join(["python", *sys.argv]), "backend": args.backend,
+               "chunk_size": args.chunk_size, "realtime": not args.no_realtime, "levels": []}
     try:
         for n in [int(x) for x in args.streams.split(",")]:
             r = asyncio.run(run_level(url, http, wavs, n, args.utts, realtime=not args.no_realtime))

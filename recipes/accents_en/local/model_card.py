@@ -28,7 +28,7 @@ def _size_mb(model: Path) -> float:
     return sum(f.stat().st_size for f in model.iterdir() if f.is_file()) / 1e6
 
 
-def _report_rows(report: dict[str, Any]) -> list[str]:
+def report_rows(report: dict[str, Any]) -> list[str]:
     chunk = "full" if report["chunk_size"] == -1 else str(report["chunk_size"])
     head = f"### {report['mode']}, chunk {chunk} ({report['num_utts']} utterances, RTF {report['rtf']:.3f})"
     aid = report.get("aid_accuracy")
@@ -57,7 +57,7 @@ def build_card(model: Path, decodes: list[Path], *, title: str, training: str = 
         lines += ["## Test results", "", "Held-out speakers and sentences of the same synthetic corpus "
                   "(`qifusion decode`; numbers read from its `report.json`).", ""]
         for d in decodes:
-            lines += _report_rows(json.loads((d / "report.json").read_text()))
+            lines += report_rows(json.loads((d / "report.json").read_text()))
     lines += ["## Use", "", "```bash",
               f"qifusion transcribe --model {model} --streaming --chunk-size 16 some.wav",
               f"qifusion serve --model {model}", "```", ""]
