@@ -147,3 +147,26 @@ def test_errors(model_dir: Path) -> None:
     while rec.is_ready(s):
         rec.decode(s)
     assert s.result.is_final and torch.is_tensor(torch.tensor(s.result.token_ids))
+
+
+def test_chunk_steps_run_with_chunk_threads_and_restore(model_dir: Path) -> None:
+    """config.chunk_threads sets torch's intra-op threads around each chunk step only."""
+    rec = Recognizer.from_model_dir(model_dir, chunk_size=8, chunk_threads=1)
+    seen: list[int] = []
+    real = rec.model.forward_chunk
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    rec.model.forward_chunk = spy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_stream(rec, noise_utterance(1.5, sr=16000, seed=3), 16000)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(UserError, match="chunk_threads"):
+        Recognizer.from_model_dir(model_dir, chunk_threads=0)

@@ -24,7 +24,9 @@ at different positions in one batch (caches joined with ``StreamState.stack``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,10 @@ class RecognizerConfig:
     device: str = "cpu"
     dtype: str = "float32"  # model compute dtype: float32, or float64 for exact parity checks
     backend: str = "torch"
+    # intra-op threads for the torch chunk steps on CPU (None: torch's setting). One chunk of one stream
+    # is a handful of small matmuls: waking a second thread costs more than it saves (per-chunk time
+    # 2-thread vs 1-thread in benchmarks/speed/encoder.py --chunk-threads), so 1 is the default.
+    chunk_threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +79,8 @@ class RecognizerConfig:
             raise UserError(f"streaming needs a positive chunk size, got chunk_size={self.chunk_size}")
         if self.backend not in ("torch", "onnx"):
             raise UserError(f"unknown backend '{self.backend}' (choose torch or onnx)")
+        if self.chunk_threads is not None and self.chunk_threads < 1:
+            raise UserError(f"chunk_threads must be None or >= 1, got {self.chunk_threads}")
 
     @property
     def final_mode(self) -> str:
@@ -185,14 +193,29 @@ class Recognizer:
             elif not s.finalized:
                 s._result = self._partial_result(s)
 
+    @contextlib.contextmanager
+    def _chunk_threads(self) -> Iterator[None]:
+        """Run the block with ``config.chunk_threads`` intra-op threads (torch on CPU only)."""
+        n = self.config.chunk_threads
+        old = torch.get_num_threads()
+        if n is None or self.config.backend != "torch" or self.device.type != "cpu" or n == old:
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
     def _forward_group(self, group: list[Stream], num_frames: int) -> None:
         feats = torch.stack([s.fbank.get_frames(s.next_frame, num_frames) for s in group])
         feats = feats.to(device=self.device, dtype=self.dtype)  # (B, T_in, F)
         state_cls = type(group[0].model_state)
         state = group[0].model_state if len(group) == 1 else state_cls.stack([s.model_state for s in group])
-        out, new_state = self.model.forward_chunk(
-            feats, state, chunk_size=self.config.chunk_size, left_chunks=self.config.left_chunks
-        )
+        with self._chunk_threads():
+            out, new_state = self.model.forward_chunk(
+                feats, state, chunk_size=self.config.chunk_size, left_chunks=self.config.left_chunks
+            )
         new_states = [new_state] if len(group) == 1 else new_state.unstack()
         for i, s in enumerate(group):
             s.model_state = new_states[i]

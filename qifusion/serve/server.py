@@ -84,7 +84,8 @@ def load_recognizer(config: ServerConfig) -> Any:
     if config.model_dir is None or not Path(config.model_dir).is_dir():
         raise UserError(f"model dir not found: {config.model_dir}")
     return Recognizer.from_model_dir(config.model_dir, chunk_size=config.chunk_size,
-                                     left_chunks=config.left_chunks, mode=config.mode, backend=config.backend)
+                                     left_chunks=config.left_chunks, mode=config.mode, backend=config.backend,
+                                     chunk_threads=None)  # batches of many sessions: the process's threads
 
 
 class App:
