@@ -15,16 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "accents_en" / "local"))
 from eval_run import EXP, RESULTS, ROOT, average
 from model_card import build_card, report_rows
-from spec import BY_NAME, CORPUS, RUNS
+from spec import BY_NAME, CORPUS, RUNS, SHIP_DEV_MODES
 
 from qifusion.fileio import atomic_write_text
-
-DEV_KEYS = ("attention_rescoring@full", "attention_rescoring@16")
 
 
 def dev_cer(result: dict) -> float:
     modes = result["sets"]["dev"]["modes"]
-    return sum(modes[k]["cer"] for k in DEV_KEYS) / len(DEV_KEYS)
+    return sum(modes[k]["cer"] for k in SHIP_DEV_MODES) / len(SHIP_DEV_MODES)
 
 
 def pick(system: str) -> tuple[str, dict[str, float]]:

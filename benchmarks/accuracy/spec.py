@@ -22,6 +22,8 @@ COMMON = [
 AVERAGE_LAST = 3  # model = average of the last 3 step checkpoints (steps 1000, 1100, 1200)
 CORPUS = "data/benchmark"  # qifusion synth --out data/benchmark --preset benchmark --seed 0
 HELD_OUT_ACCENT = "en-gb-scotland"  # the unseen-accent runs train without it
+# the shipped model of a system is its main run with the lowest mean dev CER over these modes (never test)
+SHIP_DEV_MODES = ("attention_rescoring@full", "attention_rescoring@16")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,202 @@
+"""The accuracy study's report (benchmarks/accuracy/report.py) on tiny fake per-run result JSONs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
+from report import generate, is_up_to_date
+from report_doc import Study
+from report_main import targets
+from report_stats import bootstrap_reduction, compare, load_results, pooled_cer, run_cer
+from spec import COMMON
+
+from qifusion.errors import DataError
+
+ACCENTS = ["en-us", "en-us", "en-us", "en-gb-scotland", "en-gb-scotland", "en-gb-scotland"]
+REF = [10, 20, 30, 10, 20, 30]
+BASE_ERR = [2, 4, 6, 2, 2, 4]  # 20 errors / 120 chars = 16.67 %; minority 8 / 60
+MODES = [f"{m}@{c}" for m in ("ctc_greedy", "attention_rescoring") for c in ("full", "16", "8", "4")]
+
+
+def _mode(errors: list[int], preds: list[str | None]) -> dict:
+    return {"cer": 100 * sum(errors) / sum(REF), "wer": 0.0, "rtf": 0.1, "per_accent": {},
+            "aid_accuracy": None, "errors": errors, "pred_accent": preds}
+
+
+def _set(errors_by_mode: dict[str, list[int]], preds: list[str | None]) -> dict:
+    utts = {"ids": [f"u{i}" for i in range(6)], "accent": ACCENTS, "ref_chars": REF}
+    return {"data": "data/x", "utts": utts, "modes": {k: _mode(v, preds) for k, v in errors_by_mode.items()}}
+
+
+def fake_run(name: str, *, group: str, seed: int, errors: list[int], chunk16: list[int] | None = None,
+             aid: bool = False) -> dict:
+    """A result JSON: ``errors`` in every mode except ``chunk16`` (errors at chunk 16) when given."""
+    qif = name.startswith(("qifusion", "unseen_qifusion"))
+    preds = list(ACCENTS) if aid else [None] * 6
+    by_mode = {k: list(chunk16 if (chunk16 is not None and k.endswith("@16")) else errors) for k in MODES}
+    run = {
+        "run": name, "group": group,
+        "config": "conf/qifusion_small.yaml" if qif else "conf/baseline_small.yaml",
+        "seed": seed, "overrides": [*COMMON, f"train.seed={seed}"], "without_accent": None,
+        "num_params": 1_500_000, "accents": ["en-gb-scotland", "en-us"],
+        "train": {"steps": 1200, "final_loss": 20.5, "audio_per_s_median": 30.0,
+                  "epochs": [{"epoch": 1, "step": 600, "dev_loss": 30.0, "dev_cer": 20.0},
+                             {"epoch": 2, "step": 1200, "dev_loss": 25.0, "dev_cer": 15.0}],
+                  "curve": [[20, 100.0], [600, 40.0], [1200, 20.0]]},
+        "sets": {"test": _set(by_mode, preds),
+                 "dev": _set({k: by_mode[k] for k in ("attention_rescoring@full", "attention_rescoring@16")},
+                             preds),
+                 "heldout": _set({k: by_mode[k] for k in MODES if k.endswith(("@full", "@16"))}, preds)},
+        "block_probe": {"blocks": [1, 2, 3], "acc": [0.5, 0.7, 0.9]},
+        "eval_wall_s": 12.0,
+    }
+    if qif:
+        run["laf"] = {"layers": [6, 7], "weights": [0.4, 0.6]}
+    return run
+
+
+def write_runs(d: Path, runs: list[dict]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        (d / f"{r['run']}.json").write_text(json.dumps(r))
+    return d
+
+
+def half(errs: list[int]) -> list[int]:
+    return [e // 2 for e in errs]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """baseline 2 seeds (same errors), qifusion 1 seed with half the errors (chunk 16: 20% worse than full),
+    AID always right."""
+    return write_runs(tmp_path / "acc", [
+        fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR),
+        fake_run("baseline_s1", group="main", seed=1, errors=BASE_ERR),
+        fake_run("qifusion_s0", group="main", seed=0, errors=half(BASE_ERR), chunk16=[1, 2, 3, 1, 2, 3],
+                 aid=True),
+        fake_run("oracle_s0", group="ablation", seed=0, errors=BASE_ERR),
+    ])
+
+
+def test_pooled_cer_and_subsets(results: Path) -> None:
+    run = load_results(results)["baseline_s0"]
+    assert pooled_cer(np.array(BASE_ERR, float), np.array(REF, float)) == pytest.approx(100 * 20 / 120)
+    assert run_cer(run, "test", "attention_rescoring@full") == pytest.approx(100 * 20 / 120)
+    assert run_cer(run, "test", "attention_rescoring@full", "minority") == pytest.approx(100 * 8 / 60)
+    assert run_cer(run, "test", "attention_rescoring@full", "en-us") == pytest.approx(100 * 12 / 60)
+    assert run_cer(run, "test", "attention_rescoring@full", "seen:en-us") == pytest.approx(100 * 8 / 60)
+    assert run_cer(run, "dev", "ctc_greedy@4") is None  # dev is decoded in rescoring only
+
+
+def test_bootstrap_hand_checkable_cases() -> None:
+    ref = np.array(REF, float)
+    base = np.array([BASE_ERR], float)
+    same = bootstrap_reduction(base, base.copy(), ref)
+    assert (same.point, same.lo, same.hi) == (0.0, 0.0, 0.0) and not same.excludes_zero
+    halved = bootstrap_reduction(base, base / 2, ref)
+    assert (halved.point, halved.lo, halved.hi) == (pytest.approx(0.5),) * 3
+    assert halved.excludes_zero and halved.cer_b == pytest.approx(100 * 20 / 120)
+    # seed pooling: the system's CER is the mean of its seeds' CERs
+    two = bootstrap_reduction(np.array([BASE_ERR, [0] * 6], float), base / 2, ref)
+    assert two.cer_b == pytest.approx(100 * 10 / 120) and two.point == pytest.approx(0.0)
+
+
+def test_bootstrap_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.integers(5, 40, size=30).astype(float)
+    eb = rng.integers(0, 6, size=(2, 30)).astype(float)
+    eq = rng.integers(0, 5, size=(3, 30)).astype(float)
+    got = bootstrap_reduction(eb, eq, ref, b=300, seed=7)
+    idx = np.random.default_rng(7).integers(0, 30, size=(300, 30))
+    reds = []
+    for row in idx:
+        cb = np.mean([100 * e[row].sum() / ref[row].sum() for e in eb])
+        cq = np.mean([100 * e[row].sum() / ref[row].sum() for e in eq])
+        reds.append(1 - cq / cb)
+    lo, hi = np.percentile(reds, [2.5, 97.5])
+    assert (got.lo, got.hi) == (pytest.approx(lo), pytest.approx(hi))
+    point = 1 - np.mean(100 * eq.sum(1) / ref.sum()) / np.mean(100 * eb.sum(1) / ref.sum())
+    assert got.point == pytest.approx(point) and got.lo < got.point < got.hi
+
+
+def test_compare_pools_seeds_and_rejects_different_utterances(results: Path) -> None:
+    runs = load_results(results)
+    r = compare([runs["baseline_s0"], runs["baseline_s1"]], [runs["qifusion_s0"]], "test", "ctc_greedy@8")
+    assert (r.point, r.seeds_b, r.seeds_q) == (pytest.approx(0.5), 2, 1)
+    other = json.loads(json.dumps(runs["qifusion_s0"]))
+    other["sets"]["test"]["utts"]["ids"][0] = "zz"
+    with pytest.raises(DataError, match="different test utterances"):
+        compare([runs["baseline_s0"]], [other], "test", "ctc_greedy@8")
+
+
+def test_targets_met_and_not_met(results: Path, tmp_path: Path) -> None:
+    rows = {t.target: t for t in targets(Study(load_results(results)))}
+    full = rows["Relative CER reduction vs same-size baseline, all accents, rescoring full: >= 15%, "
+                "95% CI excluding 0"]
+    assert full.measured == "+50.0% [+50.0%, +50.0%]" and full.met == "yes (provisional)"
+    assert "baseline 2/3 seeds, qifusion 1/3 seeds" in full.note
+    c16 = rows[full.target.replace("rescoring full", "rescoring 16")]
+    assert c16.met == "yes (provisional)" and c16.measured.startswith("+40.0%")  # 12 vs 20 errors
+    gap = rows["Chunk-16 CER within 10% relative of full context (Qifusion, rescoring, test)"]
+    assert gap.measured.startswith("+20.0%") and gap.met.startswith("no")  # 12 vs 10 errors
+    assert rows["AID accuracy >= 95% on test speakers (Qifusion, full context)"].met.startswith("yes")
+    held = rows["Held-back set: reduction >= 10% (shipped seeds, rescoring full)"]
+    assert held.met.startswith("yes") and "baseline_s0 vs qifusion_s0" in held.note
+    same = write_runs(tmp_path / "same", [fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR),
+                                          fake_run("qifusion_s0", group="main", seed=0, errors=BASE_ERR)])
+    rows = {t.target: t for t in targets(Study(load_results(same)))}
+    assert rows[full.target].measured == "+0.0% [+0.0%, +0.0%]"
+    assert rows[full.target].met == "no (provisional)"
+    assert rows["AID accuracy >= 95% on test speakers (Qifusion, full context)"].met == "pending"
+    empty = {t.target: t for t in targets(Study({}))}
+    assert {t.met for t in empty.values()} == {"pending"}
+
+
+def test_report_pending_deterministic_and_check(results: Path, tmp_path: Path) -> None:
+    md1, md2 = tmp_path / "a" / "RESULTS.md", tmp_path / "b" / "RESULTS.md"
+    text = generate(results, md1, md1.parent / "results", speed="## Speed\n\nfake speed")
+    assert generate(results, md2, md2.parent / "results", speed="## Speed\n\nfake speed") == text
+    assert md1.read_text() == text
+    pngs = sorted(p.name for p in (md1.parent / "results").glob("*.png"))
+    assert pngs == ["aid_confusion.png", "block_probe.png", "laf_weights.png", "learning_curves.png",
+                    "streaming_cer.png"]
+    for name in pngs:
+        assert (md1.parent / "results" / name).read_bytes() == (md2.parent / "results" / name).read_bytes()
+    assert "](results/aid_confusion.png)" in text
+    pending = ("python benchmarks/accuracy/train_run.py qifusion_s1 && "
+               "python benchmarks/accuracy/eval_run.py qifusion_s1")
+    assert pending in text and "train_run.py baseline_s0 " not in text
+    assert "4 of 18 runs have results." in text
+    assert "| **baseline mean ± std** | 16.67 ± 0.00 |" in text
+    assert text.count("## Speed") == 1 and "fake speed" in text
+    assert "\n\n\n" not in text
+    assert is_up_to_date(results, md1, md1.parent / "results", speed="## Speed\n\nfake speed")
+    fake = fake_run("qifusion_s1", group="main", seed=1, errors=BASE_ERR, aid=True)
+    write_runs(results, [fake])
+    assert not is_up_to_date(results, md1, md1.parent / "results", speed="## Speed\n\nfake speed")
+
+
+def test_bad_result_file_is_named(tmp_path: Path) -> None:
+    d = tmp_path / "acc"
+    d.mkdir()
+    (d / "baseline_s0.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"baseline_s0\.json"):
+        load_results(d)
+    (d / "baseline_s0.json").write_text(json.dumps({"run": "baseline_s0"}))
+    with pytest.raises(DataError, match="missing key"):
+        load_results(d)
+    bad = fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR)
+    bad["sets"]["test"]["modes"]["ctc_greedy@8"]["errors"] = [1, 2]
+    (d / "baseline_s0.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=r"sets\.test\.modes\.ctc_greedy@8\.errors has 2 items"):
+        load_results(d)
+    del bad["sets"]["test"]["modes"]["ctc_greedy@8"]["errors"]
+    (d / "baseline_s0.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="malformed sets"):
+        load_results(d)
