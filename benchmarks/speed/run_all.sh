@@ -93,6 +93,11 @@ for size in small base; do
   step "$res/encoder_$size.json" capture "$res/encoder_$size.json" \
     $py benchmarks/speed/encoder.py --size "$size" "${enc_args[@]}"
 done
+# the same streaming pass with 1 intra-op thread per chunk step (the Recognizer's default chunk_threads)
+for size in small base; do
+  step "$res/encoder_${size}_ct1.json" capture "$res/encoder_${size}_ct1.json" \
+    $py benchmarks/speed/encoder.py --size "$size" --chunk-threads 1 --parts infer,stream "${enc_args[@]}"
+done
 # offline RTF: torch / ONNX / ONNX int8 x 1, 2 threads x modes x full, chunk 16; fbank speed; memory
 step "$res/speed_rtf.json" $py benchmarks/speed/rtf.py --model "$model" --onnx "$onnx" --data "$data" \
   --num-utts "$num" --threads 1,2 --repeats "$repeats" --out "$res/speed_rtf.json"

@@ -22,6 +22,10 @@ RUN_ALL = "benchmarks/speed/run_all.sh"
 COMMANDS = {
     "encoder_small.json": "python benchmarks/speed/encoder.py --size small",
     "encoder_base.json": "python benchmarks/speed/encoder.py --size base",
+    "encoder_small_ct1.json": "python benchmarks/speed/encoder.py --size small --chunk-threads 1 "
+                              "--parts infer,stream",
+    "encoder_base_ct1.json": "python benchmarks/speed/encoder.py --size base --chunk-threads 1 "
+                             "--parts infer,stream",
     "speed_rtf.json": "python benchmarks/speed/rtf.py --model models/accents-en-qifusion "
                       "--onnx exp/speed/onnx --data data/benchmark/test "
                       "--out benchmarks/results/speed_rtf.json",
@@ -223,6 +227,16 @@ def _memory(results_dir: Path) -> str:
             "included).\n\n" + _table(["process", "threads", "peak RSS MiB"], rows))
 
 
+def _stream_ratio_rows(size: str, d: dict, label: str) -> list[list]:
+    """Whole-utterance streaming time / full-context time, ours and WeNet's (same number of chunks)."""
+    st, full, pc = d.get("stream_10s_s"), d.get("infer_10s_s"), d.get("per_chunk_ms")
+    if not all(isinstance(v, int | float) and v > 0 for v in (st, full, pc)):
+        return []
+    chunks = st * 1000.0 / pc
+    ref = WENET[size]["per_chunk_ms"] * chunks / 1000.0 / WENET[size]["infer_10s_s"]
+    return [[size, f"streaming / full context ({label})", round(st / full, 2), round(ref, 2), None]]
+
+
 def _encoder(results_dir: Path) -> str:
     out = ("### Encoder vs WeNet (developers' guide shapes)\n\n12-block Conformer + linear CTC head, "
            "2 threads: train step = fwd+bwd+AdamW on 8 x 1000 frames; full = 1 x 1000 frames (10 s); "
@@ -231,6 +245,9 @@ def _encoder(results_dir: Path) -> str:
     for size in ("small", "base"):
         name = f"encoder_{size}.json"
         d = _load(results_dir / name)
+        ct1 = _load(results_dir / f"encoder_{size}_ct1.json")
+        if not isinstance(ct1, dict):
+            out += _missing(f"encoder_{size}_ct1.json")
         if not isinstance(d, dict):
             out += _missing(name)
             continue
@@ -239,10 +256,16 @@ def _encoder(results_dir: Path) -> str:
             ours, ref = d.get(key), WENET[size][key]
             rows.append([size, label, ours, ref, ours / ref if isinstance(ours, int | float) else None])
         rows.append([size, "chunk 16, whole 10 s, s", d.get("stream_10s_s"), None, None])
+        rows += _stream_ratio_rows(size, d, "2 threads")
+        if isinstance(ct1, dict):
+            rows.append([size, "chunk 16, 1 thread per chunk step, ms/chunk", ct1.get("per_chunk_ms"),
+                         WENET[size]["per_chunk_ms"], None])
+            rows += _stream_ratio_rows(size, ct1, "1 thread per chunk step")
         rows.append([size, "encoder params M", d.get("params_M"), None, None])
     if rows:
         out += _table(["size", "measure", "ours", "WeNet", "ratio"], rows)
-        out += "\nCommands: `" + "`, `".join(COMMANDS[f"encoder_{s}.json"] for s in ("small", "base")) + "`\n"
+        names = [f"encoder_{s}{v}.json" for v in ("", "_ct1") for s in ("small", "base")]
+        out += "\nCommands: `" + "`, `".join(COMMANDS[n] for n in names) + "`\n"
     return out
 
 
