@@ -92,21 +92,6 @@ def plot_grouped_bars(path: Path, groups: Sequence[str], series: dict[str, Seque
 
 def plot_confusion(path: Path, labels: Sequence[str], matrix: Sequence[Sequence[int]], *, title: str) -> None:
     """Row-normalised confusion matrix (reference rows, predicted columns) with counts in the cells."""
-    from matplotlib.figure import Figure
+    from qifusion.eval.plots import confusion_figure
 
-    n = len(labels)
-    norm = [[c / max(sum(row), 1) for c in row] for row in matrix]
-    fig = Figure(figsize=(max(3.5, 0.6 * n + 2), max(3.0, 0.6 * n + 1.5)))
-    ax = fig.subplots()
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i][j] > 0.5 else "black")
-    ax.set_xticks(range(n), list(labels), rotation=45, ha="right")
-    ax.set_yticks(range(n), list(labels))
-    ax.set_xlabel("predicted accent")
-    ax.set_ylabel("reference accent")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    _save(fig, path)
+    _save(confusion_figure(list(labels), [list(r) for r in matrix], title=title, fontsize=7), path)

@@ -34,14 +34,11 @@ def plot_per_accent_cer(report: dict[str, Any], path: str | os.PathLike[str]) ->
     atomic_write_bytes(path, _figure_bytes(fig))
 
 
-def plot_aid_confusion(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Row-normalised accent-identification confusion matrix with counts in the cells."""
+def confusion_figure(labels: list[str], matrix: list[list[int]], *, title: str, fontsize: int = 8) -> Any:
+    """A matplotlib Figure of a row-normalised confusion matrix (reference rows, predicted columns) with
+    the counts in the cells."""
     from matplotlib.figure import Figure
 
-    conf = report["aid_confusion"]
-    if conf is None:
-        raise ValueError("report has no aid_confusion (no reference accents)")
-    labels, matrix = conf["labels"], conf["matrix"]
     n = len(labels)
     norm = [[c / max(sum(row), 1) for c in row] for row in matrix]
     fig = Figure(figsize=(max(3.5, 0.6 * n + 2), max(3.0, 0.6 * n + 1.5)))
@@ -49,13 +46,23 @@ def plot_aid_confusion(report: dict[str, Any], path: str | os.PathLike[str]) -> 
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8,
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=fontsize,
                     color="white" if norm[i][j] > 0.5 else "black")
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
+    ax.set_xticks(range(n), list(labels), rotation=45, ha="right")
+    ax.set_yticks(range(n), list(labels))
     ax.set_xlabel("predicted accent")
     ax.set_ylabel("reference accent")
-    acc = report.get("aid_accuracy")
-    ax.set_title("AID confusion" + (f" (accuracy {100 * acc:.1f} %)" if acc is not None else ""))
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_aid_confusion(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Row-normalised accent-identification confusion matrix with counts in the cells."""
+    conf = report["aid_confusion"]
+    if conf is None:
+        raise ValueError("report has no aid_confusion (no reference accents)")
+    acc = report.get("aid_accuracy")
+    title = "AID confusion" + (f" (accuracy {100 * acc:.1f} %)" if acc is not None else "")
+    fig = confusion_figure(conf["labels"], conf["matrix"], title=title)
     atomic_write_bytes(path, _figure_bytes(fig))
