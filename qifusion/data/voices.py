@@ -28,8 +28,8 @@ ESPEAK_ACCENTS = (
 RESERVED_VARIANTS = frozenset({"m2", "f3", "m6", "f5", "Andy", "Annie", "Alex", "linda"})
 RESERVED_ORDER = tuple(sorted(RESERVED_VARIANTS))  # fixed order (a frozenset of str iterates by hash)
 # espeak-ng 1.51 finds "en-gb" by language (its file is gmw/en), which drops a "+variant": en-gb+m1 sounds
-# exactly like en-gb. The file name "en" is the same voice and keeps the variant. Used by the held-back
-# set only: the other presets still say "en-gb+VARIANT" so their corpora stay as generated.
+# exactly like en-gb. The file name "en" is the same voice and keeps the variant (every preset uses it;
+# corpora made before 2026-11-25 had one en-gb voice in all splits and must be regenerated).
 VARIANT_BASE = {"en-gb": "en"}
 VARIANT_SPLITS: dict[str, tuple[str, ...]] = {
     "train": (
