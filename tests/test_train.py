@@ -307,6 +307,7 @@ def test_model_dir_loads_and_reports_missing_files(tiny_model_dir: Path, tmp_pat
 
 
 def test_average_by_last_and_dev_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from qifusion.errors import UserError
     from qifusion.modeldir import load_model_dir
     from qifusion.train.average import average_checkpoints
 
@@ -323,6 +324,11 @@ def test_average_by_last_and_dev_loss(tiny_model_dir: Path, tmp_path: Path) -> N
     assert (half / "model.pt").stat().st_size < 0.6 * (one / "model.pt").stat().st_size
     w = load_model_dir(half).model.state_dict()
     assert all(torch.equal(w[k].float(), ckpt[k].half().float()) for k in ckpt if ckpt[k].is_floating_point())
+    named = average_checkpoints(exp_dir=exp, num=1, files=["epoch_40.pt"], out_dir=tmp_path / "named")
+    _assert_bitwise_equal(ckpt, _weights(named / "model.pt"))
+    assert load_model_dir(named).card["averaged"] == ["epoch_40.pt"]
+    with pytest.raises(UserError, match=r"step_999\.pt not found"):
+        average_checkpoints(exp_dir=exp, num=1, files=["step_999.pt"], out_dir=tmp_path / "none")
 
 
 def test_init_fine_tunes_onto_a_changed_accent_set(tiny_model_dir: Path, synth_corpus: Path,

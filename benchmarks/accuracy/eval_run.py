@@ -19,47 +19,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe import block_probe
-from spec import AVERAGE_LAST, BY_NAME, COMMON, CORPUS, Run
+from spec import AVERAGE_LAST, BY_NAME, CORPUS, EXP, MAX_STEPS, RESULTS, ROOT, Run
 
 from qifusion.decode.run import decode_dir
 from qifusion.eval.metrics import cer_counts
-from qifusion.fileio import atomic_write_text, torch_load
-from qifusion.modeldir import load_model_dir, read_accents, save_model_dir
-from qifusion.train.average import average_state_dicts
+from qifusion.fileio import atomic_write_text
+from qifusion.modeldir import load_model_dir
+from qifusion.train.average import average_checkpoints
 
-ROOT = Path(__file__).resolve().parents[2]
-EXP = ROOT / "exp" / "study"
-RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 HELDOUT = ROOT / "data" / "heldout" / "test"  # qifusion synth --preset heldout --out data/heldout --seed 0
 MODES = ("ctc_greedy", "attention_rescoring")
 CHUNKS = (-1, 16, 8, 4)
 
 
-def max_steps() -> int:
-    return int(next(o for o in COMMON if o.startswith("train.max_steps=")).split("=")[1])
-
-
 def average(run: Run, *, out: Path | None = None, fp16: bool = False) -> Path:
     """Average the last ``AVERAGE_LAST`` step checkpoints (every 100 steps) into ``out`` (EXP/NAME/model)."""
-    from qifusion.data.tokenizer import Tokenizer
-    from qifusion.modeldir import load_config_file
-    from qifusion.models.model import QifusionModel
-
     exp = EXP / run.name
-    last = max_steps()
-    files = [exp / f"step_{last - 100 * i}.pt" for i in range(AVERAGE_LAST)]
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise SystemExit(f"{run.name}: not finished, missing {', '.join(missing)}")
-    states = [torch_load(f)["model"] for f in files]
-    cfg = load_config_file(exp / "config.yaml")
-    tok = Tokenizer.load(exp)
-    accents = read_accents(exp / "accents.txt")
-    model = QifusionModel(cfg.model, vocab_size=tok.vocab_size, num_accents=len(accents))
-    model.load_state_dict(average_state_dicts(states))
-    card = {"averaged": [f.name for f in files], "steps": last, "study_run": run.name}
-    return save_model_dir(out or exp / "model", model=model, config=cfg, tokenizer=tok, accents=accents,
-                          card=card, fp16=fp16)
+    files = [f"step_{MAX_STEPS - 100 * i}.pt" for i in reversed(range(AVERAGE_LAST))]
+    return average_checkpoints(exp_dir=exp, num=AVERAGE_LAST, files=files, out_dir=out or exp / "model",
+                               fp16=fp16)
 
 
 def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],

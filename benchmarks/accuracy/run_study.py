@@ -16,19 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec import BY_NAME, RUNS
+from spec import BY_NAME, EXP, RESULTS, ROOT, RUNS
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 
 def done(name: str) -> bool:
-    return (ROOT / "benchmarks" / "results" / "accuracy" / f"{name}.json").exists()
+    return (RESULTS / f"{name}.json").exists()
 
 
 def work(name: str, threads: int) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
-    log = ROOT / "exp" / "study" / f"{name}.out"
+    log = EXP / f"{name}.out"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         for script in ("train_run.py", "eval_run.py"):

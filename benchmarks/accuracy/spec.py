@@ -6,14 +6,20 @@ preset of ``qifusion synth`` at seed 0), so runs differ only in what their name 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXP = ROOT / "exp" / "study"  # training runs (not committed)
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy"  # one result JSON per run (committed)
 
 # Budget shared by every run: fixed steps (not wall time), step checkpoints for averaging the last ones.
 # Sized from the measured speed: ~6 s per step of <= 100 s audio with one thread per run and two runs
 # side by side on this 2-core machine, so ~70 min per run. A first recipe (batches of 50 s, warm-up of
 # 150 steps to lr 2e-3) was unstable (gradient-norm spikes) and still at 87% dev CER after 779 steps;
 # a 400-step warm-up with 100 s batches (the interim models' settings) learns.
+MAX_STEPS = 700
 COMMON = [
-    "train.max_steps=700",
+    f"train.max_steps={MAX_STEPS}",
     "train.scheduler=cosine",
     "train.warmup_steps=400",
     "train.lr=0.002",

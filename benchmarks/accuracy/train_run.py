@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec import BY_NAME, CORPUS, Run
+from qifusion.data.manifest import load_data_dir, write_kaldi_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-EXP = ROOT / "exp" / "study"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from spec import BY_NAME, CORPUS, EXP, MAX_STEPS, ROOT, Run
 
 
 def data_dir(run: Run) -> Path:
@@ -27,25 +26,15 @@ def data_dir(run: Run) -> Path:
     if (dst / "done").exists():
         return dst
     for split in ("train", "dev"):
-        out = dst / split
-        out.mkdir(parents=True, exist_ok=True)
-        keep = {
-            line.split()[0]
-            for line in (src / split / "utt2accent").read_text().splitlines()
-            if line.split()[1] != run.without_accent
-        }
-        for name in ("wav.scp", "text", "utt2accent", "utt2spk", "utt2dur"):
-            if (src / split / name).exists():
-                lines = (src / split / name).read_text().splitlines()
-                (out / name).write_text("".join(ln + "\n" for ln in lines if ln.split(maxsplit=1)[0] in keep))
+        utts = load_data_dir(src / split)
+        write_kaldi_dir([u for u in utts if u.accent != run.without_accent], dst / split)
     (dst / "done").write_text("")
     return dst
 
 
 def finished(run: Run) -> bool:
     """True when the run's last step checkpoint exists."""
-    steps = int(next(o for o in run.all_overrides() if o.startswith("train.max_steps=")).split("=")[1])
-    return (EXP / run.name / f"step_{steps}.pt").exists()
+    return (EXP / run.name / f"step_{MAX_STEPS}.pt").exists()
 
 
 def train(run: Run) -> int:

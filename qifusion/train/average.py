@@ -57,11 +57,13 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
 
 
 def average_checkpoints(
-    *, exp_dir: Path, num: int, by: str = "dev_loss", out_dir: Path | None = None, fp16: bool = False
+    *, exp_dir: Path, num: int, by: str = "dev_loss", out_dir: Path | None = None, fp16: bool = False,
+    files: list[str] | None = None,
 ) -> Path:
     """Average ``num`` checkpoints of ``exp_dir`` into a model dir (default ``EXP/avg_NUM``).
 
     ``fp16`` stores the weights as float16 (half the size; loading casts them back to float32).
+    ``files`` names the checkpoints (e.g. ``["step_500.pt", ...]``) instead of choosing them ``by``.
     """
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.models.model import QifusionModel
@@ -71,7 +73,14 @@ def average_checkpoints(
         raise UserError(f"--num must be >= 1, got {num}")
     if not exp_dir.is_dir():
         raise UserError(f"experiment dir {exp_dir} does not exist")
-    chosen = select_checkpoints(exp_dir, num=num, by=by)
+    if files is None:
+        chosen = select_checkpoints(exp_dir, num=num, by=by)
+    else:
+        index = {e["file"]: e for e in read_index(exp_dir)}
+        missing = [f for f in files if f not in index or not (exp_dir / f).is_file()]
+        if missing:
+            raise UserError(f"{exp_dir}: checkpoint(s) {', '.join(missing)} not found")
+        chosen, by = [index[f] for f in files], "files"
     states = [load_checkpoint(exp_dir / e["file"])["model"] for e in chosen]
     cfg = load_config_file(exp_dir / "config.yaml")
     tokenizer = Tokenizer.load(exp_dir)
