@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from qifusion.config import Config
-from qifusion.data.audio import read_audio
-from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import load_data_dir
+from qifusion.decode.run import load_feature_batch
 
 
 @torch.no_grad()
@@ -23,19 +22,20 @@ def pooled_blocks(model: torch.nn.Module, data_dir: Path, *, config: Config, acc
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled output of every encoder block: features (N, blocks, D) and accent ids (N,)."""
     utts = [u for u in load_data_dir(data_dir) if u.accent in accents]
-    feats_all, labels = [], []
+    feats_all, labels, skipped = [], [], {}  # unreadable or too short utterances are skipped and counted
     for i in range(0, len(utts), batch_size):
-        batch = utts[i : i + batch_size]
-        feats = [compute_fbank(read_audio(u.audio, target_sr=config.data.sample_rate, utt_id=u.utt_id),
-                               sample_rate=config.data.sample_rate, num_mel_bins=config.data.num_mel_bins)
-                 for u in batch]
+        feats, kept, _secs = load_feature_batch(utts[i : i + batch_size], skipped,
+                                                sample_rate=config.data.sample_rate,
+                                                num_mel_bins=config.data.num_mel_bins)
+        if not kept:
+            continue
         lens = torch.tensor([f.shape[0] for f in feats])
         x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
         eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
         m = eo.mask.unsqueeze(-1).to(x.dtype)  # (B, T', 1)
         pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in eo.hidden], dim=1)  # (B, blocks, D)
         feats_all.append(pooled.float())
-        labels += [accents.index(u.accent) for u in batch]
+        labels += [accents.index(u.accent) for u in kept]
     return torch.cat(feats_all), torch.tensor(labels)
 
 

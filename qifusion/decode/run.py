@@ -74,7 +74,7 @@ def decode_dir(
     for i in range(0, len(utts), batch_size):
         batch = utts[i : i + batch_size]
         t0 = time.perf_counter()
-        feats, kept, secs = _load_batch(batch, skipped, sample_rate=loaded.config.data.sample_rate,
+        feats, kept, secs = load_feature_batch(batch, skipped, sample_rate=loaded.config.data.sample_rate,
                                         num_mel_bins=loaded.config.data.num_mel_bins)
         if kept:
             lens = torch.tensor([f.shape[0] for f in feats], device=dev)
@@ -109,7 +109,7 @@ def decode_dir(
     return report
 
 
-def _load_batch(
+def load_feature_batch(
     batch: list[Any], skipped: dict[str, int], *, sample_rate: int, num_mel_bins: int
 ) -> tuple[list[torch.Tensor], list[Any], float]:
     """Fbank (T, F) of each readable utterance; bad ones are counted in ``skipped`` by reason."""
