@@ -29,10 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,21 +38,13 @@ import torch.nn.functional as F
 from qifusion.config import EncoderConfig
 from qifusion.models.conformer import ConformerEncoder
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_common import median_time
+
 SIZES = {
     "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},
     "base": {"output_size": 256, "attention_heads": 4, "linear_units": 2048},
 }
-
-
-def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run(
@@ -94,7 +84,7 @@ def run(
 
     res: dict[str, float] = {}
     if "train" in parts:
-        res["train_step_s"] = round(_median_time(train_step, repeats), 4)
+        res["train_step_s"] = round(median_time(train_step, repeats)[0], 4)
 
     enc.eval()
     one = feats[:1]
@@ -105,7 +95,7 @@ def run(
             F.log_softmax(head(o.out), dim=-1)
 
     if "infer" in parts:
-        res["infer_10s_s"] = round(_median_time(infer, repeats + 2), 4)
+        res["infer_10s_s"] = round(median_time(infer, repeats + 2)[0], 4)
 
     rate, rc = enc.subsampling_rate, enc.right_context
     t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
@@ -123,7 +113,7 @@ def run(
                     torch.set_num_threads(threads)
 
     if "stream" in parts:
-        stream_s = _median_time(stream, repeats)
+        stream_s = median_time(stream, repeats)[0]
         res["stream_10s_s"] = round(stream_s, 4)
         res["per_chunk_ms"] = round(1000 * stream_s / len(starts), 2)
     if profile:

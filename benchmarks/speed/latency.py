@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -29,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_common import command_line
 
 
 def main() -> None:
@@ -99,7 +101,7 @@ def main() -> None:
         "left_chunks": left,
         "mode": args.mode,
         "text": s.result.text,
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command_line(),
     }))
 
 

@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctc_reference import reference_prefix_beam
+from speed_common import command_line, median_time
 
 from qifusion.decode.ctc_search import ctc_prefix_beam
 from qifusion.decode.streaming_search import CtcPrefixBeamState
@@ -50,22 +49,11 @@ def make_log_probs(dist: str, B: int, T: int, V: int, *, seed: int) -> torch.Ten
     return logits.log_softmax(-1)
 
 
-def _median_time(fn, repeat: int) -> tuple[float, object]:
-    """Median wall time of ``repeat`` calls after one untimed warm-up call, and the last result."""
-    out = fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def measure(dist: str, B: int, T: int, V: int, *, beam: int, floor: float | None, repeat: int) -> dict:
     lp = make_log_probs(dist, B, T, V, seed=B)
     lens = torch.full((B,), T)
-    t_vec, vec = _median_time(lambda: ctc_prefix_beam(lp, lens, beam_size=beam, token_min_logp=floor), repeat)
-    t_ref, ref = _median_time(lambda: [reference_prefix_beam(lp[b], beam_size=beam, token_topk=beam,
+    t_vec, vec = median_time(lambda: ctc_prefix_beam(lp, lens, beam_size=beam, token_min_logp=floor), repeat)
+    t_ref, ref = median_time(lambda: [reference_prefix_beam(lp[b], beam_size=beam, token_topk=beam,
                                                            token_min_logp=floor) for b in range(B)], repeat)
     same = all([(h.tokens, h.times) for h in v] == [(r[0], r[2]) for r in rs] for v, rs in zip(vec, ref))
     blank_frac = float((lp[..., 0] > math.log(0.999)).float().mean())
@@ -88,8 +76,8 @@ def measure_streaming(dist: str, T: int, V: int, *, beam: int, chunk: int, repea
             state.nbest(1)
         return state.nbest()
 
-    t_inc, inc = _median_time(run, repeat)
-    t_ref, ref = _median_time(lambda: reference_prefix_beam(lp, beam_size=beam, token_topk=beam,
+    t_inc, inc = median_time(run, repeat)
+    t_ref, ref = median_time(lambda: reference_prefix_beam(lp, beam_size=beam, token_topk=beam,
                                                           token_min_logp=math.log(1e-3)), repeat)
     return {"dist": dist, "mode": "streaming", "chunk": chunk, "frames": T, "vocab": V, "beam": beam,
             "streaming_ms": round(t_inc * 1e3, 2), "loop_ms": round(t_ref * 1e3, 2),
@@ -110,7 +98,7 @@ def main() -> None:
     rows = [measure(d, B, a.frames, a.vocab, beam=a.beam, floor=floor, repeat=a.repeat)
             for d in a.dist for B in a.batch for floor in (math.log(1e-3), None)]
     rows += [measure_streaming(d, a.frames, a.vocab, beam=a.beam, chunk=16, repeat=a.repeat) for d in a.dist]
-    text = json.dumps({"command": shlex.join(["python", *sys.argv]), "threads": torch.get_num_threads(),
+    text = json.dumps({"command": command_line(), "threads": torch.get_num_threads(),
                        "timing": f"median of {a.repeat} after a warm-up", "results": rows}, indent=1)
     print(text)
     if a.out:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shlex
 import socket
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from websockets.asyncio.client import connect
 
 from qifusion.fileio import atomic_write_text
 from qifusion.serve.protocol import parse_server_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_common import command_line
 
 FRAME = 1600  # 100 ms at 16 kHz
 
@@ -137,7 +139,7 @@ def main() -> None:
     if url is None:
         proc, url = start_server(args)
     http = url.replace("ws://", "http://").split("?")[0]
-    results = {"command": shlex.join(["python", *sys.argv]), "backend": args.backend,
+    results = {"command": command_line(), "backend": args.backend,
                "chunk_size": args.chunk_size, "realtime": not args.no_realtime, "levels": []}
     try:
         for n in [int(x) for x in args.streams.split(",")]:

@@ -30,6 +30,22 @@ def command_line() -> str:
     return shlex.join(["python", *sys.argv])
 
 
+def median_time(fn: Any, repeats: int, *, warmup: int = 1) -> tuple[float, Any]:
+    """Median wall seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls, and the last
+    call's result."""
+    import time
+
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return median(times), out
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
