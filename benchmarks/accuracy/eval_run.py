@@ -22,7 +22,7 @@ from probe import block_probe
 from spec import AVERAGE_LAST, BY_NAME, CORPUS, EXP, MAX_STEPS, RESULTS, ROOT, Run
 
 from qifusion.decode.run import decode_dir
-from qifusion.eval.metrics import cer_counts
+from qifusion.eval.metrics import cer_counts, cer_units
 from qifusion.fileio import atomic_write_text
 from qifusion.modeldir import load_model_dir
 from qifusion.train.average import average_checkpoints
@@ -54,7 +54,7 @@ def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...]
             rows.sort(key=lambda r: r["utt_id"])
             if "utts" not in res:
                 res["utts"] = {"ids": [r["utt_id"] for r in rows], "accent": [r["accent"] for r in rows],
-                               "ref_chars": [cer_counts(r["ref"], r["ref"]).ref_len for r in rows]}
+                               "ref_chars": [len(cer_units(r["ref"])) for r in rows]}
             assert [r["utt_id"] for r in rows] == res["utts"]["ids"], "decodes disagree on utterances"
             res["modes"][key] = {
                 "cer": rep["cer"], "wer": rep["wer"], "rtf": rep["rtf"],
