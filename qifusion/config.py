@@ -105,7 +105,7 @@ class ModelConfig:
     accent: AccentConfig = field(default_factory=AccentConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     ctc_weight: float = 0.3
-    aid_weight: float = 10.0  # see docs/model.md "Loss weights"
+    aid_weight: float = 1.0  # see docs/model.md "Loss weights"
     reverse_weight: float = 0.0
     lsm_weight: float = 0.1  # label smoothing of the attention decoder
 
