@@ -3,7 +3,8 @@
 Averages the run's last step checkpoints into ``exp/study/NAME/model``, decodes the test split in every
 mode x chunk size, the dev split (rescoring, full and chunk 16) and, for the main runs, the held-back
 set, probes how much accent each encoder block carries, and writes
-``benchmarks/results/accuracy/NAME.json`` (atomically; an existing result is kept unless ``--force``).
+``benchmarks/results/accuracy/NAME.json`` (atomically; an existing result is kept unless ``--force``,
+except that a main run's result without the held-back set gets it added).
 Per-utterance error counts are stored so the report can bootstrap.
 """
 from __future__ import annotations
@@ -82,11 +83,29 @@ def train_summary(exp: Path) -> dict[str, Any]:
     }
 
 
+def wants_heldout(run: Run) -> bool:
+    return run.group == "main" and HELDOUT.exists()
+
+
+def add_heldout(run: Run, out_json: Path) -> Path:
+    """Complete an existing result with the held-back set when it lacks it (e.g. a run that became a main
+    run after its evaluation, or data/heldout created later); otherwise leave the result as it is."""
+    result = json.loads(out_json.read_text())
+    if not wants_heldout(run) or "heldout" in result["sets"]:
+        print(f"{run.name}: {out_json} exists (use --force to redo)")
+        return out_json
+    exp = EXP / run.name
+    result["sets"]["heldout"] = decode_set(average(run), HELDOUT, exp / "decode" / "heldout", modes=MODES,
+                                           chunks=(-1, 16))
+    atomic_write_text(out_json, json.dumps(result, separators=(",", ":")) + "\n")
+    print(f"{run.name}: added the held-back set to {out_json}")
+    return out_json
+
+
 def evaluate(run: Run, *, force: bool) -> Path:
     out_json = RESULTS / f"{run.name}.json"
     if out_json.exists() and not force:
-        print(f"{run.name}: {out_json} exists (use --force to redo)")
-        return out_json
+        return add_heldout(run, out_json)
     t0 = time.time()
     exp = EXP / run.name
     model_dir = average(run)
@@ -106,7 +125,7 @@ def evaluate(run: Run, *, force: bool) -> Path:
                                         chunks=CHUNKS)
     result["sets"]["dev"] = decode_set(model_dir, corpus / "dev", exp / "decode" / "dev",
                                        modes=("attention_rescoring",), chunks=(-1, 16))
-    if run.group == "main" and HELDOUT.exists():
+    if wants_heldout(run):
         result["sets"]["heldout"] = decode_set(model_dir, HELDOUT, exp / "decode" / "heldout",
                                                modes=MODES, chunks=(-1, 16))
     if run.without_accent is None:
