@@ -200,3 +200,16 @@ def test_bad_result_file_is_named(tmp_path: Path) -> None:
     (d / "baseline_s0.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match="malformed sets"):
         load_results(d)
+
+
+def test_aid_at_chance_is_called_out(results: Path, tmp_path: Path) -> None:
+    md = tmp_path / "r" / "RESULTS.md"
+    assert "at chance level" not in generate(results, md, md.parent / "results", speed="")
+    stuck = fake_run("qifusion_s0", group="main", seed=0, errors=half(BASE_ERR), aid=True)
+    for split in stuck["sets"].values():
+        for mode in split["modes"].values():
+            mode["pred_accent"] = ["en-us"] * 6  # the majority class for every utterance: 3/6 right
+    write_runs(results, [stuck])
+    text = generate(results, md, md.parent / "results", speed="")
+    assert "| qifusion_s0 | 50.0% |" in text
+    assert "The AID is at chance level (50.0%, the share of the largest test accent; it predicts 1" in text

@@ -44,6 +44,15 @@ def section_aid(doc: Doc, study: Study) -> None:
     doc.h(3, f"Confusion, Qifusion, full context, summed over {len(qif)} seed(s) (rows: reference)")
     doc.table(["", *labels], [[f"**{a}**", *map(str, row)] for a, row in zip(labels, matrix)])
     acc = mean_aid(qif, "test", mode_key(RESC, "full"))
+    test = qif[0]["sets"]["test"]
+    refs = test["utts"]["accent"]
+    chance = max(refs.count(a) for a in set(refs)) / len(refs)
+    predicted = {p for r in qif for p in r["sets"]["test"]["modes"][mode_key(RESC, "full")]["pred_accent"]}
+    if acc is not None and acc <= chance + 0.02:
+        doc.p(f"The AID is at chance level ({pct(chance)}, the share of the largest test accent; it predicts",
+              f"{len(predicted)} distinct accent(s)), so no CER difference in this study can come from",
+              "identifying the accent; the ablations (parameter-matched baseline, LAF + AID without fusion,",
+              "oracle) say where it comes from.")
     doc.image("aid_confusion.png", "AID confusion matrix",
               plot_confusion, labels, matrix, title=f"Qifusion AID, test, full context ({pct(acc)})")
 
