@@ -2,7 +2,9 @@
 
 The fake microphone plays a test wav (``--use-file-for-fake-audio-capture``); the page captures it with
 an AudioWorklet, resamples to 16 kHz and streams it to the server. The file-upload path decodes the
-same wav with WebAudio. Both must show the transcript the Recognizer itself gives for that wav.
+same wav with WebAudio. Both must show the transcript the Recognizer itself gives for the audio the
+server received, and that audio must be the wav (file: to within one 16-bit step; microphone: its
+loudness contour and speech span).
 """
 
 from __future__ import annotations
@@ -131,9 +133,12 @@ def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus):
         driver.find_element(By.ID, "file").send_keys(str(wav))
         driver.find_element(By.ID, "file-send").click()
         assert wait_state(driver, {"done"}) == "done", page_text(driver, "status")
-        assert page_text(driver, "final") == expected
         sent = np.concatenate(rec.received[-1])  # the samples, to within one 16-bit step of WebAudio decoding
         assert sent.shape == audio.shape and np.abs(sent - audio).max() <= 1 / 32768
+        # the page shows exactly the Recognizer's transcript of what it received (the tiny test model is so
+        # undertrained that a one-step difference in a sample can change a token, so not `expected` itself)
+        file_expected = " ".join(t for t in direct_finals(rec.rec, sent, continuous=True) if t)
+        assert page_text(driver, "final") == file_expected and file_expected
         assert page_text(driver, "accent") in rec.accents
         assert "% confidence" in page_text(driver, "accent-prob")
 
