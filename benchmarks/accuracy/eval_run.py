@@ -87,6 +87,16 @@ def wants_heldout(run: Run) -> bool:
     return run.group == "main" and HELDOUT.exists()
 
 
+def decode_heldout(run: Run, model_dir: Path) -> dict[str, Any]:
+    """The held-back set in both modes at full context and chunk 16."""
+    return decode_set(model_dir, HELDOUT, EXP / run.name / "decode" / "heldout", modes=MODES, chunks=(-1, 16))
+
+
+def write_result(out_json: Path, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_json, json.dumps(result, separators=(",", ":")) + "\n")
+
+
 def add_heldout(run: Run, out_json: Path) -> Path:
     """Complete an existing result with the held-back set when it lacks it (e.g. a run that became a main
     run after its evaluation, or data/heldout created later); otherwise leave the result as it is."""
@@ -94,10 +104,8 @@ def add_heldout(run: Run, out_json: Path) -> Path:
     if not wants_heldout(run) or "heldout" in result["sets"]:
         print(f"{run.name}: {out_json} exists (use --force to redo)")
         return out_json
-    exp = EXP / run.name
-    result["sets"]["heldout"] = decode_set(average(run), HELDOUT, exp / "decode" / "heldout", modes=MODES,
-                                           chunks=(-1, 16))
-    atomic_write_text(out_json, json.dumps(result, separators=(",", ":")) + "\n")
+    result["sets"]["heldout"] = decode_heldout(run, average(run))
+    write_result(out_json, result)
     print(f"{run.name}: added the held-back set to {out_json}")
     return out_json
 
@@ -126,14 +134,12 @@ def evaluate(run: Run, *, force: bool) -> Path:
     result["sets"]["dev"] = decode_set(model_dir, corpus / "dev", exp / "decode" / "dev",
                                        modes=("attention_rescoring",), chunks=(-1, 16))
     if wants_heldout(run):
-        result["sets"]["heldout"] = decode_set(model_dir, HELDOUT, exp / "decode" / "heldout",
-                                               modes=MODES, chunks=(-1, 16))
+        result["sets"]["heldout"] = decode_heldout(run, model_dir)
     if run.without_accent is None:
         result["block_probe"] = block_probe(model, config=loaded.config, accents=loaded.accents,
                                             train_dir=corpus / "dev", test_dir=corpus / "test")
     result["eval_wall_s"] = round(time.time() - t0, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_json, json.dumps(result, separators=(",", ":")) + "\n")
+    write_result(out_json, result)
     print(f"{run.name}: wrote {out_json} ({result['eval_wall_s']} s)")
     return out_json
 

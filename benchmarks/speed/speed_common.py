@@ -20,6 +20,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,6 @@ def command_line() -> str:
 def median_time(fn: Any, repeats: int, *, warmup: int = 1) -> tuple[float, Any]:
     """Median wall seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls, and the last
     call's result."""
-    import time
-
     out = None
     for _ in range(warmup):
         out = fn()
