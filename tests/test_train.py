@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -18,7 +19,9 @@ import torch
 
 from qifusion.cli import main
 from qifusion.config import TrainConfig
+from qifusion.errors import UserError
 from qifusion.train.ddp import DistInfo
+from qifusion.train.logs import MetricsLog
 from qifusion.train.loop import Trainer
 from qifusion.train.scheduler import WarmupCosineLR, WarmupLR
 
@@ -177,6 +180,33 @@ def test_grad_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     assert state.step == 4  # 4 batches per epoch: one step of 3 + one flushed step of 1, twice
     assert state.epoch == 2 and state.epoch_done
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_1.pt", "epoch_2.pt"]
+
+
+class _WithParts(_StandIn):
+    """Stand-in that also returns loss parts: ``loss_aid`` = call index, ``aid_acc`` = 0.5."""
+
+    def forward(self, feats, feats_lens, tokens, token_lens, accents):
+        out = super().forward(feats, feats_lens, tokens, token_lens, accents)
+        return {**out, "loss_aid": torch.tensor(float(self.calls)), "aid_acc": torch.tensor(0.5)}
+
+
+def test_train_log_has_loss_parts_averaged_over_the_interval(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    model = _WithParts(nan_at=(3,))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    tr = Trainer(model=model, optimizer=opt, scheduler=WarmupLR(opt, warmup_steps=2),
+                 train_loader=_ListLoader(_batches(4)), cfg=TrainConfig(log_interval=2, max_epochs=1),
+                 dist_info=DistInfo(), exp_dir=tmp_path, progress=False,
+                 metrics=MetricsLog(tmp_path, enabled=True, tensorboard=False))
+    with caplog.at_level(logging.INFO, logger="qifusion.train"):
+        tr.fit()
+    recs = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r["kind"] == "train"]
+    # calls 1, 2 -> steps 1, 2 (logged: mean of calls 1 and 2); call 3 is non-finite (no step, its parts not
+    # counted); call 4 -> step 3 (not a multiple of the interval)
+    assert [(r["step"], r["loss_aid"], r["aid_acc"]) for r in train] == [(2, 1.5, 0.5)]
+    assert "loss_ctc" not in train[0] and "loss_att" not in train[0]  # parts the model lacks are absent
+    assert "step 2 loss" in caplog.text and "loss_aid 1.5000 aid_acc 0.5000" in caplog.text
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -372,3 +402,17 @@ def test_average_by_last_takes_newest_steps_of_either_kind(tmp_path: Path) -> No
     (tmp_path / "checkpoints.json").write_text(json.dumps(index))
     chosen = [e["file"] for e in select_checkpoints(tmp_path, num=3, by="last")]
     assert chosen == ["step_100.pt", "epoch_2.pt", "step_300.pt"]  # step 200 counted once
+
+
+def test_loss_plot_draws_the_logged_parts(tmp_path: Path) -> None:
+    from qifusion.train.plot import plot_loss_curves
+
+    recs = [{"kind": "train", "epoch": 1, "step": s, "loss": 3.0 / s, "loss_ctc": 2.0 / s,
+             "loss_aid": 1.0 / s, "aid_acc": 0.1 * s} for s in (1, 2, 3)]
+    recs.append({"kind": "epoch", "epoch": 1, "step": 3, "dev_loss": 1.2, "dev_cer": 40.0,
+                 "dev_aid_acc": 0.3})
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = plot_loss_curves(tmp_path)
+    assert out == tmp_path / "loss.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(UserError, match=r"train_log\.jsonl does not exist"):
+        plot_loss_curves(tmp_path / "missing")

@@ -1,7 +1,8 @@
 """Training logs: ``EXP/train.log`` (text), TensorBoard events, and ``EXP/train_log.jsonl``.
 
 ``train_log.jsonl`` has one JSON object per line: ``{"kind": "train", "epoch", "step", "loss", "lr",
-"audio_per_s", ...}`` every ``log_interval`` steps and ``{"kind": "epoch", "epoch", "step", "dev_loss",
+"audio_per_s", ...}`` (plus the model's loss parts ``loss_ctc``, ``loss_att``, ``loss_aid``, ``aid_acc``,
+averaged over the interval) every ``log_interval`` steps and ``{"kind": "epoch", "epoch", "step", "dev_loss",
 "dev_cer", "dev_aid_acc", ...}`` after each epoch; :mod:`qifusion.train.plot` draws it. Only rank 0
 writes; other ranks get a logger that only prints warnings.
 """

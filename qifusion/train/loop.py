@@ -32,6 +32,8 @@ from qifusion.train import checkpoint as ckpt
 from qifusion.train.ddp import DistInfo, all_reduce, average_gradients, barrier
 from qifusion.train.logs import LOG, MetricsLog
 
+# loss parts of the model's output dict that are logged next to the total (mean over the interval)
+LOSS_PARTS = ("loss_ctc", "loss_att", "loss_aid", "aid_acc")
 EvalFn = Callable[[torch.nn.Module], dict[str, float]]
 
 
@@ -90,7 +92,12 @@ class Trainer:
         self._micro = 0  # micro-batches in the current accumulation cycle
         self._valid = 0  # of which had a finite loss (backward done)
         self._synced = True  # whether the last backward all-reduced the gradients
-        self._win = {"loss": 0.0, "n": 0, "audio": 0.0, "t0": time.perf_counter()}
+        self._win = self._new_window()
+
+    @staticmethod
+    def _new_window() -> dict[str, Any]:
+        """Running sums of the current logging interval (``parts``: loss part -> sum over micro-batches)."""
+        return {"loss": 0.0, "n": 0, "audio": 0.0, "t0": time.perf_counter(), "parts": {}}
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
@@ -264,6 +271,11 @@ class Trainer:
             self._synced = sync
             self._win["loss"] += loss_value
             self._win["n"] += 1
+            for k in LOSS_PARTS:  # the model's loss parts (absent parts are not logged)
+                if k in out:
+                    part = self._win["parts"].setdefault(k, [0.0, 0])
+                    part[0] += float(out[k].detach().float())
+                    part[1] += 1
         else:
             self.state.skipped_nonfinite_loss += 1
             st = self.state
@@ -308,7 +320,10 @@ class Trainer:
         rec = {"kind": "train", "epoch": self.state.epoch, "step": self.state.step,
                "loss": w["loss"] / max(w["n"], 1), "lr": self.scheduler.get_last_lr()[0], "grad_norm": gnorm,
                "audio_per_s": w["audio"] / el, "skipped_nonfinite_loss": self.state.skipped_nonfinite_loss}
+        parts = {k: total / n for k, (total, n) in w["parts"].items() if n}
+        rec.update(parts)
         self.metrics.write(rec)
-        LOG.info("epoch %d step %d loss %.4f lr %.3e %.1f s audio/s", rec["epoch"], rec["step"], rec["loss"],
-                 rec["lr"], rec["audio_per_s"])
-        self._win = {"loss": 0.0, "n": 0, "audio": 0.0, "t0": time.perf_counter()}
+        parts_text = "".join(f" {k} {v:.4f}" for k, v in parts.items())
+        LOG.info("epoch %d step %d loss %.4f%s lr %.3e %.1f s audio/s", rec["epoch"], rec["step"],
+                 rec["loss"], parts_text, rec["lr"], rec["audio_per_s"])
+        self._win = self._new_window()
