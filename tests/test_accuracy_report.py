@@ -213,3 +213,28 @@ def test_aid_at_chance_is_called_out(results: Path, tmp_path: Path) -> None:
     text = generate(results, md, md.parent / "results", speed="")
     assert "| qifusion_s0 | 50.0% |" in text
     assert "The AID is at chance level (50.0%, the share of the largest test accent; it predicts 1" in text
+
+
+def _aid_fit(run: str, train_corr: float) -> dict:
+    split = {"n": 16, "acc_mean_posterior": 0.125, "acc_prior_corrected": train_corr,
+             "distinct_predicted": 1, "distinct_predicted_prior_corrected": 3}
+    return {"run": run, "per_accent": 2, "seed": 0, "train_prior": {f"a{i}": 0.125 for i in range(8)},
+            "train": split, "dev": {**split, "acc_prior_corrected": 0.2},
+            "fbank_stats_probe_train_to_dev": 0.215}
+
+
+def test_aid_fit_table_and_underfit_verdict(results: Path, tmp_path: Path) -> None:
+    md = tmp_path / "r" / "RESULTS.md"
+    assert "Does the AID head fit" not in generate(results, md, md.parent / "results", speed="")
+    aid_dir = results.with_name("accuracy_aid")
+    aid_dir.mkdir()
+    (aid_dir / "qifusion_s0.json").write_text(json.dumps(_aid_fit("qifusion_s0", 0.2)))
+    (aid_dir / "aid3_s0.json").write_text(json.dumps(_aid_fit("aid3_s0", 0.9)))
+    text = generate(results, md, md.parent / "results", speed="")
+    assert "| qifusion_s0 | 12.5% | 20.0% | 12.5% | 20.0% | 21.5% |" in text
+    assert "| aid3_s0 | 12.5% | 90.0% |" in text
+    assert "Chance is 12.5% (8 accents" in text
+    assert "qifusion_s0: below 50% even on training utterances" in text  # aid3_s0 fits: not named
+    (aid_dir / "aid3_s0.json").write_text(json.dumps({"run": "aid3_s0", "train": {}}))
+    with pytest.raises(DataError, match=r"aid3_s0\.json: not an aid_fit\.py result"):
+        generate(results, md, md.parent / "results", speed="")

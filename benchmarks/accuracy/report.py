@@ -32,7 +32,7 @@ from report_main import (
     section_streaming,
     section_targets,
 )
-from report_stats import BOOTSTRAP_B, BOOTSTRAP_SEED, MAJORITY_ACCENT, load_results
+from report_stats import BOOTSTRAP_B, BOOTSTRAP_SEED, MAJORITY_ACCENT, load_aid_fit, load_results
 from spec import AVERAGE_LAST, COMMON, CORPUS, HELD_OUT_ACCENT, RUNS
 
 from qifusion.errors import UserError
@@ -88,7 +88,7 @@ def header(doc: Doc, study: Study) -> None:
 
 def build(results_dir: Path, md_path: Path, plots_dir: Path, *, speed: str) -> Doc:
     """The whole report (Markdown lines + plot writers) from the JSONs under ``results_dir``."""
-    study = Study(load_results(results_dir))
+    study = Study(load_results(results_dir), load_aid_fit(results_dir.with_name("accuracy_aid")))
     doc = Doc(plots_dir=plots_dir, link_prefix=rel_link(plots_dir, md_path))
     header(doc, study)
     section_targets(doc, study)

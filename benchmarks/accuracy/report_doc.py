@@ -31,6 +31,7 @@ class Study:
     """The result JSONs that exist, by run name."""
 
     runs: dict[str, dict[str, Any]]
+    aid_fit: dict[str, dict[str, Any]] = field(default_factory=dict)  # aid_fit.py's diagnostics, by run
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.runs.get(name)

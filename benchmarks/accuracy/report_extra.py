@@ -9,7 +9,7 @@ from report_doc import CHUNKS, DASH, GREEDY, RESC, Doc, Study, f2, mode_key, mod
 from report_main import mean_aid
 from report_plots import Panel, plot_confusion, plot_grouped_bars, plot_panels
 from report_stats import aid_accuracy, compare, confusion, rel_change, run_cer, seed_stats
-from spec import BY_NAME, HELD_OUT_ACCENT
+from spec import BY_NAME, HELD_OUT_ACCENT, RUNS
 
 from qifusion.config import load_config
 
@@ -55,6 +55,33 @@ def section_aid(doc: Doc, study: Study) -> None:
               "oracle) say where it comes from.")
     doc.image("aid_confusion.png", "AID confusion matrix",
               plot_confusion, labels, matrix, title=f"Qifusion AID, test, full context ({pct(acc)})")
+    section_aid_fit(doc, study)
+
+
+def section_aid_fit(doc: Doc, study: Study) -> None:
+    """Training-set fit of the AID head (``aid_fit.py``): over- or under-fitting, prior or no signal."""
+    fits = [study.aid_fit[r.name] for r in RUNS if r.name in study.aid_fit]
+    if not fits:
+        return
+    per = fits[0]["per_accent"]
+    doc.h(3, "Does the AID head fit its training data?")
+    n_acc = len(fits[0]["train_prior"])
+    doc.p(f"`python benchmarks/accuracy/aid_fit.py NAME`: {per} utterances per accent from train and from",
+          "dev (fixed seed). *mean post.* is the model's rule (argmax of the mean frame posterior);",
+          "*prior-corr.* divides the training prior out of every frame first. Chance is",
+          f"{pct(1 / n_acc)} ({n_acc} accents, balanced samples). The last column is a model-free",
+          "reference: a linear probe on each utterance's fbank mean and std, fitted on the train sample and",
+          "scored on the dev sample.")
+    rows = [[f["run"], pct(f["train"]["acc_mean_posterior"]), pct(f["train"]["acc_prior_corrected"]),
+             pct(f["dev"]["acc_mean_posterior"]), pct(f["dev"]["acc_prior_corrected"]),
+             pct(f["fbank_stats_probe_train_to_dev"])] for f in fits]
+    doc.table(["run", "train, mean post.", "train, prior-corr.", "dev, mean post.", "dev, prior-corr.",
+               "fbank-stats probe"], rows)
+    under = [f["run"] for f in fits if f["train"]["acc_prior_corrected"] < 0.5]
+    if under:
+        doc.p(f"{', '.join(under)}: below 50% even on training utterances with the prior divided out, so the",
+              "head under-fits (it has not learnt accent, it is not overfitting the training voices), and",
+              "more training or a stronger accent signal, not regularisation, is what it lacks.")
 
 
 def section_layers(doc: Doc, study: Study) -> None:

@@ -54,6 +54,21 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def load_aid_fit(aid_dir: Path) -> dict[str, dict[str, Any]]:
+    """``aid_fit.py``'s ``NAME.json`` files in ``aid_dir`` -> {run: result}; a bad one raises DataError."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(aid_dir.glob("*.json")) if aid_dir.is_dir() else []:
+        try:
+            res = json.loads(path.read_text())
+            for split in ("train", "dev"):
+                float(res[split]["acc_mean_posterior"]), float(res[split]["acc_prior_corrected"])
+            float(res["fbank_stats_probe_train_to_dev"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not an aid_fit.py result ({type(e).__name__}: {e})") from e
+        out[path.stem] = res
+    return out
+
+
 def _check_sets(path: Path, sets: dict[str, Any]) -> None:
     """Every per-utterance list of every set and mode has one item per utterance id."""
     for name, s in sets.items():
