@@ -238,3 +238,13 @@ def test_aid_fit_table_and_underfit_verdict(results: Path, tmp_path: Path) -> No
     (aid_dir / "aid3_s0.json").write_text(json.dumps({"run": "aid3_s0", "train": {}}))
     with pytest.raises(DataError, match=r"aid3_s0\.json: not an aid_fit\.py result"):
         generate(results, md, md.parent / "results", speed="")
+
+
+def test_per_seed_reductions_pair_same_seeds(results: Path, tmp_path: Path) -> None:
+    write_runs(results, [fake_run("qifusion_s1", group="main", seed=1, errors=BASE_ERR)])  # no gain at seed 1
+    md = tmp_path / "r" / "RESULTS.md"
+    text = generate(results, md, md.parent / "results", speed="")
+    # seed 0: 20 -> 10 errors (+50%), seed 1: 20 -> 20 (+0%); pooled means 20 -> 15 (+25%)
+    assert "| resc. full | 16.67 -> 12.50 | +25.0% [" in text
+    assert text.split("| resc. full | 16.67 -> 12.50 |")[1].split("\n")[0].endswith("| +50.0%, +0.0% |")
+    assert "per seed: +50.0%, +0.0%" in text  # the targets table's note
