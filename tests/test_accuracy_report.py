@@ -235,6 +235,15 @@ def test_aid_fit_table_and_underfit_verdict(results: Path, tmp_path: Path) -> No
     assert "| aid3_s0 | 12.5% | 90.0% |" in text
     assert "Chance is 12.5% (8 accents" in text
     assert "qifusion_s0: below 50% even on training utterances" in text  # aid3_s0 fits: not named
+    assert "--frozen-head" not in text
+    fit = _aid_fit("qifusion_s0", 0.2)
+    fit["frozen_head"] = {"n_train": 16, "n_dev": 8, "epochs": 5,
+                          "encoder": {"final_train": 1.0, "final_dev": 0.25},
+                          "fbank": {"final_train": 0.5, "final_dev": 0.125}}
+    (aid_dir / "qifusion_s0.json").write_text(json.dumps(fit))
+    text = generate(results, md, md.parent / "results", speed="")
+    assert "`aid_fit.py NAME --frozen-head 2`" in text and "16 train and 8 dev utterances" in text
+    assert "| qifusion_s0 | 100.0% | 25.0% | 50.0% | 12.5% |" in text
     (aid_dir / "aid3_s0.json").write_text(json.dumps({"run": "aid3_s0", "train": {}}))
     with pytest.raises(DataError, match=r"aid3_s0\.json: not an aid_fit\.py result"):
         generate(results, md, md.parent / "results", speed="")

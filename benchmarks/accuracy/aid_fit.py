@@ -9,7 +9,10 @@ model's own rule (argmax of the mean frame posterior) and the same with the trai
 dev accuracy means the head overfits the training voices; chance on both means it has not learnt accent
 at all (under-fitting), and the prior-corrected rule tells whether the majority accent merely outweighs
 a weak signal. A model-free reference: a linear probe on each utterance's mean and std of fbank, fitted
-on training utterances and scored on dev. Writes ``benchmarks/results/accuracy_aid/NAME.json``.
+on training utterances and scored on dev. With ``--frozen-head``, a small utterance-level head (frame
+MLP, mean+std pooling, linear; x-vector style) is also trained on the FROZEN encoder's block outputs and,
+as the model-free reference, on fbank frames: can accent be learnt from what the encoder computes?
+Writes ``benchmarks/results/accuracy_aid/NAME.json``.
 """
 from __future__ import annotations
 
@@ -75,7 +78,86 @@ def rule_accuracy(posts: list[torch.Tensor], labels: torch.Tensor, log_prior: to
             "distinct_predicted_prior_corrected": int(corrected.unique().numel())}
 
 
-def aid_fit(name: str, *, per: int) -> dict[str, Any]:
+class PooledHead(torch.nn.Module):
+    """Frame MLP -> mean and std over the utterance's frames -> linear: list of (T, D) -> (N, A)."""
+
+    def __init__(self, dim: int, num_classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.frame = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                         torch.nn.Linear(hidden, hidden), torch.nn.ReLU())
+        self.out = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(2 * hidden, num_classes))
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        z = [self.frame(x) for x in xs]
+        return self.out(torch.stack([torch.cat([zi.mean(0), zi.std(0)]) for zi in z]))
+
+
+@torch.no_grad()
+def block_frames(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
+                 batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Utterance]]:
+    """Per kept utterance: all encoder blocks' outputs concatenated (T', blocks*D) and its fbank (T, F)."""
+    enc, fb, kept_all = [], [], []
+    for i in range(0, len(utts), batch_size):
+        feats, kept, _ = load_feature_batch(utts[i : i + batch_size], {}, sample_rate=sample_rate,
+                                            num_mel_bins=num_mel_bins)
+        if not kept:
+            continue
+        lens = torch.tensor([f.shape[0] for f in feats])
+        eo = model.encoder(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens, chunk_size=-1,
+                           left_chunks=-1)
+        hidden = torch.cat(eo.hidden, -1)
+        n = eo.mask.sum(1)
+        enc += [hidden[b, : int(n[b])].float() for b in range(len(kept))]
+        fb += [f.float() for f in feats]
+        kept_all += kept
+    return enc, fb, kept_all
+
+
+def train_head(xtr: list[torch.Tensor], ytr: torch.Tensor, xdv: list[torch.Tensor], ydv: torch.Tensor, *,
+               num_classes: int, epochs: int, seed: int = SEED) -> list[list[float]]:
+    """Train a :class:`PooledHead` (Adam 1e-3, batch 32) on standardised frames; [[epoch, train acc, dev
+    acc], ...] every 5 epochs."""
+    torch.manual_seed(seed)
+    frames = torch.cat(xtr)
+    mean, std = frames.mean(0), frames.std(0) + 1e-5
+    xtr, xdv = [(x - mean) / std for x in xtr], [(x - mean) / std for x in xdv]
+    head = PooledHead(frames.shape[1], num_classes)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    order, curve = list(range(len(xtr))), []
+    for ep in range(1, epochs + 1):
+        head.train()
+        random.Random(seed + ep).shuffle(order)
+        for i in range(0, len(order), 32):
+            idx = order[i : i + 32]
+            loss = torch.nn.functional.cross_entropy(head([xtr[j] for j in idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if ep % 5 == 0 or ep == epochs:
+            head.eval()
+            with torch.no_grad():
+                acc = [float((head(x).argmax(-1) == y).float().mean()) for x, y in ((xtr, ytr), (xdv, ydv))]
+            curve.append([ep, round(acc[0], 4), round(acc[1], 4)])
+    return curve
+
+
+def frozen_heads(model: torch.nn.Module, train: list[Utterance], dev: list[Utterance], *, accents: list[str],
+                 sample_rate: int, num_mel_bins: int, epochs: int) -> dict[str, Any]:
+    """Pooled heads on the frozen encoder's blocks and on fbank: {"encoder"|"fbank": {"curve": ...}}."""
+    out: dict[str, Any] = {"n_train": 0, "n_dev": 0, "epochs": epochs}
+    data = {}
+    for split, utts in (("train", train), ("dev", dev)):
+        enc, fb, kept = block_frames(model, utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins)
+        data[split] = (enc, fb, torch.tensor([accents.index(u.accent) for u in kept]))
+        out[f"n_{split}"] = len(kept)
+    for k, name in ((0, "encoder"), (1, "fbank")):
+        curve = train_head(data["train"][k], data["train"][2], data["dev"][k], data["dev"][2],
+                           num_classes=len(accents), epochs=epochs)
+        out[name] = {"curve": curve, "final_train": curve[-1][1], "final_dev": curve[-1][2]}
+    return out
+
+
+def aid_fit(name: str, *, per: int, frozen_per: int = 0, epochs: int = 30) -> dict[str, Any]:
     """The diagnostic of one run (its averaged model ``exp/study/NAME/model``)."""
     loaded = load_model_dir(EXP / name / "model")
     model, accents, cfg = loaded.model.eval(), loaded.accents, loaded.config
@@ -101,6 +183,12 @@ def aid_fit(name: str, *, per: int) -> dict[str, Any]:
     with torch.no_grad():
         acc = float((lin(stats["dev"][0]).argmax(-1) == stats["dev"][1]).float().mean())
     out["fbank_stats_probe_train_to_dev"] = round(acc, 4)
+    if frozen_per > 0:
+        train_s = balanced(train_all, accents, frozen_per)
+        dev_s = balanced(load_data_dir(corpus / "dev"), accents, max(1, frozen_per // 2))
+        dc = cfg.data
+        out["frozen_head"] = frozen_heads(model, train_s, dev_s, accents=accents, epochs=epochs,
+                                          sample_rate=dc.sample_rate, num_mel_bins=dc.num_mel_bins)
     return out
 
 
@@ -108,11 +196,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="+", help="evaluated runs of spec.RUNS with an AID head")
     ap.add_argument("--per", type=int, default=25, help="utterances per accent and split (default 25)")
+    ap.add_argument("--frozen-head", type=int, default=0, metavar="N",
+                    help="also train pooled heads on N train utterances per accent (dev: N/2); 0 = skip")
+    ap.add_argument("--epochs", type=int, default=30, help="epochs of the frozen heads (default 30)")
     args = ap.parse_args()
     for name in args.names:
         if name not in BY_NAME:
             raise SystemExit(f"unknown run {name!r}; runs: {', '.join(BY_NAME)}")
-        res = aid_fit(name, per=args.per)
+        res = aid_fit(name, per=args.per, frozen_per=args.frozen_head, epochs=args.epochs)
         OUT.mkdir(parents=True, exist_ok=True)
         atomic_write_text(OUT / f"{name}.json", json.dumps(res, indent=1) + "\n")
         print(f"{name}: train {res['train']}, dev {res['dev']}, "

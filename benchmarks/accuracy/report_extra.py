@@ -77,6 +77,17 @@ def section_aid_fit(doc: Doc, study: Study) -> None:
              pct(f["fbank_stats_probe_train_to_dev"])] for f in fits]
     doc.table(["run", "train, mean post.", "train, prior-corr.", "dev, mean post.", "dev, prior-corr.",
                "fbank-stats probe"], rows)
+    frozen = [f for f in fits if "frozen_head" in f]
+    if frozen:
+        fh = frozen[0]["frozen_head"]
+        doc.p(f"`aid_fit.py NAME --frozen-head {fh['n_train'] // n_acc}`: a small utterance-level head",
+              "(frame MLP, mean + std pooling, linear) trained on the frozen encoder's block outputs (all",
+              "blocks concatenated) and, as the reference, on fbank frames;",
+              f"{fh['n_train']} train and {fh['n_dev']} dev utterances, balanced, {fh['epochs']} epochs",
+              "(accuracy after the last).")
+        doc.table(["run", "encoder head, train", "encoder head, dev", "fbank head, train", "fbank head, dev"],
+                  [[f["run"], *(pct(f["frozen_head"][k][s]) for k in ("encoder", "fbank")
+                                for s in ("final_train", "final_dev"))] for f in frozen])
     under = [f["run"] for f in fits if f["train"]["acc_prior_corrected"] < 0.5]
     if under:
         doc.p(f"{', '.join(under)}: below 50% even on training utterances with the prior divided out, so the",
