@@ -257,3 +257,28 @@ def test_per_seed_reductions_pair_same_seeds(results: Path, tmp_path: Path) -> N
     assert "| resc. full | 16.67 -> 12.50 | +25.0% [" in text
     assert text.split("| resc. full | 16.67 -> 12.50 |")[1].split("\n")[0].endswith("| +50.0%, +0.0% |")
     assert "per seed: +50.0%, +0.0%" in text  # the targets table's note
+
+
+def test_not_converged_seed_is_flagged_and_dropped_pairwise(results: Path, tmp_path: Path) -> None:
+    bad = [10, 20, 30, 10, 20, 10]  # 100 / 120 chars = 83.3% CER, dev included: not converged
+    write_runs(results, [fake_run("baseline_s1", group="main", seed=1, errors=bad),
+                         fake_run("qifusion_s1", group="main", seed=1, errors=half(BASE_ERR))])
+    md = tmp_path / "r" / "RESULTS.md"
+    text = generate(results, md, md.parent / "results", speed="")
+    assert "**Not converged:** baseline_s1 (dev CER >= 80%" in text
+    # without seed 1 only the seed-0 pair is left: 20 -> 10 errors
+    dropped = ("without seed(s) 1 (both systems' runs of that seed dropped): "
+               "rescoring full 16.67 -> 8.33, +50.0% [")
+    assert dropped in text
+    assert "per seed: +50.0%, +90.0%; without seed(s) 1 (not converged): +50.0% [" in text
+    ok = write_runs(tmp_path / "ok", [fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR),
+                                      fake_run("qifusion_s0", group="main", seed=0, errors=half(BASE_ERR))])
+    assert "Not converged" not in generate(ok, md, md.parent / "results", speed="")
+
+
+def test_per_seed_text_median_from_three_seeds() -> None:
+    from report_main import per_seed_text
+
+    assert per_seed_text([0.1, 0.5]) == "+10.0%, +50.0%"
+    assert per_seed_text([0.1, 0.5, 0.2]) == "+10.0%, +50.0%, +20.0% (median +20.0%)"
+    assert per_seed_text([]) == "—"
