@@ -271,6 +271,8 @@ def test_not_converged_seed_is_flagged_and_dropped_pairwise(results: Path, tmp_p
                "rescoring full 16.67 -> 8.33, +50.0% [")
     assert dropped in text
     assert "per seed: +50.0%, +90.0%; without seed(s) 1 (not converged): +50.0% [" in text
+    # the held-back section too
+    assert "Without seed(s) 1 (not converged, see Main comparison), rescoring full: +50.0% [" in text
     ok = write_runs(tmp_path / "ok", [fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR),
                                       fake_run("qifusion_s0", group="main", seed=0, errors=half(BASE_ERR))])
     assert "Not converged" not in generate(ok, md, md.parent / "results", speed="")

@@ -334,6 +334,12 @@ def section_heldout(doc: Doc, study: Study) -> None:
     b, q = shipped(study, "baseline"), shipped(study, "qifusion")
     doc.p("Relative reduction, all seeds pooled (bootstrap over held-back utterances):")
     doc.table(["mode", "all accents [95% CI]", "minority [95% CI]"], rows)
+    bad = not_converged_seeds([*base, *qif])
+    kept_b, kept_q = drop_seeds(base, bad), drop_seeds(qif, bad)
+    r_ok = compare(kept_b, kept_q, "heldout", mode_key(RESC, "full")) if bad else None
+    if r_ok is not None:
+        doc.p(f"Without seed(s) {', '.join(map(str, bad))} (not converged, see Main comparison), rescoring",
+              f"full: {red(r_ok)}.")
     if b is not None and q is not None and "heldout" in b["sets"] and "heldout" in q["sets"]:
         r = compare([b], [q], "heldout", mode_key(RESC, "full"))
         doc.p(f"Shipped-model style (seed with the lowest dev CER per system): {b['run']} vs {q['run']},",
