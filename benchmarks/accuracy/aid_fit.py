@@ -21,6 +21,7 @@ import json
 import random
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +49,24 @@ def balanced(utts: list[Utterance], accents: list[str], per: int, *, seed: int =
     return [u for a in accents for u in rnd.sample(by[a], min(per, len(by[a])))]
 
 
-@torch.no_grad()
-def frame_posteriors(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
-                     batch_size: int = 16) -> tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]:
-    """Kept utterances, their frame posteriors (T', A) and their fbank mean+std vectors (2F,)."""
-    kept_all, posts, stats = [], [], []
+def batches(utts: list[Utterance], *, sample_rate: int, num_mel_bins: int, batch_size: int = 16,
+            ) -> Iterator[tuple[list[torch.Tensor], list[Utterance], torch.Tensor, torch.Tensor]]:
+    """Readable utterances in batches: (fbank list (T, F), kept utterances, padded (B, T, F), lens (B,))."""
     for i in range(0, len(utts), batch_size):
         feats, kept, _ = load_feature_batch(utts[i : i + batch_size], {}, sample_rate=sample_rate,
                                             num_mel_bins=num_mel_bins)
-        if not kept:
-            continue
-        lens = torch.tensor([f.shape[0] for f in feats])
-        res = model.encode(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens)
+        if kept:
+            lens = torch.tensor([f.shape[0] for f in feats])
+            yield feats, kept, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens
+
+
+@torch.no_grad()
+def frame_posteriors(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
+                     ) -> tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]:
+    """Kept utterances, their frame posteriors (T', A) and their fbank mean+std vectors (2F,)."""
+    kept_all, posts, stats = [], [], []
+    for feats, kept, x, lens in batches(utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
+        res = model.encode(x, lens)
         for b, f in enumerate(feats):
             posts.append(res.accent_post[b, : int(res.lens[b])].float())
             stats.append(torch.cat([f.mean(0), f.std(0)]).float())
@@ -94,19 +101,12 @@ class PooledHead(torch.nn.Module):
 
 @torch.no_grad()
 def block_frames(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
-                 batch_size: int = 16) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Utterance]]:
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Utterance]]:
     """Per kept utterance: all encoder blocks' outputs concatenated (T', blocks*D) and its fbank (T, F)."""
     enc, fb, kept_all = [], [], []
-    for i in range(0, len(utts), batch_size):
-        feats, kept, _ = load_feature_batch(utts[i : i + batch_size], {}, sample_rate=sample_rate,
-                                            num_mel_bins=num_mel_bins)
-        if not kept:
-            continue
-        lens = torch.tensor([f.shape[0] for f in feats])
-        eo = model.encoder(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens, chunk_size=-1,
-                           left_chunks=-1)
-        hidden = torch.cat(eo.hidden, -1)
-        n = eo.mask.sum(1)
+    for feats, kept, x, lens in batches(utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
+        eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
+        hidden, n = torch.cat(eo.hidden, -1), eo.mask.sum(1)
         enc += [hidden[b, : int(n[b])].float() for b in range(len(kept))]
         fb += [f.float() for f in feats]
         kept_all += kept
