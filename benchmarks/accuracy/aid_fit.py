@@ -163,8 +163,8 @@ def aid_fit(name: str, *, per: int, frozen_per: int = 0, epochs: int = 30) -> di
     model, accents, cfg = loaded.model.eval(), loaded.accents, loaded.config
     if getattr(model, "aid", None) is None:
         raise SystemExit(f"{name}: the model has no AID head")
-    corpus = ROOT / CORPUS
-    train_all = load_data_dir(corpus / "train")
+    corpus, dc = ROOT / CORPUS, cfg.data
+    train_all, dev_all = load_data_dir(corpus / "train"), load_data_dir(corpus / "dev")
     counts = Counter(u.accent for u in train_all)
     prior = torch.tensor([counts[a] for a in accents], dtype=torch.float)
     prior = prior / prior.sum()
@@ -172,10 +172,9 @@ def aid_fit(name: str, *, per: int, frozen_per: int = 0, epochs: int = 30) -> di
     out: dict[str, Any] = {"run": name, "per_accent": per, "seed": SEED,
                            "train_prior": {a: round(float(p), 4) for a, p in zip(accents, prior)}}
     stats = {}
-    for split, utts in (("train", train_all), ("dev", load_data_dir(corpus / "dev"))):
-        data = cfg.data
-        kept, posts, st = frame_posteriors(model, balanced(utts, accents, per), sample_rate=data.sample_rate,
-                                           num_mel_bins=data.num_mel_bins)
+    for split, utts in (("train", train_all), ("dev", dev_all)):
+        kept, posts, st = frame_posteriors(model, balanced(utts, accents, per), sample_rate=dc.sample_rate,
+                                           num_mel_bins=dc.num_mel_bins)
         labels = torch.tensor([accents.index(u.accent) for u in kept])
         out[split] = rule_accuracy(posts, labels, log_prior)
         stats[split] = (torch.stack(st), labels)
@@ -185,8 +184,7 @@ def aid_fit(name: str, *, per: int, frozen_per: int = 0, epochs: int = 30) -> di
     out["fbank_stats_probe_train_to_dev"] = round(acc, 4)
     if frozen_per > 0:
         train_s = balanced(train_all, accents, frozen_per)
-        dev_s = balanced(load_data_dir(corpus / "dev"), accents, max(1, frozen_per // 2))
-        dc = cfg.data
+        dev_s = balanced(dev_all, accents, max(1, frozen_per // 2))
         out["frozen_head"] = frozen_heads(model, train_s, dev_s, accents=accents, epochs=epochs,
                                           sample_rate=dc.sample_rate, num_mel_bins=dc.num_mel_bins)
     return out

@@ -89,14 +89,21 @@ def shipped(study: Study, system: str) -> dict[str, Any] | None:
 NOT_CONVERGED_CER = 80.0  # dev CER % (rescoring, full context) from which a run counts as not converged
 
 
-def not_converged_seeds(runs: list[dict[str, Any]]) -> list[int]:
-    """Seeds of ``runs`` whose dev CER (rescoring, full) is >= NOT_CONVERGED_CER."""
-    cers = [(r["seed"], run_cer(r, "dev", mode_key(RESC, "full"))) for r in runs]
-    return sorted({seed for seed, c in cers if c is not None and c >= NOT_CONVERGED_CER})
+def not_converged_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs whose dev CER (rescoring, full) is >= NOT_CONVERGED_CER."""
+    cers = [(r, run_cer(r, "dev", mode_key(RESC, "full"))) for r in runs]
+    return [r for r, c in cers if c is not None and c >= NOT_CONVERGED_CER]
 
 
-def drop_seeds(runs: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
-    return [r for r in runs if r["seed"] not in seeds]
+def compare_converged(base: list[dict[str, Any]], qif: list[dict[str, Any]], set_name: str, mode: str,
+                      which: str = "all") -> tuple[list[int], Reduction | None]:
+    """The seeds of not-converged runs and the reduction with both systems' runs of those seeds dropped
+    (``None`` when every seed converged or no pair is left)."""
+    bad = sorted({r["seed"] for r in not_converged_runs([*base, *qif])})
+    if not bad:
+        return bad, None
+    kept_b, kept_q = ([r for r in runs if r["seed"] not in bad] for runs in (base, qif))
+    return bad, compare(kept_b, kept_q, set_name, mode, which)
 
 
 def seed_pair_reductions(base: list[dict[str, Any]], qif: list[dict[str, Any]], set_name: str, mode: str,
@@ -124,8 +131,7 @@ def per_seed_text(reductions: list[float]) -> str:
 
 def without_text(base: list[dict[str, Any]], qif: list[dict[str, Any]], mode: str, which: str = "all") -> str:
     """``; without seed(s) 2 (not converged): +x% [lo, hi]`` or '' when every seed converged."""
-    bad = not_converged_seeds([*base, *qif])
-    r = compare(drop_seeds(base, bad), drop_seeds(qif, bad), "test", mode, which) if bad else None
+    bad, r = compare_converged(base, qif, "test", mode, which)
     if r is None:
         return ""
     return f"; without seed(s) {', '.join(map(str, bad))} (not converged): {red(r)}"
@@ -253,16 +259,15 @@ def section_main(doc: Doc, study: Study) -> None:
         rows.append(row)
     doc.table(["mode", "CER all", "reduction all [95% CI]", "CER minority", "reduction minority [95% CI]",
                "per seed"], rows)
-    bad = not_converged_seeds([*base, *qif])
-    if bad:
-        names = [r["run"] for r in [*base, *qif] if r["seed"] in bad
-                 and (run_cer(r, "dev", mode_key(RESC, "full")) or 0) >= NOT_CONVERGED_CER]
-        parts = []
+    failed = not_converged_runs([*base, *qif])
+    if failed:
+        bad, parts = sorted({r["seed"] for r in failed}), []
         for c in ("full", "16"):
-            r = compare(drop_seeds(base, bad), drop_seeds(qif, bad), "test", mode_key(RESC, c))
+            _, r = compare_converged(base, qif, "test", mode_key(RESC, c))
             if r is not None:
                 parts.append(f"rescoring {c} {f2(r.cer_b)} -> {f2(r.cer_q)}, {red(r)}")
-        doc.p(f"**Not converged:** {', '.join(names)} (dev CER >= {NOT_CONVERGED_CER:.0f}%, rescoring full",
+        names = ", ".join(r["run"] for r in failed)
+        doc.p(f"**Not converged:** {names} (dev CER >= {NOT_CONVERGED_CER:.0f}%, rescoring full",
               "context). The means above include it as the issue's targets define them; without",
               f"seed(s) {', '.join(map(str, bad))} (both systems' runs of that seed dropped):",
               ("; ".join(parts) or "no seed pair left") + ".")
@@ -334,9 +339,7 @@ def section_heldout(doc: Doc, study: Study) -> None:
     b, q = shipped(study, "baseline"), shipped(study, "qifusion")
     doc.p("Relative reduction, all seeds pooled (bootstrap over held-back utterances):")
     doc.table(["mode", "all accents [95% CI]", "minority [95% CI]"], rows)
-    bad = not_converged_seeds([*base, *qif])
-    kept_b, kept_q = drop_seeds(base, bad), drop_seeds(qif, bad)
-    r_ok = compare(kept_b, kept_q, "heldout", mode_key(RESC, "full")) if bad else None
+    bad, r_ok = compare_converged(base, qif, "heldout", mode_key(RESC, "full"))
     if r_ok is not None:
         doc.p(f"Without seed(s) {', '.join(map(str, bad))} (not converged, see Main comparison), rescoring",
               f"full: {red(r_ok)}.")
