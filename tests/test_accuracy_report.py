@@ -140,7 +140,7 @@ def test_targets_met_and_not_met(results: Path, tmp_path: Path) -> None:
     full = rows["Relative CER reduction vs same-size baseline, all accents, rescoring full: >= 15%, "
                 "95% CI excluding 0"]
     assert full.measured == "+50.0% [+50.0%, +50.0%]" and full.met == "yes (provisional)"
-    assert "baseline 2/3 seeds, qifusion 1/3 seeds" in full.note
+    assert "baseline 2/6 seeds, qifusion 1/6 seeds" in full.note
     c16 = rows[full.target.replace("rescoring full", "rescoring 16")]
     assert c16.met == "yes (provisional)" and c16.measured.startswith("+40.0%")  # 12 vs 20 errors
     gap = rows["Chunk-16 CER within 10% relative of full context (Qifusion, rescoring, test)"]
@@ -172,7 +172,7 @@ def test_report_pending_deterministic_and_check(results: Path, tmp_path: Path) -
     pending = ("python benchmarks/accuracy/train_run.py qifusion_s1 && "
                "python benchmarks/accuracy/eval_run.py qifusion_s1")
     assert pending in text and "train_run.py baseline_s0 " not in text
-    assert "4 of 18 runs have results." in text
+    assert "4 of 24 runs have results." in text
     assert "| **baseline mean ± std** | 16.67 ± 0.00 |" in text
     assert text.count("## Speed") == 1 and "fake speed" in text
     assert "\n\n\n" not in text
@@ -284,3 +284,31 @@ def test_per_seed_text_median_from_three_seeds() -> None:
     assert per_seed_text([0.1, 0.5]) == "+10.0%, +50.0%"
     assert per_seed_text([0.1, 0.5, 0.2]) == "+10.0%, +50.0%, +20.0% (median +20.0%)"
     assert per_seed_text([]) == "—"
+
+
+def test_convergence_section_counts_separates_and_names_the_hardware(results: Path, tmp_path: Path) -> None:
+    bad = [10, 20, 30, 10, 20, 10]  # 83.3% CER: not converged
+    gpu = fake_run("baseline_s1", group="main", seed=1, errors=bad)
+    gpu["trained_on"] = "NVIDIA H200"
+    write_runs(results, [gpu, fake_run("qifusion_s1", group="main", seed=1, errors=half(BASE_ERR))])
+    md = tmp_path / "r" / "RESULTS.md"
+    text = generate(results, md, md.parent / "results", speed="")
+    sec = text.split("## Convergence at this budget")[1].split("\n## ")[0]
+    assert "| baseline | 1/2 | baseline_s1 | 16.67 ± — |" in sec
+    assert "| qifusion | 2/2 | — | 8.33 ± 0.00 |" in sec
+    # 2/2 vs 1/2: every table with these margins is as likely as the observed one
+    assert "Qifusion 2/2, baseline 1/2; two-sided Fisher exact test p = 1.00" in sec
+    # converged runs only: baseline_s0 (20 errors) vs both Qifusion seeds (10 each)
+    assert "rescoring full: 16.67 -> 8.33, +50.0% [" in sec
+    assert "| 1 | 83.33 | 83.33 | 20.5 | GPU | 8.33 | 8.33 | 20.5 | CPU |" in sec
+    assert "on a lent NVIDIA H200 GPU (`benchmarks/accuracy/gpu_train.sh`: baseline_s1)" in text
+    # CPU 3/3 vs GPU 0/1: only the observed table is as unlikely (1/4)
+    assert "main runs: CPU 3/3, GPU 0/1 (Fisher p = 0.25); every run of the study: CPU 4/4, GPU 0/1" in sec
+
+
+def test_fisher_exact_known_values() -> None:
+    from report_converge import fisher_exact
+
+    assert fisher_exact(6, 6, 0, 6) == pytest.approx(2 / 924)  # only the two extreme tables
+    assert fisher_exact(5, 6, 3, 6) == pytest.approx(0.5455, abs=1e-4)
+    assert fisher_exact(3, 6, 3, 6) == pytest.approx(1.0)

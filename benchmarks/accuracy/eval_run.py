@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,8 +39,34 @@ def average(run: Run, *, out: Path | None = None, fp16: bool = False) -> Path:
     """Average the last ``AVERAGE_LAST`` step checkpoints (every 100 steps) into ``out`` (EXP/NAME/model)."""
     exp = EXP / run.name
     files = [f"step_{MAX_STEPS - 100 * i}.pt" for i in reversed(range(AVERAGE_LAST))]
+    if trained_on(exp) != "cpu" and not all((exp / f).is_file() for f in files):
+        return _averaged_elsewhere(run, out=out, fp16=fp16)
     return average_checkpoints(exp_dir=exp, num=AVERAGE_LAST, files=files, out_dir=out or exp / "model",
                                fp16=fp16)
+
+
+def _averaged_elsewhere(run: Run, *, out: Path | None, fp16: bool) -> Path:
+    """The fp16 average that gpu_train.sh brought back (its step checkpoints stayed on the GPU machine),
+    as EXP/NAME/model or copied file by file (atomically) into ``out``."""
+    src = EXP / run.name / "model"
+    if not (src / "model.pt").is_file():
+        raise SystemExit(f"{run.name}: no step checkpoints here and no averaged model {src}")
+    if out is None or out.resolve() == src.resolve():
+        return src
+    if not fp16:
+        raise SystemExit(f"{run.name}: only its float16 average came back from the GPU machine")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        tmp = out / f".{f.name}.tmp"
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, out / f.name)
+    return out
+
+
+def trained_on(exp: Path) -> str:
+    """Where a run trained: the GPU named in ``trained_on.txt`` (written by gpu_train.sh), else cpu."""
+    f = exp / "trained_on.txt"
+    return f.read_text().strip() if f.is_file() else "cpu"
 
 
 def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],
@@ -123,7 +151,7 @@ def evaluate(run: Run, *, force: bool) -> Path:
         "run": run.name, "group": run.group, "config": run.config, "seed": run.seed,
         "overrides": run.all_overrides(), "without_accent": run.without_accent,
         "num_params": sum(p.numel() for p in model.parameters()), "accents": loaded.accents,
-        "train": train_summary(exp), "sets": {},
+        "train": train_summary(exp), "trained_on": trained_on(exp), "sets": {},
     }
     if model.laf is not None:
         result["laf"] = {"layers": list(model.laf.layers),
@@ -149,7 +177,7 @@ def main() -> None:
     ap.add_argument("names", nargs="+", choices=sorted(BY_NAME))
     ap.add_argument("--force", action="store_true", help="redo an existing result")
     args = ap.parse_args()
-    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     for name in args.names:
         evaluate(BY_NAME[name], force=args.force)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_converge import hardware_note, section_convergence
 from report_doc import Doc, Study, cmd_for, rel_link
 from report_extra import (
     section_ablations,
@@ -79,6 +80,7 @@ def header(doc: Doc, study: Study) -> None:
         + ", ".join(f"`{o}`" for o in COMMON) + f", plus `train.seed=<seed>`; the evaluated model is the "
         f"average of the last {AVERAGE_LAST} step checkpoints.",
         f"Unseen-accent runs are trained without `{HELD_OUT_ACCENT}`.",
+        hardware_note(study),
         f"Confidence intervals: paired bootstrap over test utterances, B={BOOTSTRAP_B}, numpy seed "
         f"{BOOTSTRAP_SEED}.",
         "Decoding modes: `resc.` = attention rescoring, `greedy` = CTC greedy search; `full` = full "
@@ -97,8 +99,8 @@ def build(results_dir: Path, md_path: Path, plots_dir: Path, *, speed: str) -> D
     unknown = sorted(set(study.runs) - {r.name for r in RUNS})
     if unknown:
         doc.p("Result files of runs not in spec.py (ignored):", ", ".join(unknown) + ".")
-    for section in (section_main, section_streaming, section_aid, section_layers, section_ablations,
-                    section_sweeps, section_unseen, section_heldout, section_training):
+    for section in (section_main, section_convergence, section_streaming, section_aid, section_layers,
+                    section_ablations, section_sweeps, section_unseen, section_heldout, section_training):
         section(doc, study)
     if not speed.lstrip().startswith("## "):
         doc.h(2, "Speed")

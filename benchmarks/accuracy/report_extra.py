@@ -5,8 +5,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from report_converge import converged, converged_label, where_label
 from report_doc import CHUNKS, DASH, GREEDY, RESC, Doc, Study, f2, mode_key, mode_label, pct, red
-from report_main import mean_aid
+from report_main import NOT_CONVERGED_CER, mean_aid
 from report_plots import Panel, plot_confusion, plot_grouped_bars, plot_panels
 from report_stats import aid_accuracy, compare, confusion, rel_change, run_cer, seed_stats
 from spec import BY_NAME, HELD_OUT_ACCENT, RUNS
@@ -156,9 +157,15 @@ def section_ablations(doc: Doc, study: Study) -> None:
         rows.append([r["run"], WHAT.get(r["run"], ""), f"{r.get('num_params', 0) / 1e6:.2f}M",
                      *(_cell(r, mode_key(m, c), ref) for (m, c), ref in zip(modes, refs)),
                      _cell(r, mode_key(RESC, "full"), min_ref, "minority"),
-                     pct(aid_accuracy(r, "test", mode_key(RESC, "full"))), red(vs)])
+                     pct(aid_accuracy(r, "test", mode_key(RESC, "full"))), red(vs), converged_label(r),
+                     where_label(r)])
     doc.table(["run", "what", "params", *(mode_label(m, c) for m, c in modes), "minority resc. full", "AID",
-               "reduction vs baseline_s0"], rows, left=2)
+               "reduction vs baseline_s0", "converged", "trained on"], rows, left=2)
+    failed = [r["run"] for r in runs if converged(r) is False]
+    if failed:
+        doc.p(f"**Not converged** (dev CER >= {NOT_CONVERGED_CER:.0f}%): {', '.join(failed)}. With one",
+              "seed, a not-converged ablation says little about its design: at this budget seeds of the",
+              "full systems fail too (see Convergence at this budget).")
     oracle = study.get("oracle_s0")
     doc.p("The oracle is the baseline given each utterance's true accent label as an input (also while",
           "streaming, from the first chunk): the most any accent-aware model could gain from accent",
@@ -215,8 +222,10 @@ def section_unseen(doc: Doc, study: Study) -> None:
     runs = [study.runs[n] for n in names if n in study.runs]
     modes = [(RESC, "full"), (RESC, "16"), (GREEDY, "full"), (GREEDY, "16")]
     rows = [[r["run"], *(f2(run_cer(r, "test", mode_key(m, c), held)) for m, c in modes),
-             f2(run_cer(r, "test", mode_key(RESC, "full"), f"seen:{held}"))] for r in runs]
-    doc.table(["run", *(f"{held} {mode_label(m, c)}" for m, c in modes), "other accents resc. full"], rows)
+             f2(run_cer(r, "test", mode_key(RESC, "full"), f"seen:{held}")), converged_label(r),
+             where_label(r)] for r in runs]
+    doc.table(["run", *(f"{held} {mode_label(m, c)}" for m, c in modes), "other accents resc. full",
+               "converged", "trained on"], rows)
     ub, uq = study.get("unseen_baseline_s0"), study.get("unseen_qifusion_s0")
     if ub is None or uq is None:
         doc.p("_(pending: unseen_baseline_s0 and unseen_qifusion_s0)_")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "accents_en" / "local"))
-from eval_run import average
+from eval_run import average, trained_on
 from model_card import build_card, report_rows
 from spec import BY_NAME, CORPUS, EXP, RESULTS, ROOT, RUNS, SHIP_DEV_MODES
 
@@ -36,6 +36,12 @@ def pick(system: str) -> tuple[str, dict[str, float]]:
     return min(scores, key=scores.__getitem__), scores
 
 
+def where(name: str) -> str:
+    """How the run trained: one CPU thread here, or a lent GPU (``gpu_train.sh``)."""
+    dev = trained_on(EXP / name)
+    return "one CPU thread" if dev == "cpu" else f"one {dev} GPU (`benchmarks/accuracy/gpu_train.sh`)"
+
+
 def training_note(name: str, scores: dict[str, float]) -> str:
     run = BY_NAME[name]
     sets = " ".join(f"`--set {o}`" for o in run.all_overrides())
@@ -43,7 +49,7 @@ def training_note(name: str, scores: dict[str, float]) -> str:
     hours = json.loads((ROOT / CORPUS / "synth_summary.json").read_text())["hours"]["train"]
     return (f"`qifusion train --config {run.config} --data {CORPUS}` with {sets}, on `qifusion synth "
             f"--preset benchmark --seed 0` (train {hours:.2f} h; dev/test speakers and sentences held out), "
-            f"one CPU thread; run `{name}` of the accuracy study (`benchmarks/accuracy/`), chosen by dev CER "
+            f"{where(name)}; run `{name}` of the accuracy study (`benchmarks/accuracy/`), chosen by dev CER "
             f"(rescoring, mean of full context and chunk 16) among: {picked}. Full results: docs/RESULTS.md.")
 
 

@@ -60,6 +60,13 @@ RUNS: list[Run] = [
     Run("qifusion_s1", QIF, 1),
     Run("baseline_s2", BASE, 2),
     Run("qifusion_s2", QIF, 2),
+    # seeds 3-5 were trained on a lent GPU (gpu_train.sh), the others on this CPU
+    Run("baseline_s3", BASE, 3),
+    Run("qifusion_s3", QIF, 3),
+    Run("baseline_s4", BASE, 4),
+    Run("qifusion_s4", QIF, 4),
+    Run("baseline_s5", BASE, 5),
+    Run("qifusion_s5", QIF, 5),
     Run("laf_aid_nofusion_s0", QIF, 0, ["model.accent.use_fusion=false"], group="ablation"),
     Run("fusion_nolaf_s0", QIF, 0, ["model.accent.laf_layers=[12]"], group="ablation"),
     Run("qifusion_ctcfuse_s0", QIF, 0, ["model.accent.fuse_into_ctc=true"], group="ablation"),

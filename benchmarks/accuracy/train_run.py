@@ -33,11 +33,16 @@ def data_dir(run: Run) -> Path:
 
 
 def finished(run: Run) -> bool:
-    """True when the run's last step checkpoint exists."""
-    return (EXP / run.name / f"step_{MAX_STEPS}.pt").exists()
+    """True when the run's last step checkpoint exists, or its averaged model came back from the GPU
+    machine it trained on (gpu_train.sh packs only that)."""
+    exp = EXP / run.name
+    return (exp / f"step_{MAX_STEPS}.pt").exists() or (
+        (exp / "trained_on.txt").exists() and (exp / "model" / "model.pt").exists())
 
 
-def train(run: Run) -> int:
+def train(run: Run, *, device: str = "cpu", num_workers: int = 0) -> int:
+    """Train (or continue) ``run``; ``device`` cuda for a lent GPU; ``num_workers`` loader processes
+    (the batches do not depend on it: every augmentation draw is seeded per utterance)."""
     exp = EXP / run.name
     if finished(run):
         print(f"{run.name}: finished")
@@ -46,6 +51,10 @@ def train(run: Run) -> int:
            "--data", str(data_dir(run)), "--exp", str(exp)]
     for o in run.all_overrides():
         cmd += ["--set", o]
+    if device != "cpu":
+        cmd += ["--device", device]
+    if num_workers:
+        cmd += ["--set", f"data.num_workers={num_workers}"]
     if (exp / "checkpoints.json").exists():
         cmd.append("--resume")
     exp.mkdir(parents=True, exist_ok=True)
@@ -57,9 +66,11 @@ def train(run: Run) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("names", nargs="+", choices=sorted(BY_NAME))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--num-workers", type=int, default=0, help="data loader processes per run")
     args = ap.parse_args()
     for name in args.names:
-        rc = train(BY_NAME[name])
+        rc = train(BY_NAME[name], device=args.device, num_workers=args.num_workers)
         if rc:
             sys.exit(rc)
 
