@@ -271,6 +271,8 @@ def test_not_converged_seed_is_flagged_and_dropped_pairwise(results: Path, tmp_p
                "rescoring full 16.67 -> 8.33, +50.0% [")
     assert dropped in text
     assert "per seed: +50.0%, +90.0%; without seed(s) 1 (not converged): +50.0% [" in text
+    # unpaired, converged runs only: baseline_s0 (20 errors) vs both Qifusion seeds (10 each)
+    assert "(not converged): +50.0% [+50.0%, +50.0%]; converged runs only (unpaired): +50.0% [" in text
     # the held-back section too
     assert "Without seed(s) 1 (not converged, see Main comparison), rescoring full: +50.0% [" in text
     ok = write_runs(tmp_path / "ok", [fake_run("baseline_s0", group="main", seed=0, errors=BASE_ERR),
@@ -302,6 +304,8 @@ def test_convergence_section_counts_separates_and_names_the_hardware(results: Pa
     assert "rescoring full: 16.67 -> 8.33, +50.0% [" in sec
     assert "| 1 | 83.33 | 83.33 | 20.5 | GPU | 8.33 | 8.33 | 20.5 | CPU |" in sec
     assert "on a lent NVIDIA H200 GPU (`benchmarks/accuracy/gpu_train.sh`: baseline_s1)" in text
+    # the ablations' scale: only Qifusion has two converged seeds
+    assert "the converged seeds of the main systems span qifusion 8.33-8.33 (2 seeds) (resc. full" in text
     # CPU 3/3 vs GPU 0/1: only the observed table is as unlikely (1/4)
     assert "main runs: CPU 3/3, GPU 0/1 (Fisher p = 0.25); every run of the study: CPU 4/4, GPU 0/1" in sec
 
@@ -312,3 +316,14 @@ def test_fisher_exact_known_values() -> None:
     assert fisher_exact(6, 6, 0, 6) == pytest.approx(2 / 924)  # only the two extreme tables
     assert fisher_exact(5, 6, 3, 6) == pytest.approx(0.5455, abs=1e-4)
     assert fisher_exact(3, 6, 3, 6) == pytest.approx(1.0)
+
+
+def test_unseen_pair_not_converged_is_called_uninformative(results: Path, tmp_path: Path) -> None:
+    bad = [10, 20, 30, 10, 20, 10]
+    write_runs(results, [fake_run("unseen_baseline_s0", group="unseen", seed=0, errors=BASE_ERR),
+                         fake_run("unseen_qifusion_s0", group="unseen", seed=0, errors=bad)])
+    md = tmp_path / "r" / "RESULTS.md"
+    text = generate(results, md, md.parent / "results", speed="")
+    sec = text.split("## Unseen accent")[1].split("\n## ")[0]
+    assert "**Not converged** (dev CER >= 80%): unseen_qifusion_s0. A comparison" in sec
+    assert "| unseen_qifusion_s0 |" in sec and "| **no** | CPU |" in sec

@@ -161,6 +161,15 @@ def section_ablations(doc: Doc, study: Study) -> None:
                      where_label(r)])
     doc.table(["run", "what", "params", *(mode_label(m, c) for m, c in modes), "minority resc. full", "AID",
                "reduction vs baseline_s0", "converged", "trained on"], rows, left=2)
+    spans = []
+    for system in ("baseline", "qifusion"):
+        cers = [run_cer(r, "test", mode_key(RESC, "full")) for r in study.system(system) if converged(r)]
+        cers = [c for c in cers if c is not None]
+        if len(cers) > 1:
+            spans.append(f"{system} {f2(min(cers))}-{f2(max(cers))} ({len(cers)} seeds)")
+    if spans:
+        doc.p("For scale, the converged seeds of the main systems span", " and ".join(spans), "(resc. full",
+              "test CER): a one-seed difference inside that spread is not evidence about a design.")
     failed = [r["run"] for r in runs if converged(r) is False]
     if failed:
         doc.p(f"**Not converged** (dev CER >= {NOT_CONVERGED_CER:.0f}%): {', '.join(failed)}. With one",
@@ -188,7 +197,9 @@ def _weights(run: dict[str, Any]) -> tuple[float, float]:
 def section_sweeps(doc: Doc, study: Study) -> None:
     doc.h(2, "Loss-weight sensitivity (dev set)")
     doc.p("Qifusion seed 0 with one loss weight changed; measured on the DEV split (never test), attention",
-          "rescoring. qifusion_s0 is the centre point (weights from its config).")
+          "rescoring. qifusion_s0 is the centre point (weights from its config). One seed per point: a",
+          "point that did not converge may be an unlucky seed rather than a bad weight (see Convergence at",
+          "this budget).")
     centre = study.get("qifusion_s0")
     panels = []
     for key, idx, label in (("model.aid_weight", 0, "w_aid"), ("model.ctc_weight", 1, "w_ctc")):
@@ -198,8 +209,10 @@ def section_sweeps(doc: Doc, study: Study) -> None:
         runs.sort(key=lambda r: _weights(r)[idx])
         doc.h(3, f"{label} sweep")
         rows = [[f"{_weights(r)[idx]:g}", r["run"], *(f2(run_cer(r, "dev", mode_key(RESC, c))) for c in DEV),
-                 *(pct(aid_accuracy(r, "dev", mode_key(RESC, c))) for c in DEV)] for r in runs]
-        doc.table([label, "run", "dev CER full", "dev CER 16", "dev AID full", "dev AID 16"], rows, left=2)
+                 *(pct(aid_accuracy(r, "dev", mode_key(RESC, c))) for c in DEV), converged_label(r),
+                 where_label(r)] for r in runs]
+        doc.table([label, "run", "dev CER full", "dev CER 16", "dev AID full", "dev AID 16", "converged",
+                   "trained on"], rows, left=2)
         if len(runs) > 1:
             xs = [_weights(r)[idx] for r in runs]
             cer = {f"CER {c}": (xs, [run_cer(r, "dev", mode_key(RESC, c)) or 0.0 for r in runs]) for c in DEV}
@@ -227,6 +240,11 @@ def section_unseen(doc: Doc, study: Study) -> None:
     doc.table(["run", *(f"{held} {mode_label(m, c)}" for m, c in modes), "other accents resc. full",
                "converged", "trained on"], rows)
     ub, uq = study.get("unseen_baseline_s0"), study.get("unseen_qifusion_s0")
+    failed = [r["run"] for r in (ub, uq) if r is not None and converged(r) is False]
+    if failed:
+        doc.p(f"**Not converged** (dev CER >= {NOT_CONVERGED_CER:.0f}%): {', '.join(failed)}. A comparison",
+              "involving a run that has not learnt to recognise says nothing about accent modelling on",
+              "an unseen accent (see Convergence at this budget).")
     if ub is None or uq is None:
         doc.p("_(pending: unseen_baseline_s0 and unseen_qifusion_s0)_")
     else:
