@@ -1,6 +1,7 @@
 """Evaluate one finished run of the accuracy study: ``python benchmarks/accuracy/eval_run.py NAME``.
 
-Averages the run's last step checkpoints into ``exp/study/NAME/model``, decodes the test split in every
+Averages the run's last step checkpoints into ``exp/study/NAME/model`` (a run trained on a lent GPU by
+``gpu_train.sh`` brings that average back instead, stored as float16), decodes the test split in every
 mode x chunk size, the dev split (rescoring, full and chunk 16) and, for the main runs, the held-back
 set, probes how much accent each encoder block carries, and writes
 ``benchmarks/results/accuracy/NAME.json`` (atomically; an existing result is kept unless ``--force``,

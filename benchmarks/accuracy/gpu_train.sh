@@ -4,10 +4,9 @@
 #
 #   benchmarks/accuracy/gpu_train.sh SECONDS JOBS NAME...
 #
-# Run from the repo root on the GPU machine, with .whl/ (wheels for its Python: soundfile soxr
-# kaldi-native-fbank editdistance rapidfuzz cffi pycparser) and .deb/ (espeak-ng, sox, wordnet-base,
-# fortunes and their libraries, from this machine's apt) carried along; docs/accuracy_study.md gives the
-# download commands. It synthesises the benchmark corpus there (same packages, same seed: it prints the
+# Run from the repo root on the GPU machine, with .whl/ (wheels for its Python 3.12: the packages its image
+# lacks) and .deb/ (espeak-ng, sox, wordnet-base, fortunes and their libraries, from this machine's apt)
+# carried along; docs/accuracy_study.md ("On a lent GPU") gives the download commands. It synthesises the benchmark corpus there (same packages, same seed: it prints the
 # md5 of the lists to compare with yours), trains at most SECONDS, packs finished runs to
 # exp/gpu_out/NAME.tar, and is resumable: rerun it to continue the unfinished runs from their checkpoints.
 set -uo pipefail
@@ -37,9 +36,10 @@ timeout $((budget - (SECONDS - start))) python3 benchmarks/accuracy/run_study.py
   --device cuda --num-workers 3 --train-only "$@"
 echo "training stopped after $((SECONDS - start)) s"
 mkdir -p exp/gpu_out
+last=$(cd benchmarks/accuracy && python3 -c "from spec import MAX_STEPS; print(MAX_STEPS)")
 for n in "$@"; do
   d=exp/study/$n
-  [ -f "$d/step_700.pt" ] || { echo "$n: not finished ($(ls "$d" | grep -c '^step_') step checkpoints)"; tail -c 600 "$d.out"; continue; }
+  [ -f "$d/step_$last.pt" ] || { echo "$n: not finished ($(ls "$d" | grep -c '^step_') step checkpoints)"; tail -c 600 "$d.out"; continue; }
   python3 -c "import sys; sys.path.insert(0, 'benchmarks/accuracy'); from eval_run import average; from spec import BY_NAME; average(BY_NAME['$n'], fp16=True)" || continue
   tar -cf "exp/gpu_out/$n.tar" -C exp/study "$n.out" "$n/model" "$n/train_log.jsonl" "$n/train.log" \
     "$n/study_command.json" "$n/trained_on.txt" "$n/checkpoints.json" "$n/config.yaml" "$n/units.txt" \
