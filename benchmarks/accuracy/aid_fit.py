@@ -21,18 +21,16 @@ import json
 import random
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe import fit_logreg
+from probe import batches, fit_logreg
 from spec import BY_NAME, CORPUS, EXP, ROOT
 
 from qifusion.data.manifest import Utterance, load_data_dir
-from qifusion.decode.run import load_feature_batch
 from qifusion.fileio import atomic_write_text
 from qifusion.modeldir import load_model_dir
 
@@ -47,17 +45,6 @@ def balanced(utts: list[Utterance], accents: list[str], per: int, *, seed: int =
         by[u.accent or ""].append(u)
     rnd = random.Random(seed)
     return [u for a in accents for u in rnd.sample(by[a], min(per, len(by[a])))]
-
-
-def batches(utts: list[Utterance], *, sample_rate: int, num_mel_bins: int, batch_size: int = 16,
-            ) -> Iterator[tuple[list[torch.Tensor], list[Utterance], torch.Tensor, torch.Tensor]]:
-    """Readable utterances in batches: (fbank list (T, F), kept utterances, padded (B, T, F), lens (B,))."""
-    for i in range(0, len(utts), batch_size):
-        feats, kept, _ = load_feature_batch(utts[i : i + batch_size], {}, sample_rate=sample_rate,
-                                            num_mel_bins=num_mel_bins)
-        if kept:
-            lens = torch.tensor([f.shape[0] for f in feats])
-            yield feats, kept, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens
 
 
 @torch.no_grad()

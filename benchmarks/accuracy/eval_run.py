@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe import block_probe
-from spec import AVERAGE_LAST, BY_NAME, CORPUS, EXP, MAX_STEPS, RESULTS, ROOT, Run
+from spec import AVERAGE_LAST, BY_NAME, CORPUS, EXP, MAX_STEPS, RESULTS, ROOT, Run, trained_on
 
 from qifusion.decode.run import decode_dir
 from qifusion.eval.metrics import cer_counts, cer_units
@@ -62,12 +62,6 @@ def _averaged_elsewhere(run: Run, *, out: Path | None, fp16: bool) -> Path:
         shutil.copyfile(f, tmp)
         os.replace(tmp, out / f.name)
     return out
-
-
-def trained_on(exp: Path) -> str:
-    """Where a run trained: the GPU named in ``trained_on.txt`` (written by gpu_train.sh), else cpu."""
-    f = exp / "trained_on.txt"
-    return f.read_text().strip() if f.is_file() else "cpu"
 
 
 def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],

@@ -7,14 +7,29 @@ the paper's open question (which layers to fuse) from data, for any trained mode
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from qifusion.config import Config
-from qifusion.data.manifest import load_data_dir
+from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.decode.run import load_feature_batch
+
+
+def batches(utts: list[Utterance], *, sample_rate: int, num_mel_bins: int, batch_size: int = 16,
+            skipped: dict[str, int] | None = None,
+            ) -> Iterator[tuple[list[torch.Tensor], list[Utterance], torch.Tensor, torch.Tensor]]:
+    """Readable utterances in batches: (fbank list (T, F), kept utterances, padded (B, T, F), lens (B,));
+    unreadable or too short ones are counted in ``skipped``."""
+    skipped = {} if skipped is None else skipped
+    for i in range(0, len(utts), batch_size):
+        feats, kept, _ = load_feature_batch(utts[i : i + batch_size], skipped, sample_rate=sample_rate,
+                                            num_mel_bins=num_mel_bins)
+        if kept:
+            lens = torch.tensor([f.shape[0] for f in feats])
+            yield feats, kept, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens
 
 
 @torch.no_grad()
@@ -22,15 +37,9 @@ def pooled_blocks(model: torch.nn.Module, data_dir: Path, *, config: Config, acc
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled output of every encoder block: features (N, blocks, D) and accent ids (N,)."""
     utts = [u for u in load_data_dir(data_dir) if u.accent in accents]
-    feats_all, labels, skipped = [], [], {}  # unreadable or too short utterances are skipped and counted
-    for i in range(0, len(utts), batch_size):
-        feats, kept, _secs = load_feature_batch(utts[i : i + batch_size], skipped,
-                                                sample_rate=config.data.sample_rate,
-                                                num_mel_bins=config.data.num_mel_bins)
-        if not kept:
-            continue
-        lens = torch.tensor([f.shape[0] for f in feats])
-        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    feats_all, labels = [], []
+    for _, kept, x, lens in batches(utts, sample_rate=config.data.sample_rate,
+                                    num_mel_bins=config.data.num_mel_bins, batch_size=batch_size):
         eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
         m = eo.mask.unsqueeze(-1).to(x.dtype)  # (B, T', 1)
         pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in eo.hidden], dim=1)  # (B, blocks, D)

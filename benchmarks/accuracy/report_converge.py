@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from report_doc import DASH, RESC, SYSTEMS, Doc, Study, f2, mode_key, red
-from report_main import NOT_CONVERGED_CER
+from report_main import NOT_CONVERGED_CER, converged
 from report_stats import compare, run_cer, seed_stats
 
 
@@ -16,12 +16,6 @@ def trained_on(run: dict[str, Any]) -> str:
 
 def where_label(run: dict[str, Any]) -> str:
     return "CPU" if trained_on(run) == "cpu" else "GPU"
-
-
-def converged(run: dict[str, Any]) -> bool | None:
-    """Dev CER (rescoring, full) under ``NOT_CONVERGED_CER``; ``None`` without a dev decode."""
-    cer = run_cer(run, "dev", mode_key(RESC, "full"))
-    return None if cer is None else cer < NOT_CONVERGED_CER
 
 
 def converged_label(run: dict[str, Any]) -> str:

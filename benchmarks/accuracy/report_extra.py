@@ -5,9 +5,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from report_converge import converged, converged_label, where_label
+from report_converge import converged_label, where_label
 from report_doc import CHUNKS, DASH, GREEDY, RESC, Doc, Study, f2, mode_key, mode_label, pct, red
-from report_main import NOT_CONVERGED_CER, mean_aid
+from report_main import NOT_CONVERGED_CER, converged, mean_aid
 from report_plots import Panel, plot_confusion, plot_grouped_bars, plot_panels
 from report_stats import aid_accuracy, compare, confusion, rel_change, run_cer, seed_stats
 from spec import BY_NAME, HELD_OUT_ACCENT, RUNS

@@ -89,10 +89,15 @@ def shipped(study: Study, system: str) -> dict[str, Any] | None:
 NOT_CONVERGED_CER = 80.0  # dev CER % (rescoring, full context) from which a run counts as not converged
 
 
+def converged(run: dict[str, Any]) -> bool | None:
+    """Dev CER (rescoring, full) under ``NOT_CONVERGED_CER``; ``None`` without a dev decode."""
+    cer = run_cer(run, "dev", mode_key(RESC, "full"))
+    return None if cer is None else cer < NOT_CONVERGED_CER
+
+
 def not_converged_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Runs whose dev CER (rescoring, full) is >= NOT_CONVERGED_CER."""
-    cers = [(r, run_cer(r, "dev", mode_key(RESC, "full"))) for r in runs]
-    return [r for r, c in cers if c is not None and c >= NOT_CONVERGED_CER]
+    return [r for r in runs if converged(r) is False]
 
 
 def compare_converged(base: list[dict[str, Any]], qif: list[dict[str, Any]], set_name: str, mode: str,
@@ -279,7 +284,7 @@ def section_main(doc: Doc, study: Study) -> None:
                 parts.append(f"rescoring {c} {f2(r.cer_b)} -> {f2(r.cer_q)}, {red(r)}")
         names = ", ".join(r["run"] for r in failed)
         doc.p(f"**Not converged:** {names} (dev CER >= {NOT_CONVERGED_CER:.0f}%, rescoring full",
-              "context). The means above include it as the issue's targets define them; without",
+              "context). The means above include these runs, as the issue's targets define them; without",
               f"seed(s) {', '.join(map(str, bad))} (both systems' runs of that seed dropped):",
               ("; ".join(parts) or "no seed pair left") + ".")
     doc.h(3, "Per-accent CER (%), mean over seeds")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "accents_en" / "local"))
-from eval_run import average, trained_on
+from eval_run import average
 from model_card import build_card, report_rows
-from spec import BY_NAME, CORPUS, EXP, RESULTS, ROOT, RUNS, SHIP_DEV_MODES
+from spec import BY_NAME, CORPUS, EXP, RESULTS, ROOT, RUNS, SHIP_DEV_MODES, trained_on
 
 from qifusion.fileio import atomic_write_text
 

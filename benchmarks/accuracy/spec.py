@@ -83,3 +83,10 @@ RUNS: list[Run] = [
     Run("ctc05_s0", QIF, 0, ["model.ctc_weight=0.5"], group="sweep"),
 ]
 BY_NAME = {r.name: r for r in RUNS}
+
+
+def trained_on(exp: Path) -> str:
+    """Where the run in ``exp`` trained: the GPU named in ``trained_on.txt`` (written by gpu_train.sh, whose
+    runs come back as their averaged model only), else ``cpu``."""
+    f = exp / "trained_on.txt"
+    return f.read_text().strip() if f.is_file() else "cpu"

@@ -14,7 +14,7 @@ from pathlib import Path
 from qifusion.data.manifest import load_data_dir, write_kaldi_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec import BY_NAME, CORPUS, EXP, MAX_STEPS, ROOT, Run
+from spec import BY_NAME, CORPUS, EXP, MAX_STEPS, ROOT, Run, trained_on
 
 
 def data_dir(run: Run) -> Path:
@@ -37,7 +37,7 @@ def finished(run: Run) -> bool:
     machine it trained on (gpu_train.sh packs only that)."""
     exp = EXP / run.name
     return (exp / f"step_{MAX_STEPS}.pt").exists() or (
-        (exp / "trained_on.txt").exists() and (exp / "model" / "model.pt").exists())
+        trained_on(exp) != "cpu" and (exp / "model" / "model.pt").exists())
 
 
 def train(run: Run, *, device: str = "cpu", num_workers: int = 0) -> int:
