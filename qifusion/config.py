@@ -48,6 +48,9 @@ class EncoderConfig:
     attention_dropout_rate: float = 0.0
     # front end: "conv2d4" (x4), "conv2d6" (x6), "conv2d8" (x8) progressive sub-sampling
     subsampling: str = "conv2d4"
+    # multiply the sub-sampled embedding by sqrt(output_size) (WeNet/ESPnet; docs/train.md "Recipe"). The
+    # shipped configs set it; the default stays false so that model dirs written before it load unchanged
+    embed_scale: bool = False
     cnn_module_kernel: int = 15
     # causal depthwise conv in the conv module (needed for streaming)
     causal: bool = True
@@ -73,6 +76,11 @@ class AccentConfig:
     embed_dim: int = 256  # accent embedding size
     use_aid: bool = True
     aid_hidden: int = 0  # >0: hidden layer (ReLU) of the frame-level AID classifier; 0 = linear
+    # logit-adjusted (class-balanced) AID loss: see qifusion/models/aid.py
+    aid_balanced: bool = True
+    # utterance decision: "posterior" (mean of frame posteriors, the paper's) or "logit" (softmax of the mean
+    # frame logits, trained with an utterance-level loss too); see qifusion/models/aid.py
+    aid_pooling: str = "posterior"
     use_fusion: bool = True
     # "acoustic_query": acoustic frames attend to accent embeddings (paper);
     # "accent_query": accent embeddings attend to acoustic frames
@@ -122,6 +130,11 @@ class ModelConfig:
                 raise ConfigError(f"config key 'model.{name}' must be >= 0, got {getattr(self, name)}")
         if self.reverse_weight >= 1.0:
             raise ConfigError(f"config key 'model.reverse_weight' must be < 1, got {self.reverse_weight}")
+        if acc.aid_pooling not in ("posterior", "logit"):
+            raise ConfigError(
+                "config key 'model.accent.aid_pooling' must be 'posterior' or 'logit', "
+                f"got {acc.aid_pooling!r}"
+            )
         if acc.fusion_direction not in ("acoustic_query", "accent_query"):
             raise ConfigError(
                 "config key 'model.accent.fusion_direction' must be 'acoustic_query' or 'accent_query', "
@@ -225,6 +238,7 @@ class TrainConfig:
     warmup_steps: int = 2000
     max_epochs: int = 50
     max_steps: int = 0  # >0: stop after this many optimizer steps
+    max_minutes: float = 0.0  # >0: stop after this much training time (wall clock, dev passes excluded)
     grad_clip: float = 5.0
     accum_grad: int = 1
     amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
@@ -232,6 +246,7 @@ class TrainConfig:
     save_interval_steps: int = 0  # >0: write EXP/step_N.pt every N steps
     keep_checkpoints: int = 0  # 0 = keep all
     dev_every_epoch: bool = True
+    dev_every_steps: int = 0  # >0: also evaluate dev every N optimizer steps (learning curves)
 
 
 @dataclass

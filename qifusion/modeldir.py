@@ -39,13 +39,16 @@ class LoadedModel:
     card: dict[str, Any]
 
 
-def model_cmvn(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(mean (F,), istd (F,)) of the model's global CMVN module, or None if it has none."""
+def model_cmvn(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """(mean (F,), istd (F,), input floor (F,) or None) of the model's global CMVN module, or None if it
+    has none."""
     from qifusion.models.frontend import GlobalCMVN
 
     for m in model.modules():
         if isinstance(m, GlobalCMVN):
-            return m.mean.detach().float().cpu(), m.istd.detach().float().cpu()
+            floor = m.floor.detach().float().cpu()
+            return m.mean.detach().float().cpu(), m.istd.detach().float().cpu(), (
+                floor if bool(torch.isfinite(floor).all()) else None)
     return None
 
 
@@ -88,7 +91,7 @@ def save_model_dir(
     write_accents(out / "accents.txt", list(accents))
     cmvn = model_cmvn(raw)
     if cmvn is not None:
-        save_cmvn(out, *cmvn)
+        save_cmvn(out, cmvn[0], cmvn[1], floor=cmvn[2])
     card = {**card, "num_params": sum(p.numel() for p in raw.parameters()), "fp16": fp16,
             "vocab_size": tokenizer.vocab_size, "accents": list(accents)}
     atomic_write_text(out / "card.json", json.dumps(card, indent=1, ensure_ascii=False) + "\n")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from qifusion.errors import UserError
+from qifusion.models.aid import frame_evidence, pooled_posterior
 from qifusion.models.model import ChunkResult, EncodeResult
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class OnnxState:
 
     offset (B,) frames output so far; att_cache (nb,B,H,R,2*d_k); cnn_cache (nb,B,D,K-1);
     cache_mask (B,R) bool, True = real cached frame; laf_cache (B,L,K-1,D) | None;
-    fusion_cache (B,R,D_kv) | None; post_sum (B,A) float64 sum of frame accent posteriors | None.
+    fusion_cache (B,R,D_kv) | None; post_sum (B,A) float64 sum of the frames' accent evidence (posteriors,
+    or log-posteriors for logit pooling: :func:`qifusion.models.aid.frame_evidence`) | None.
     """
 
     offset: np.ndarray
@@ -90,10 +92,12 @@ class OnnxState:
             for b in range(self.batch_size)
         ]
 
-    def accent_posterior(self) -> np.ndarray | None:
+    def accent_posterior(self, pooling: str = "posterior") -> np.ndarray | None:
+        """Running utterance posterior (B,A), as :func:`qifusion.models.aid.pooled_posterior`."""
         if self.post_sum is None:
             return None
-        return self.post_sum / np.maximum(self.offset, 1)[:, None]
+        utt = pooled_posterior(torch.from_numpy(self.post_sum), torch.from_numpy(self.offset), pooling)
+        return utt.numpy()
 
 
 def _session(path: Path) -> Any:
@@ -129,6 +133,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.sess.get_outputs()]
         self._shapes = {i.name: i.shape for i in self.sess.get_inputs()}
         self.num_accents = int(meta.get("num_accents", 0)) if "accent_post" in self.output_names else 0
+        self.aid_pooling = meta.get("aid_pooling", "posterior")  # exports before the key: the paper's mean
         self._warned = False
 
     # ---- options --------------------------------------------------------------------------------
@@ -189,7 +194,8 @@ class OnnxModel:
         post_sum = state.post_sum
         if post is not None and post_sum is not None:
             post = post[:, :c]
-            post_sum = post_sum + post.sum(axis=1, dtype=np.float64)
+            evidence = frame_evidence(torch.from_numpy(post), self.aid_pooling).numpy()
+            post_sum = post_sum + evidence.sum(axis=1, dtype=np.float64)
         new = OnnxState(
             offset=state.offset + c,
             att_cache=outs["new_att_cache"],
@@ -199,7 +205,7 @@ class OnnxModel:
             fusion_cache=outs.get("new_fusion_cache"),
             post_sum=post_sum,
         )
-        utt = new.accent_posterior()
+        utt = new.accent_posterior(self.aid_pooling)
         res = ChunkResult(
             ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
             memory=torch.from_numpy(outs["memory"][:, :c]),

@@ -118,7 +118,8 @@ def _export_graphs(model: torch.nn.Module, out_dir: Path, *, chunk_size: int, le
     dyn = tuple({1 if n in ("att_cache", "cnn_cache") else 0: B} for n in step.input_names)
     enc = model.encoder
     meta = {**common, "model_type": "qifusion_chunk", "subsampling_rate": str(enc.subsampling_rate),
-            "right_context": str(enc.right_context), "num_accents": str(model.num_accents)}
+            "right_context": str(enc.right_context), "num_accents": str(model.num_accents),
+            "aid_pooling": model.cfg.accent.aid_pooling}
     _export(step, step.example_inputs(2), out_dir / FILES["chunk"], input_names=step.input_names,
             output_names=step.output_names, dynamic_shapes=(dyn,), metadata=meta, optimize=optimize)
     files["chunk"] = FILES["chunk"]

@@ -193,7 +193,7 @@ class ConformerEncoder(nn.Module):
         self.d_k = cfg.output_size // cfg.attention_heads
         self.cnn_module_kernel = cfg.cnn_module_kernel
         self.cmvn = GlobalCMVN(cfg.input_dim)
-        self.embed = Conv2dSubsampling(cfg.input_dim, cfg.output_size, cfg.subsampling)
+        self.embed = Conv2dSubsampling(cfg.input_dim, cfg.output_size, cfg.subsampling, scale=cfg.embed_scale)
         self.subsampling_rate = self.embed.subsampling_rate
         self.right_context = self.embed.right_context
         self.pos_enc = RelPositionalEncoding(cfg.output_size, cfg.positional_dropout_rate)
@@ -201,9 +201,9 @@ class ConformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_blocks))
         self.after_norm = nn.LayerNorm(cfg.output_size)
 
-    def set_cmvn(self, mean: torch.Tensor, istd: torch.Tensor) -> None:
-        """Store global CMVN stats: (F,) mean and inverse std."""
-        self.cmvn.set_stats(mean, istd)
+    def set_cmvn(self, mean: torch.Tensor, istd: torch.Tensor, floor: torch.Tensor | None = None) -> None:
+        """Store global CMVN stats: (F,) mean, inverse std and input floor (None = no floor)."""
+        self.cmvn.set_stats(mean, istd, floor)
 
     def forward(
         self,

@@ -34,29 +34,46 @@ _STAGES: dict[str, list[tuple[int, int]]] = {
 
 
 class GlobalCMVN(nn.Module):
-    """``(x - mean) * istd`` over the feature axis; stats are buffers (saved with the state dict)."""
+    """``(max(x, floor) - mean) * istd`` over the feature axis; stats are buffers (saved with the state dict).
+
+    ``floor`` (F,) is the log-mel level of the training dither on digital silence (-inf = none): training
+    features are dithered, decoding features are not, so without it the exact zeros that synthetic or
+    gated audio holds reach the model at the log floor (about -15.9), far below anything it trained on.
+    Models saved before the floor existed load with -inf (unchanged behaviour).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("istd", torch.ones(dim))
+        self.register_buffer("floor", torch.full((dim,), float("-inf")))
 
     @torch.no_grad()
-    def set_stats(self, mean: torch.Tensor, istd: torch.Tensor) -> None:
-        """Copy (F,) mean and inverse standard deviation into the buffers."""
+    def set_stats(self, mean: torch.Tensor, istd: torch.Tensor, floor: torch.Tensor | None = None) -> None:
+        """Copy (F,) mean, inverse standard deviation and (optional) input floor into the buffers."""
         mean = torch.as_tensor(mean).reshape(-1)
         istd = torch.as_tensor(istd).reshape(-1)
-        if mean.numel() != self.mean.numel() or istd.numel() != self.istd.numel():
+        fl = torch.full_like(self.floor, -math.inf) if floor is None else torch.as_tensor(floor).reshape(-1)
+        dim = self.mean.numel()
+        if mean.numel() != dim or istd.numel() != dim or fl.numel() != dim:
             raise ConfigError(
-                f"CMVN stats have {mean.numel()}/{istd.numel()} dims, model.encoder.input_dim is "
-                f"{self.mean.numel()}"
+                f"CMVN stats have {mean.numel()}/{istd.numel()}/{fl.numel()} dims, "
+                f"model.encoder.input_dim is {dim}"
             )
         self.mean.copy_(mean)
         self.istd.copy_(istd)
+        self.floor.copy_(fl)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,  # type: ignore[no-untyped-def]
+                              unexpected_keys, error_msgs) -> None:
+        if prefix + "mean" in state_dict and prefix + "floor" not in state_dict:  # saved before the floor
+            state_dict[prefix + "floor"] = torch.full_like(self.floor, float("-inf"))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, F) -> (B, T, F)."""
-        return (x - self.mean) * self.istd
+        return (torch.maximum(x, self.floor) - self.mean) * self.istd
 
 
 class Conv2dSubsampling(nn.Module):
@@ -67,8 +84,11 @@ class Conv2dSubsampling(nn.Module):
         right_context: input frames beyond ``rate*j`` that output frame ``j`` reads.
     """
 
-    def __init__(self, idim: int, odim: int, kind: str = "conv2d4") -> None:
+    def __init__(self, idim: int, odim: int, kind: str = "conv2d4", *, scale: bool = False) -> None:
         super().__init__()
+        # WeNet/ESPnet scale the projected embedding by sqrt(d_model) before the blocks (the Transformer's
+        # embedding scale): with pre-LN blocks it sets how much the input counts against each residual
+        self.xscale = math.sqrt(odim) if scale else 1.0
         if kind not in _STAGES:
             raise ConfigError(
                 f"config key 'model.encoder.subsampling' must be one of {sorted(_STAGES)}, got {kind!r}"
@@ -142,6 +162,8 @@ class Conv2dSubsampling(nn.Module):
             y = torch.relu(self._conv(i, y))
         B, C, Tp, Fp = y.shape
         y = self.out(y.transpose(1, 2).reshape(B, Tp, C * Fp))
+        if self.xscale != 1.0:
+            y = y * self.xscale
         if lengths is None:
             return y, None
         out_lens = subsampled_lengths(lengths, rate=self.subsampling_rate, right_context=self.right_context)

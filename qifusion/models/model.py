@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from qifusion.config import ConfigError, ModelConfig
-from qifusion.models.aid import AccentClassifier, aid_accuracy, aid_loss, utterance_posterior
+from qifusion.models.aid import AccentClassifier, aid_accuracy, frame_evidence, utterance_posterior
 from qifusion.models.conformer import ConformerEncoder
 from qifusion.models.ctc import CTCHead
 from qifusion.models.decoder import (
@@ -179,11 +179,12 @@ class QifusionModel(nn.Module):
             res["loss_att"] = loss_att
             loss = loss + (1.0 - cfg.ctc_weight) * loss_att
         if parts.aid_logits is not None:
-            loss_aid = aid_loss(parts.aid_logits, mask, accents)
+            assert self.aid is not None
+            loss_aid = self.aid.loss(parts.aid_logits, mask, accents)
             if loss_aid is None:  # no labelled utterance: keep the graph connected for DDP
                 loss_aid = parts.aid_logits.sum() * 0.0
             else:
-                post = utterance_posterior(parts.aid_logits.softmax(-1), mask)
+                post = utterance_posterior(parts.aid_logits.softmax(-1), mask, cfg.accent.aid_pooling)
                 acc = aid_accuracy(post.detach(), accents)
                 if acc is not None:
                     res["aid_acc"] = acc
@@ -224,7 +225,7 @@ class QifusionModel(nn.Module):
         post = utt = None
         if parts.aid_logits is not None:
             post = parts.aid_logits.softmax(-1)
-            utt = utterance_posterior(post, mask)
+            utt = utterance_posterior(post, mask, self.cfg.accent.aid_pooling)
         return EncodeResult(self.ctc(parts.ctc_in), parts.memory, mask.sum(1), post, utt)
 
     # ------------------------------------------------------------------ streaming
@@ -277,7 +278,7 @@ class QifusionModel(nn.Module):
         post = post_sum = None
         if parts.aid_logits is not None and state.post_sum is not None:
             post = parts.aid_logits.softmax(-1)
-            post_sum = state.post_sum + post.sum(1)
+            post_sum = state.post_sum + frame_evidence(post, self.cfg.accent.aid_pooling).sum(1)
         new_state = StreamState(
             offset=state.offset + c,
             att_cache=att_cache,
@@ -288,7 +289,8 @@ class QifusionModel(nn.Module):
             post_sum=post_sum,
             accents=state.accents,
         )
-        res = ChunkResult(self.ctc(parts.ctc_in), parts.memory, post, new_state.accent_posterior())
+        res = ChunkResult(self.ctc(parts.ctc_in), parts.memory, post,
+                          new_state.accent_posterior(self.cfg.accent.aid_pooling))
         return res, new_state
 
     # ------------------------------------------------------------------ decoder use by search

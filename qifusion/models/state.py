@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from qifusion.models.aid import pooled_posterior
+
 
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     """Zero-pad ``x`` on the left of ``dim`` up to ``length``."""
@@ -41,7 +43,8 @@ class StreamState:
         cache_mask: (B,T_cache) bool, True = real cached frame (left padding is False).
         laf_cache: (B,L,K_laf-1,D) stacked block outputs of the last frames, or None (no LAF).
         fusion_cache: (B,T_cache,Dkv) key/value source frames of the fusion block, or None.
-        post_sum: (B,A) sum of frame accent posteriors so far, or None (no AID).
+        post_sum: (B,A) sum of the frames' accent evidence so far (:func:`qifusion.models.aid.frame_evidence`:
+            posteriors, or log-posteriors for logit pooling), or None (no AID).
         accents: (B,) oracle accent ids (-1 unknown), or None (only oracle_accent models).
     """
 
@@ -58,11 +61,11 @@ class StreamState:
     def batch_size(self) -> int:
         return int(self.offset.numel())
 
-    def accent_posterior(self) -> torch.Tensor | None:
-        """Running utterance-level accent posterior (B,A): mean of frame posteriors so far."""
+    def accent_posterior(self, pooling: str = "posterior") -> torch.Tensor | None:
+        """Running utterance-level accent posterior (B,A) over the frames so far (``aid_pooling``)."""
         if self.post_sum is None:
             return None
-        return self.post_sum / self.offset.clamp(min=1).to(self.post_sum.dtype).unsqueeze(1)
+        return pooled_posterior(self.post_sum, self.offset, pooling)
 
     @staticmethod
     def stack(states: list[StreamState]) -> StreamState:

@@ -1,35 +1,20 @@
 """Dev-set metrics during training: loss, CER by greedy CTC, and accent-ID accuracy.
 
-Each rank evaluates its shard of the dev loader; sums are all-reduced, so every rank gets the same
-numbers. CER counts characters without spaces (``▁`` word boundaries are removed too).
+The CER is the one ``qifusion decode --mode ctc_greedy`` reports: the same search
+(:func:`qifusion.decode.ctc_search.ctc_greedy`) and the same metric and text normalisation
+(:func:`qifusion.eval.metrics.cer_counts`). Each rank evaluates its shard of the dev loader; sums are
+all-reduced, so every rank gets the same numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import editdistance
 import torch
 
+from qifusion.decode.ctc_search import ctc_greedy
+from qifusion.eval.metrics import cer_counts
 from qifusion.train.ddp import DistInfo, all_reduce
-
-
-def greedy_ctc_ids(log_probs: torch.Tensor, lens: torch.Tensor, *, blank_id: int = 0) -> list[list[int]]:
-    """Best path of ``log_probs (B,T',V)`` with repeats merged and blanks removed (valid ``lens`` frames)."""
-    best = log_probs.argmax(dim=-1).cpu()
-    out = []
-    for row, n in zip(best.tolist(), lens.cpu().tolist()):
-        ids, prev = [], -1
-        for t in row[: int(n)]:
-            if t != prev and t != blank_id:
-                ids.append(t)
-            prev = t
-        out.append(ids)
-    return out
-
-
-def _chars(text: str) -> list[str]:
-    return [c for c in text if not c.isspace() and c != "▁"]
 
 
 def evaluate_dev(
@@ -51,12 +36,12 @@ def evaluate_dev(
         loss_sum += float(out["loss"]) * b
         utts += b
         enc = model.encode(feats, lens, chunk_size=-1, accents=accents)
-        hyps = greedy_ctc_ids(enc.ctc_log_probs, enc.lens, blank_id=tokenizer.blank_id)
+        hyps = ctc_greedy(enc.ctc_log_probs, enc.lens, blank_id=tokenizer.blank_id)
         for i, hyp in enumerate(hyps):
             ref_ids = [t for t in tokens[i, : int(token_lens[i])].tolist() if t >= 0]
-            ref = _chars(tokenizer.decode(ref_ids))
-            err += editdistance.eval(ref, _chars(tokenizer.decode(hyp)))
-            chars += len(ref)
+            counts = cer_counts(tokenizer.decode(ref_ids), tokenizer.decode(list(hyp.tokens)))
+            err += counts.errors
+            chars += counts.ref_len
         if enc.accent_utt is not None:
             known = accents >= 0
             aid_ok += float((enc.accent_utt.argmax(-1)[known] == accents[known]).sum())

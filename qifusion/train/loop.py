@@ -49,6 +49,7 @@ class TrainState:
     skipped_nonfinite_grad: int = 0
     skipped_empty_batches: int = 0
     audio_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall-clock of training (forward, backward, data), dev evaluations excluded
     dev: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -93,6 +94,8 @@ class Trainer:
         self._valid = 0  # of which had a finite loss (backward done)
         self._synced = True  # whether the last backward all-reduced the gradients
         self._win = self._new_window()
+        self._clock = time.perf_counter()  # start of the training time not yet added to train_seconds
+        self._time_up = False  # train.max_minutes spent (agreed by all ranks at each optimizer step)
 
     @staticmethod
     def _new_window() -> dict[str, Any]:
@@ -160,10 +163,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _done(self) -> bool:
-        return self.cfg.max_steps > 0 and self.state.step >= self.cfg.max_steps
+        return (self.cfg.max_steps > 0 and self.state.step >= self.cfg.max_steps) or self._time_up
 
     def fit(self) -> TrainState:
-        """Train until ``max_epochs`` or ``max_steps``; returns the final counters."""
+        """Train until ``max_epochs``, ``max_steps`` or ``max_minutes``; returns the final counters."""
+        self._clock = time.perf_counter()
         while not self._done():
             if self.state.epoch_done:
                 if self.state.epoch >= self.cfg.max_epochs:
@@ -185,7 +189,8 @@ class Trainer:
         return self.state
 
     def _end_of_run_checkpoint(self) -> None:
-        """``max_steps`` reached inside an epoch: dev metrics and a step checkpoint (if not just written)."""
+        """``max_steps``/``max_minutes`` reached inside an epoch: dev metrics and a step checkpoint (if not
+        just written)."""
         metrics = self._run_dev()
         if metrics:
             self.state.dev.append(metrics)
@@ -229,17 +234,26 @@ class Trainer:
         self.metrics.write({"kind": "epoch", "epoch": self.state.epoch, "step": self.state.step,
                             "skipped_nonfinite_loss": self.state.skipped_nonfinite_loss, **metrics})
         LOG.info("epoch %d done at step %d: %s", self.state.epoch, self.state.step,
-                 ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "no dev set")
+                 _fmt(metrics) or "no dev set")
         self.save(f"epoch_{self.state.epoch}.pt")
 
-    def _run_dev(self) -> dict[str, float]:
-        if self.evaluate is None or not self.cfg.dev_every_epoch:
+    def _tick(self) -> None:
+        """Add the wall-clock since the last tick to ``train_seconds``."""
+        now = time.perf_counter()
+        self.state.train_seconds += now - self._clock
+        self._clock = now
+
+    def _run_dev(self, *, force: bool = False) -> dict[str, float]:
+        """Dev metrics (plus ``train_minutes`` so far); the evaluation's own time is not training time."""
+        if self.evaluate is None or not (self.cfg.dev_every_epoch or force):
             return {}
+        self._tick()
         self.raw_model.eval()
         with torch.no_grad():
             out = self.evaluate(self.raw_model)
         self.raw_model.train()
-        return out
+        self._clock = time.perf_counter()
+        return {**out, "train_minutes": self.state.train_seconds / 60.0} if out else out
 
     def _postfix(self) -> dict[str, str]:
         w = self._win
@@ -308,8 +322,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.state.step += 1
+        self._tick()
+        if self.cfg.max_minutes > 0:
+            up = float(self.state.train_seconds >= 60.0 * self.cfg.max_minutes)
+            if self.dist.distributed:  # wall clocks differ per rank: stop when any rank's budget is spent
+                up = all_reduce(self.dist, [up], op="max")[0]
+            self._time_up = bool(up)
         if self.state.step % max(1, self.cfg.log_interval) == 0:
             self._log_interval(gnorm)
+        dev_every = self.cfg.dev_every_steps
+        if dev_every > 0 and self.state.step % dev_every == 0:
+            metrics = self._run_dev(force=True)
+            if metrics:
+                self.metrics.write({"kind": "dev", "epoch": self.state.epoch, "step": self.state.step,
+                                    **metrics})
+                LOG.info("step %d (%.1f min of training): %s", self.state.step, self.state.train_seconds / 60,
+                         _fmt(metrics))
         every = self.cfg.save_interval_steps
         if every > 0 and self.state.step % every == 0:
             self.save(f"step_{self.state.step}.pt")
@@ -318,7 +346,8 @@ class Trainer:
         w = self._win
         el = max(time.perf_counter() - w["t0"], 1e-9)
         rec = {"kind": "train", "epoch": self.state.epoch, "step": self.state.step,
-               "loss": w["loss"] / max(w["n"], 1), "lr": self.scheduler.get_last_lr()[0], "grad_norm": gnorm,
+               "train_minutes": self.state.train_seconds / 60.0, "loss": w["loss"] / max(w["n"], 1),
+               "lr": self.scheduler.get_last_lr()[0], "grad_norm": gnorm,
                "audio_per_s": w["audio"] / el, "skipped_nonfinite_loss": self.state.skipped_nonfinite_loss}
         parts = {k: total / n for k, (total, n) in w["parts"].items() if n}
         rec.update(parts)
@@ -327,3 +356,8 @@ class Trainer:
         LOG.info("epoch %d step %d loss %.4f%s lr %.3e %.1f s audio/s", rec["epoch"], rec["step"],
                  rec["loss"], parts_text, rec["lr"], rec["audio_per_s"])
         self._win = self._new_window()
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    """``dev_cer 23.4, dev_aid_acc 0.91, ...`` for the log."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -9,6 +9,7 @@ multi-node run needs EXP on a shared file system).
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 from pathlib import Path
@@ -108,7 +109,7 @@ def _build_loader(data_dir: Path, split: str, utts: list[Any], *, cfg: Config, t
 def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list[Any], init_src: Any,
                  resuming: bool, shard_dir: Path | None = None) -> None:
     """Rank 0 writes config.yaml, units.txt, accents.txt and cmvn.json into EXP (unless resuming)."""
-    from qifusion.data.cmvn import cmvn_from_utterances, save_cmvn
+    from qifusion.data.cmvn import cmvn_from_utterances, dither_floor, save_cmvn
     from qifusion.data.manifest import load_accents
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.train.finetune import extend_tokenizer
@@ -140,17 +141,20 @@ def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list
     tok.save(exp_dir)
     write_accents(exp_dir / "accents.txt", accents)
     sample = list(train_utts)
+    floor = dither_floor(cfg.data.dither, num_mel_bins=cfg.data.num_mel_bins)
     if shard_dir is not None:  # no random access: the first utterances of the (write-time shuffled) shards
         from qifusion.data.cmvn import compute_cmvn
         from qifusion.data.shard_loader import shard_cmvn_features
 
-        mean, istd = compute_cmvn(shard_cmvn_features(shard_dir, cfg=cfg.data, max_utts=CMVN_MAX_UTTS))
+        feats = shard_cmvn_features(shard_dir, cfg=cfg.data, max_utts=CMVN_MAX_UTTS)
+        mean, istd = compute_cmvn(f if floor is None else torch.maximum(f, floor) for f in feats)
         skipped = 0
     else:
         random.Random(cfg.train.seed).shuffle(sample)
         mean, istd, skipped = cmvn_from_utterances(sample, num_mel_bins=cfg.data.num_mel_bins,
-                                                   sample_rate=cfg.data.sample_rate, max_utts=CMVN_MAX_UTTS)
-    save_cmvn(exp_dir, mean, istd)
+                                                   sample_rate=cfg.data.sample_rate, max_utts=CMVN_MAX_UTTS,
+                                                   floor=floor)
+    save_cmvn(exp_dir, mean, istd, floor=floor)
     LOG.info("units: %d (%s); accents: %s; CMVN from %d utterances", tok.vocab_size, tok.token_type,
              accents, min(len(sample), CMVN_MAX_UTTS) - skipped)
 
@@ -166,7 +170,7 @@ def _build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimiz
 def _train(
     cfg: Config, info: DistInfo, *, data_dir: Path, exp_dir: Path, resume: bool, init: Path | None
 ) -> None:
-    from qifusion.data.cmvn import load_cmvn
+    from qifusion.data.cmvn import load_cmvn, load_floor
     from qifusion.data.shard_loader import shard_dir_of
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.models.model import QifusionModel
@@ -196,7 +200,10 @@ def _train(
     seed_everything(seed)  # same initial weights on every rank
     model = QifusionModel(cfg.model, vocab_size=tokenizer.vocab_size, num_accents=len(accents))
     mean, istd = load_cmvn(exp_dir)
-    model.encoder.set_cmvn(mean, istd)
+    model.encoder.set_cmvn(mean, istd, load_floor(exp_dir))
+    if model.aid is not None:  # the training prior of the logit-adjusted AID loss
+        counts = collections.Counter(getattr(u, "accent", None) for u in train_utts)
+        model.aid.set_prior(torch.tensor([float(counts.get(a, 0)) for a in accents]))
     if init_src is not None:
         report = load_matching(model, init_src, units=tokenizer.units, accents=accents)
         LOG.info("--init %s: %s", init_src.path, report.summary())

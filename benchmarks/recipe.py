@@ -1,0 +1,154 @@
+"""Does the training recipe converge on every seed within an hour of this CPU? (issue 17)
+
+    python -m benchmarks.recipe run new-baseline-s0 new-qifusion-s0 --jobs 2   # resumable; 1 thread each
+    python -m benchmarks.recipe eval new-baseline-s0                         # dev decode + result JSON
+    python -m benchmarks.recipe report                                       # docs/recipe.md + curve PNG
+
+A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
+``old`` adds the overrides of the first accuracy study (700 steps of 100 s batches, 400 warm-up steps to
+lr 2e-3, cosine to ~0, no embedding scale). Every run trains on the ``benchmark`` preset
+(``qifusion synth --out data/benchmark --preset benchmark --seed 0``) for at most ``MINUTES`` minutes of
+training time (``train.max_minutes``; dev passes excluded) with one thread, two runs side by side, and
+evaluates dev every ``DEV_EVERY`` steps: the same greedy search and CER as ``qifusion decode``. Dev
+only: the test split is never read here. Results: ``benchmarks/results/recipe/RUN.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = ROOT / "exp" / "recipe"
+RESULTS = ROOT / "benchmarks" / "results" / "recipe"
+CORPUS = ROOT / "data" / "benchmark"
+MINUTES = 60.0
+DEV_EVERY = 250
+TARGET_CER = 20.0  # issue 17: every seed at dev CER <= 20% within MINUTES
+CONFIGS = {"baseline": "conf/baseline_small.yaml", "qifusion": "conf/qifusion_small.yaml"}
+OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400", "train.lr=0.002",
+       "data.max_duration=100", "data.silence_pad_prob=0.5", "data.silence_pad_max=2.0",
+       "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false"]
+RECIPES = {"new": [], "old": OLD}
+
+
+def parse(name: str) -> tuple[str, str, int]:
+    """``new-baseline-s3`` -> ("new", "baseline", 3); ValueError naming the run otherwise."""
+    try:
+        recipe, system, seed = name.split("-")
+        if recipe not in RECIPES or system not in CONFIGS or not seed.startswith("s"):
+            raise ValueError
+        return recipe, system, int(seed[1:])
+    except ValueError:
+        raise ValueError(f"run name '{name}' is not RECIPE-SYSTEM-sSEED with RECIPE in {sorted(RECIPES)} "
+                         f"and SYSTEM in {sorted(CONFIGS)}") from None
+
+
+def overrides(name: str) -> list[str]:
+    recipe, _, seed = parse(name)
+    return [*RECIPES[recipe], f"train.seed={seed}", f"train.max_minutes={MINUTES}",
+            f"train.dev_every_steps={DEV_EVERY}", "train.save_interval_steps=250", "train.keep_checkpoints=2",
+            "train.log_interval=25"]
+
+
+def train(name: str, *, core: int | None = None) -> int:
+    """Train (or resume) one run with one thread; returns the exit code."""
+    _, system, _ = parse(name)
+    exp = EXP / name
+    if (exp / "final" / "model.pt").exists():
+        return 0
+    cmd = [sys.executable, "-m", "qifusion", "train", "--config", str(ROOT / CONFIGS[system]),
+           "--data", str(CORPUS), "--exp", str(exp)]
+    for o in overrides(name):
+        cmd += ["--set", o]
+    if (exp / "checkpoints.json").exists():
+        cmd.append("--resume")
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        cmd = ["taskset", "-c", str(core), *cmd]
+    exp.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    with open(EXP / f"{name}.log", "a") as log:
+        return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def curve(exp: Path) -> list[dict[str, float]]:
+    """Dev points of a run's ``train_log.jsonl``: step, train_minutes, dev_cer, dev_aid_acc."""
+    points = []
+    for line in (exp / "train_log.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "dev_cer" in rec and "train_minutes" in rec:
+            keys = ("step", "train_minutes", "dev_cer", "dev_aid_acc")
+            points.append({k: rec[k] for k in keys if k in rec})
+    return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
+
+
+def evaluate(name: str) -> dict[str, Any]:
+    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON."""
+    from qifusion.decode.run import decode_dir
+    from qifusion.fileio import atomic_write_text
+
+    recipe, system, seed = parse(name)
+    exp = EXP / name
+    if not (exp / "final" / "model.pt").exists():
+        raise SystemExit(f"{name}: not finished (no {exp / 'final'}); run it first")
+    points = curve(exp)
+    reached = next((p["train_minutes"] for p in points if p["dev_cer"] <= TARGET_CER), None)
+    modes = {}
+    for mode in ("ctc_greedy", "attention_rescoring"):
+        rep = decode_dir(model_dir=exp / "final", data_dir=CORPUS / "dev", out_dir=exp / f"dev_{mode}",
+                         mode=mode, progress=False)
+        modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
+        modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
+    result = {"run": name, "recipe": recipe, "system": system, "seed": seed, "config": CONFIGS[system],
+              "overrides": overrides(name), "threads": 1, "minutes_budget": MINUTES,
+              "minutes_to_target": reached, "target_cer": TARGET_CER,
+              "converged": reached is not None, "curve": points, "dev": modes}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train runs (resumable), then evaluate them")
+    r.add_argument("names", nargs="+")
+    r.add_argument("--jobs", type=int, default=2, help="runs side by side, one core each")
+    r.add_argument("--cores", default="", help="comma-separated cores for the workers (default 0..jobs-1; "
+                   "none pinned when --jobs 1)")
+    e = sub.add_parser("eval", help="evaluate finished runs on dev")
+    e.add_argument("names", nargs="+")
+    sub.add_parser("report", help="write docs/recipe.md and its plot from the result JSONs")
+    args = ap.parse_args()
+    if args.cmd == "report":
+        from benchmarks.recipe_report import write_report
+
+        print(write_report())
+        return
+    for n in args.names:
+        parse(n)
+    if args.cmd == "run":
+        cores = [int(c) for c in args.cores.split(",")] if args.cores else list(range(args.jobs))
+
+        def worker(k: int) -> None:  # worker k trains names k, k+jobs, ... on its core, one after another
+            for n in args.names[k::args.jobs]:
+                rc = train(n, core=cores[k] if (args.jobs > 1 or args.cores) else None)
+                if rc == 0:
+                    evaluate(n)
+                status = "done" if rc == 0 else f"failed (exit {rc}), see {EXP / n}.log"
+                print(f"{n}: {status}", flush=True)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(worker, range(args.jobs)))
+    else:
+        for n in args.names:
+            res = evaluate(n)
+            print(f"{n}: minutes to {TARGET_CER}% dev CER: {res['minutes_to_target']}")
+
+
+if __name__ == "__main__":
+    main()
