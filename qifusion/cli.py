@@ -101,6 +101,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if n_failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from qifusion.eval.calibration import calibrate_model
+
+    calibrate_model(Path(args.model), Path(args.data), chunk_size=args.chunk_size, batch_size=args.batch_size)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from qifusion.export.onnx_export import export_model
 
@@ -181,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("calibrate", help="measure AID accuracy on dev, write MODEL/aid_calibration.json")
+    p.add_argument("--model", required=True, help="model dir (the calibration file is written into it)")
+    p.add_argument("--data", required=True, help="dev data dir with accent labels (utt2accent)")
+    p.add_argument("--chunk-size", type=int, default=-1, help="-1 = full context")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("transcribe", help="transcribe audio files (one JSON line per file)")
     _add_model_args(p)

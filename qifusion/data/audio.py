@@ -64,8 +64,13 @@ def audio_info(source: str, *, utt_id: str | None = None) -> tuple[int, float]:
 
 
 def _reason(source: str, e: Exception) -> str:
-    if not is_pipe(source) and not os.path.exists(source):
-        return "file not found"
+    if not is_pipe(source):
+        if not os.path.exists(source):
+            return "file not found"
+        if os.path.isdir(source):
+            return "is a directory, not an audio file"
+        if os.path.getsize(source) == 0:
+            return "file is empty (0 bytes)"
     msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
     return f"unreadable audio ({msg})"
 

@@ -29,6 +29,7 @@ class LongformResult:
     duration: float = 0.0
     accent: str | None = None
     accent_prob: float = 0.0
+    accent_probs: dict[str, float] = field(default_factory=dict)  # duration-weighted mean over segments
 
     @property
     def text(self) -> str:
@@ -83,11 +84,12 @@ def decode_long(rec: Recognizer, pieces: Iterable[tuple[int, np.ndarray]]) -> Lo
         if rec.is_endpoint(s):
             _finish_segment(rec, s, segments)
     _finish_segment(rec, s, segments)
-    accent, prob = _file_accent(segments)
-    return LongformResult(segments=segments, duration=s.duration, accent=accent, accent_prob=prob)
+    accent, prob, probs = _file_accent(segments)
+    return LongformResult(segments=segments, duration=s.duration, accent=accent, accent_prob=prob,
+                          accent_probs=probs)
 
 
-def _file_accent(segments: list[Segment]) -> tuple[str | None, float]:
+def _file_accent(segments: list[Segment]) -> tuple[str | None, float, dict[str, float]]:
     totals: dict[str, float] = {}
     weight = 0.0
     for seg in segments:
@@ -96,6 +98,6 @@ def _file_accent(segments: list[Segment]) -> tuple[str | None, float]:
         for a, p in seg.accent_probs.items():
             totals[a] = totals.get(a, 0.0) + w * p
     if not totals:
-        return None, 0.0
+        return None, 0.0, {}
     best = max(totals, key=totals.__getitem__)
-    return best, totals[best] / weight
+    return best, totals[best] / weight, {a: t / weight for a, t in totals.items()}
