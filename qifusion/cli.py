@@ -111,7 +111,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from qifusion.export.onnx_export import export_model
 
-    export_model(model_dir=Path(args.model), out_dir=Path(args.out), int8=args.int8,
+    export_model(model_dir=Path(args.model), out_dir=Path(args.out) if args.out else None, int8=args.int8,
                  chunk_size=args.chunk_size, left_chunks=args.left_chunks)
     return 0
 
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export ONNX models (sherpa-onnx wenet_ctc + full model)")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="export dir (default MODEL/onnx, where --backend onnx looks)")
     p.add_argument("--int8", action="store_true", help="also write dynamically quantised models (OUT/int8)")
     p.add_argument("--chunk-size", type=int, default=16, help="output frames per chunk (sherpa default)")
     p.add_argument("--left-chunks", type=int, default=4, help="history chunks (sherpa-onnx default 4)")

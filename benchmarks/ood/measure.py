@@ -52,8 +52,8 @@ SOX_INPUTS = {
 
 
 def sox_make(out: Path, effects: str, rate: int = 16000) -> Path:
-    """``sox -n -r RATE -b 16 OUT EFFECTS``."""
-    subprocess.run(["sox", "-n", "-r", str(rate), "-b", "16", str(out), *effects.split()], check=True)
+    """``sox -R -n -r RATE -b 16 OUT EFFECTS`` (``-R``: repeatable noise, same file every run)."""
+    subprocess.run(["sox", "-R", "-n", "-r", str(rate), "-b", "16", str(out), *effects.split()], check=True)
     return out
 
 
