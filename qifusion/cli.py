@@ -141,9 +141,12 @@ MODES = ["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from qifusion import __version__
+
     parser = argparse.ArgumentParser(
         prog="qifusion", description="Accent-aware streaming speech recognition (Qifusion-Net)."
     )
+    parser.add_argument("--version", action="version", version=f"qifusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="synthesise the embedded multi-accent English corpus")
