@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 
+from qifusion.data.audio import check_sample_rate
 from qifusion.decode.recognizer import Recognizer
 from qifusion.decode.stream import Segment, Stream
 from qifusion.errors import DataError
@@ -45,12 +46,19 @@ def iter_audio_blocks(
     except Exception as e:
         raise DataError(f"audio '{path}': unreadable audio ({e})") from e
     sr = int(info.samplerate)
+    check_sample_rate(sr, f"audio '{path}'")
     blocksize = max(1, int(block_seconds * sr))
-    try:
-        for block in sf.blocks(os.fspath(path), blocksize=blocksize, dtype="float32", always_2d=True):
-            yield sr, (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
-    except Exception as e:
-        raise DataError(f"audio '{path}': unreadable audio ({e})") from e
+    blocks = sf.blocks(os.fspath(path), blocksize=blocksize, dtype="float32", always_2d=True)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise DataError(f"audio '{path}': unreadable audio ({e})") from e
+        if not np.all(np.isfinite(block)):
+            raise DataError(f"audio '{path}': audio contains NaN or infinite samples")
+        yield sr, (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
 
 
 def _finish_segment(rec: Recognizer, s: Stream, out: list[Segment]) -> None:

@@ -79,18 +79,34 @@ def transcribe_files(
     def emit(record: dict[str, Any], band: Bandwidth) -> None:
         _emit(out, _present(record, view, band))
 
+    def fail(path: Path, e: Exception) -> None:
+        nonlocal failed
+        failed += 1
+        if isinstance(e, UserError):
+            msg = str(e)
+        else:  # a bug must not end the other files' transcription or show a traceback
+            msg = f"internal error while decoding ({type(e).__name__}: {e}); please report it"
+        _emit(out, {"file": str(path), "error": _one_line(path, msg)})
+
     def flush() -> None:
-        for (_, _, _, band), rec_line in zip(pending, _stream_batch(rec, [p[:3] for p in pending])):
-            emit(rec_line, band)
+        if not pending:
+            return
+        try:
+            records = _stream_batch(rec, [p[:3] for p in pending])
+        except Exception as e:
+            for p in pending:
+                fail(p[0], e)
+        else:
+            for (_, _, _, band), rec_line in zip(pending, records):
+                emit(rec_line, band)
         pending.clear()
 
     for path in files:
         try:
             sr, duration = _check(path, min_s)
         except DataError as e:
-            failed += 1
             flush()
-            _emit(out, {"file": str(path), "error": str(e)})
+            fail(path, e)
             continue
         try:
             if duration > long_audio_s:
@@ -106,12 +122,20 @@ def transcribe_files(
                     flush()
             else:
                 emit(_offline(rec, path, sr, samples, chunk_size=chunk_size, left_chunks=left_chunks), band)
-        except DataError as e:
-            failed += 1
+        except Exception as e:
             flush()
-            _emit(out, {"file": str(path), "error": str(e)})
+            fail(path, e)
     flush()
     return failed
+
+
+def _one_line(path: Path, msg: str) -> str:
+    """The error message on one line, starting with the file name."""
+    msg = " ".join(msg.split())
+    for prefix in (f"audio '{path}': ", f"{path}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return f"{path}: {msg}"
 
 
 def _emit(out: IO[str], record: dict[str, Any]) -> None:
