@@ -157,3 +157,16 @@ def test_shipped_models_are_calibrated_and_say_so() -> None:
         assert view.status == status, name
         assert view.cal is not None and view.cal.model_sha256 == cal_mod.model_fingerprint(d)
     assert AccentView.for_model_dir(ROOT / "models" / "accents-en-qifusion").cal.num_utts == 960
+
+
+def test_calibrate_needs_accent_labels(random_model: Path, synth_corpus: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "dev"
+    data.mkdir()
+    for name in ("wav.scp", "text"):
+        shutil.copy(synth_corpus / "dev" / name, data / name)
+    model = tmp_path / "model"
+    shutil.copytree(random_model, model)
+    assert main(["calibrate", "--model", str(model), "--data", str(data)]) == 2
+    assert "calibration needs utt2accent" in capsys.readouterr().err
+    assert not (model / cal_mod.FILENAME).exists()

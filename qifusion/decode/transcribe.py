@@ -111,8 +111,8 @@ def transcribe_files(
         try:
             if duration > long_audio_s:
                 flush()
-                head = read_audio(path, end=min(duration, 30.0), target_sr=sr)
-                emit(_long(rec, path), _bandwidth(path, head, sr))
+                band = _bandwidth(path, read_audio(path, end=min(duration, 30.0), target_sr=sr), sr)
+                emit(_long(rec, path), band)  # bandwidth judged on the first 30 s
                 continue
             samples = read_audio(path, target_sr=sr)
             band = _bandwidth(path, samples, sr)
