@@ -61,6 +61,14 @@ def fuzz_files(d: Path, rng: np.random.Generator) -> list[Path]:
             "float_tag_16bit": {"fmt_tag": 3}}
     for name, kw in lies.items():  # lying headers before real PCM
         cases[f"lying_{name}.wav"] = _header(**kw) + pcm
+    # lying FLAC STREAMINFO (bytes 18-25: 20-bit rate, 3-bit channels-1, 5-bit bits-1, 36-bit total samples)
+    info = int.from_bytes(flac[18:26], "big")
+    for name, (shift, width, value) in {"rate_1Hz": (44, 20, 1), "rate_zero": (44, 20, 0),
+                                        "channels_8": (41, 3, 7), "total_samples_huge": (0, 36, 2**36 - 1),
+                                        "bits_32": (36, 5, 31)}.items():
+        mask = ((1 << width) - 1) << shift
+        lied = (info & ~mask) | (value << shift)
+        cases[f"lying_flac_{name}.flac"] = flac[:18] + lied.to_bytes(8, "big") + flac[26:]
     arrays = {  # valid files with extreme content or rates
         "rate_1Hz.wav": (rng.standard_normal(40) * 0.1, 1),
         "rate_100Hz.wav": (rng.standard_normal(300) * 0.1, 100),
