@@ -101,10 +101,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if n_failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from qifusion.eval.calibration import calibrate_model
+
+    calibrate_model(Path(args.model), Path(args.data), chunk_size=args.chunk_size, batch_size=args.batch_size)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from qifusion.export.onnx_export import export_model
 
-    export_model(model_dir=Path(args.model), out_dir=Path(args.out), int8=args.int8,
+    export_model(model_dir=Path(args.model), out_dir=Path(args.out) if args.out else None, int8=args.int8,
                  chunk_size=args.chunk_size, left_chunks=args.left_chunks)
     return 0
 
@@ -134,9 +141,12 @@ MODES = ["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from qifusion import __version__
+
     parser = argparse.ArgumentParser(
         prog="qifusion", description="Accent-aware streaming speech recognition (Qifusion-Net)."
     )
+    parser.add_argument("--version", action="version", version=f"qifusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="synthesise the embedded multi-accent English corpus")
@@ -182,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_decode)
 
+    p = sub.add_parser("calibrate", help="measure AID accuracy on dev, write MODEL/aid_calibration.json")
+    p.add_argument("--model", required=True, help="model dir (the calibration file is written into it)")
+    p.add_argument("--data", required=True, help="dev data dir with accent labels (utt2accent)")
+    p.add_argument("--chunk-size", type=int, default=-1, help="-1 = full context")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("transcribe", help="transcribe audio files (one JSON line per file)")
     _add_model_args(p)
     p.add_argument("--mode", default="attention_rescoring", choices=MODES)
@@ -191,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export ONNX models (sherpa-onnx wenet_ctc + full model)")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="export dir (default MODEL/onnx, where --backend onnx looks)")
     p.add_argument("--int8", action="store_true", help="also write dynamically quantised models (OUT/int8)")
     p.add_argument("--chunk-size", type=int, default=16, help="output frames per chunk (sherpa default)")
     p.add_argument("--left-chunks", type=int, default=4, help="history chunks (sherpa-onnx default 4)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 CHUNK = 1600  # 0.1 s at 16 kHz
+PROBS = {"en-us": 0.9, "en-gb": 0.1}  # the raw accent posteriors of every result
 
 
 @dataclass
@@ -23,6 +24,7 @@ class FakeResult:
     accent_prob: float = 0.0
     words: list = field(default_factory=list)
     is_final: bool = False
+    accent_probs: dict = field(default_factory=dict)
 
 
 class FakeStream:
@@ -81,13 +83,15 @@ class FakeRecognizer:
                     s.trailing_silence += 1
             done = s.finished and len(s.samples) - s.pos < CHUNK and len(s.samples) == s.pos
             s.finalized = done
-            s.result = FakeResult(text=" ".join(s.words), accent="en-us", accent_prob=0.9, is_final=done)
+            s.result = FakeResult(text=" ".join(s.words), accent="en-us", accent_prob=0.9, is_final=done,
+                                  accent_probs=dict(PROBS))
 
     def is_endpoint(self, s: FakeStream) -> bool:
         return bool(s.words) and s.trailing_silence >= 10
 
     def reset(self, s: FakeStream) -> FakeResult:
-        seg = FakeResult(text=" ".join(s.words), accent="en-us", accent_prob=0.9, is_final=True)
+        seg = FakeResult(text=" ".join(s.words), accent="en-us", accent_prob=0.9, is_final=True,
+                         accent_probs=dict(PROBS))
         s.words, s.in_word, s.trailing_silence = [], False, 0
         s.result = FakeResult()
         return seg

@@ -112,14 +112,19 @@ def envelope_match(captured: np.ndarray, ref: np.ndarray) -> float:
     return float(np.nanmax(corr))
 
 
-def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus):
+def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus, tmp_path):
     import soundfile as sf
     from selenium.webdriver.common.by import By
+    from test_calibration import write_calibration
     from test_serve import direct_finals
 
     from qifusion.serve.server import ServerConfig, ServerThread, load_recognizer
 
-    cfg = ServerConfig(model_dir=tiny_model_dir, port=0, chunk_size=8)
+    model = tmp_path / "tiny-calibrated"  # a copy with a (made-up) working accent-ID calibration
+    shutil.copytree(tiny_model_dir, model)
+    accents = (model / "accents.txt").read_text().split()
+    write_calibration(model, temperature=2.0, accuracy=0.9, chance=1 / 3, accents=tuple(accents))
+    cfg = ServerConfig(model_dir=model, port=0, chunk_size=8)
     rec = RecordingRecognizer(load_recognizer(cfg))
     utt, wav = (synth_corpus / "train" / "wav.scp").read_text().splitlines()[0].split(maxsplit=1)
     audio, sr = sf.read(wav, dtype="float32")
@@ -129,6 +134,12 @@ def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus):
 
     with ServerThread(cfg, recognizer=rec) as srv, chromium(Path(wav)) as driver:
         driver.get(srv.http_url)
+        # the page names the model it serves and its measured accent-ID accuracy (from /health)
+        deadline = time.monotonic() + 10
+        while page_text(driver, "model-name") == "(loading)" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert page_text(driver, "model-name") == "tiny-calibrated"
+        assert "dev accuracy 90.0%" in page_text(driver, "aid-note")
         # file upload: WebAudio decodes at 16 kHz (no resampling for a 16 kHz wav) -> exactly the same text
         driver.find_element(By.ID, "file").send_keys(str(wav))
         driver.find_element(By.ID, "file-send").click()
@@ -140,7 +151,8 @@ def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus):
         file_expected = " ".join(t for t in direct_finals(rec.rec, sent, continuous=True) if t)
         assert page_text(driver, "final") == file_expected and file_expected
         assert page_text(driver, "accent") in rec.accents
-        assert "% confidence" in page_text(driver, "accent-prob")
+        shown = page_text(driver, "accent-prob")
+        assert "calibrated probability" in shown and "accent-ID accuracy on dev: 90.0%, chance 33.3%" in shown
 
         # microphone: Chromium's fake device plays the wav in real time at its own rate (44.1/48 kHz) and
         # the worklet resamples to 16 kHz; on a busy machine the fake capture has small glitches, so the
@@ -162,3 +174,15 @@ def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus):
         assert page_text(driver, "final") == mic_expected and mic_expected
         assert any(p for p in partials), "no live partial result was shown"
         assert page_text(driver, "accent") in rec.accents
+
+    # the same model without calibration: the page names no accent and says why
+    plain = ServerConfig(model_dir=tiny_model_dir, port=0, chunk_size=8)
+    with ServerThread(plain, recognizer=load_recognizer(plain)) as srv, chromium(Path(wav)) as driver:
+        driver.get(srv.http_url)
+        driver.find_element(By.ID, "file").send_keys(str(wav))
+        driver.find_element(By.ID, "file-send").click()
+        assert wait_state(driver, {"done"}) == "done", page_text(driver, "status")
+        assert page_text(driver, "model-name") == tiny_model_dir.name
+        assert page_text(driver, "aid-note").startswith("accent ID not calibrated")
+        assert page_text(driver, "accent") == "not reported"
+        assert page_text(driver, "accent-note").startswith("accent ID not calibrated")

@@ -110,7 +110,13 @@ def test_without_accent_labels(model_dir: Path, data_dir: Path, tmp_path: Path) 
 def test_cli_decode_and_errors(model_dir: Path, data_dir: Path, tmp_path: Path, capsys) -> None:
     rc = main(["decode", "--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path / "o"),
                "--mode", "ctc_prefix_beam", "--chunk-size", "16", "--beam-size", "3"])
-    assert rc == 0 and json.loads((tmp_path / "o" / "report.json").read_text())["chunk_size"] == 16
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rc == 0 and report["chunk_size"] == 16
+    table = capsys.readouterr().out.splitlines()  # the per-accent table, as `make demo` shows it
+    assert table[0].split() == ["accent", "utts", "CER", "%", "WER", "%"]
+    for accent, row in report["per_accent"].items():
+        assert f"{accent:<18}{row['num_utts']:>6}{row['cer']:>8.2f}{row['wer']:>8.2f}" in table
+    assert table[len(report["per_accent"]) + 1].startswith("all")
     rc = main(["decode", "--model", str(tmp_path / "nomodel"), "--data", str(data_dir),
                "--out", str(tmp_path)])
     assert rc == 2 and "nomodel" in capsys.readouterr().err
@@ -151,3 +157,11 @@ def test_oracle_model_is_given_the_true_accent(data_dir: Path, tmp_path: Path, m
                progress=False)
     want = [accents.index(u.accent) if u.accent in accents else -1 for u in load_data_dir(data_dir)]
     assert seen == want and -1 in want and len(set(want)) == 3
+
+
+def test_version(capsys) -> None:
+    from qifusion import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"qifusion {__version__}"

@@ -6,6 +6,7 @@ defaults (chunk 16, 4 left chunks), which are also the export's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from recognizer_helpers import make_random_model_dir, noise_utterance
 
 CHUNK, LEFT = 16, 4
+ROOT = Path(__file__).resolve().parents[1]
 TAIL_SECONDS = 0.66  # trailing zeros before input_finished(), as sherpa-onnx's examples do
 
 
@@ -31,11 +33,38 @@ def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("export") / "onnx"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    err = io.StringIO()
     try:
-        export_model(model_dir=tiny_model_dir, out_dir=out, int8=True, chunk_size=CHUNK, left_chunks=LEFT)
+        with contextlib.redirect_stderr(err):
+            export_model(model_dir=tiny_model_dir, out_dir=out, int8=True, chunk_size=CHUNK, left_chunks=LEFT)
     finally:
         torch.set_num_threads(threads)
+    EXPORT_LOG.append(err.getvalue())
     return out
+
+
+EXPORT_LOG: list[str] = []  # what export_model printed (stderr) in the session fixture
+
+
+def test_export_reports_progress_and_defaults_outside_git(exported: Path) -> None:
+    import subprocess
+
+    from qifusion.cli import build_parser
+    from qifusion.export.onnx_export import default_export_dir
+
+    lines = EXPORT_LOG[0].splitlines()
+    # three graphs: wenet_ctc, the chunk step, the decoder
+    assert lines[0].startswith("qifusion export: exporting 3 ONNX graphs of ")
+    for i, name in enumerate(["model.onnx", "encoder_chunk.onnx", "decoder.onnx"], start=1):
+        assert any(x.startswith(f"qifusion export: [{i}/3] {name}: tracing") for x in lines), name
+        assert any(x.startswith(f"qifusion export: [{i}/3] {name} written (") for x in lines), name
+    assert any("quantising to int8" in x for x in lines) and any("int8 copies written" in x for x in lines)
+    assert build_parser().parse_args(["export", "--model", "M"]).out is None
+    shipped = ROOT / "models" / "accents-en-qifusion"
+    assert default_export_dir(shipped) == shipped / "onnx"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "models/accents-en-qifusion/onnx/model.onnx"],
+                             cwd=ROOT, check=False)
+    assert ignored.returncode == 0, "exports into models/*/onnx must be git-ignored"
 
 
 @pytest.fixture(scope="session")
@@ -214,13 +243,21 @@ def test_int8_cer_close_to_float(exported: Path, utterances: list[tuple[str, str
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_transcribe_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synth_corpus: Path,
-                                      streaming: bool) -> None:
+                                      streaming: bool, tmp_path: Path) -> None:
+    import shutil
+
+    from test_calibration import write_calibration
+
     from qifusion.data.manifest import load_data_dir
     from qifusion.decode.transcribe import transcribe_files
 
     files = [Path(u.audio) for u in load_data_dir(synth_corpus / "test")]
     lines = {}
-    for backend, model_dir in (("torch", tiny_model_dir), ("onnx", exported)):
+    accents = tuple((tiny_model_dir / "accents.txt").read_text().split())
+    for backend, src in (("torch", tiny_model_dir), ("onnx", exported)):
+        model_dir = tmp_path / backend  # a copy with a calibration at temperature 1: raw accents are shown
+        shutil.copytree(src, model_dir)
+        write_calibration(model_dir, temperature=1.0, accents=accents)
         out = io.StringIO()
         failed = transcribe_files(model_dir=model_dir, files=files, mode="attention_rescoring",
                                   chunk_size=CHUNK, left_chunks=LEFT, streaming=streaming, backend=backend,
@@ -229,9 +266,25 @@ def test_transcribe_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synt
         lines[backend] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines["onnx"]) == len(files)
     for a, b in zip(lines["torch"], lines["onnx"]):
-        assert (a["text"], a["accent"]) == (b["text"], b["accent"])
+        assert (a["text"], a["accent"]) == (b["text"], b["accent"]) and a["accent"] in accents
         assert abs(a["accent_prob"] - b["accent_prob"]) < 1e-3
     assert any(line["text"] for line in lines["onnx"])
+
+
+def test_streaming_onnx_uses_the_exported_chunk_size(exported: Path, synth_corpus: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from qifusion.data.manifest import load_data_dir
+    from qifusion.decode.transcribe import transcribe_files
+
+    wav = Path(load_data_dir(synth_corpus / "test")[0].audio)
+    texts = []
+    for chunk in (-1, CHUNK):
+        out = io.StringIO()
+        assert transcribe_files(model_dir=exported, files=[wav], streaming=True, chunk_size=chunk,
+                                backend="onnx", out=out) == 0
+        texts.append(json.loads(out.getvalue())["text"])
+    assert texts[0] == texts[1]
+    assert "chunk" not in capsys.readouterr().err  # no "--streaming needs a chunk size" with ONNX
 
 
 def test_decode_dir_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synth_corpus: Path,

@@ -125,3 +125,31 @@ def test_plots_are_png(tmp_path) -> None:
     for name in ("cer.png", "aid.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_per_accent_cer_labels_are_not_hidden() -> None:
+    """No legend over the bars; every value label is inside the axes, on a white box above the mean line,
+    and does not overlap the mean line's own label (tallest bars on the right, one bar at the mean)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from qifusion.eval.plots import per_accent_cer_figure
+
+    cers = [20.0, 45.0, 80.0, 95.0]
+    per = {f"accent-{i}": {"cer": c, "wer": c, "num_utts": 10} for i, c in enumerate(cers)}
+    rep = {"per_accent": per, "cer": 45.0, "mode": "ctc_greedy", "chunk_size": 16}
+    fig = per_accent_cer_figure(rep)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    assert ax.get_legend() is None
+    labels = [t for t in ax.texts if t.get_text() in {"20.0", "45.0", "80.0", "95.0"}]
+    mean_label = next(t for t in ax.texts if t.get_text().startswith("all "))
+    line = ax.get_lines()[0]
+    box = ax.get_window_extent(renderer)
+    assert len(labels) == 4
+    for t in labels:
+        ext = t.get_window_extent(renderer)
+        assert box.y0 <= ext.y0 and ext.y1 <= box.y1 and box.x0 <= ext.x0 and ext.x1 <= box.x1
+        assert not ext.overlaps(mean_label.get_window_extent(renderer))
+        assert t.get_zorder() > line.get_zorder()
+        assert t.get_bbox_patch().get_facecolor()[:3] == (1.0, 1.0, 1.0)

@@ -117,7 +117,32 @@ def test_utterance_final_and_speech_end(fake_server):
     assert finals(msgs) == ["b d"]
     partials = [m["sentence"] for m in msgs if m["type"] == "partial_result"]
     assert partials and partials[0] == "b" and all(p for p in partials)
-    assert msgs[-2]["accent"] == "en-us" and msgs[-2]["accent_prob"] == 0.9
+    # no model dir, so no calibration: no accent is named, and the message says why
+    assert msgs[-2]["accent"] is None and msgs[-2]["accent_prob"] is None
+    assert msgs[-2]["accent_id"]["status"] == "not_calibrated"
+    assert msgs[-2]["accent_id"]["note"].startswith("accent ID not calibrated")
+
+
+@pytest.mark.parametrize("status", ["ok", "no_working_aid"])
+def test_accent_shown_only_when_calibrated_and_working(fake_server, tmp_path, status):
+    from test_calibration import write_calibration
+
+    model = tmp_path / "accents-test-model"
+    model.mkdir()
+    write_calibration(model, status=status, temperature=2.0, accuracy=0.9 if status == "ok" else 0.51,
+                      chance=0.5)
+    srv = fake_server(model_dir=model)
+    msgs = asyncio.run(utterance(srv.url, np.concatenate([burst(0.1), silence(0.3), burst(0.3)])))
+    results = [m for m in msgs if m["type"] in ("partial_result", "final_result")]
+    h = health(srv)
+    assert h["model"] == "accents-test-model" and h["accent_id"] == results[-1]["accent_id"]
+    for m in results:
+        assert m["accent_id"]["status"] == status and m["accent_id"]["accuracy"] == h["accent_id"]["accuracy"]
+        if status == "ok":  # raw {en-us: .9, en-gb: .1} at temperature 2 -> 0.75
+            assert (m["accent"], m["accent_prob"]) == ("en-us", 0.75)
+        else:
+            assert (m["accent"], m["accent_prob"]) == (None, None)
+            assert "no working accent ID" in m["accent_id"]["note"]
     assert wait_sessions(srv, 0) == 0
 
 
@@ -359,7 +384,9 @@ def test_real_model_16_concurrent_clients(tiny_model_dir, synth_corpus):
 
         results = asyncio.run(main())
         assert [finals(m) for m in results] == [refs[i % len(wavs)] for i in range(16)]
-        assert all(m[-2]["accent"] in rec.accents and 0 < m[-2]["accent_prob"] <= 1 for m in results)
+        # the test model is not calibrated: no accent is named, the status says why
+        assert all(m[-2]["accent"] is None for m in results)
+        assert all(m[-2]["accent_id"]["status"] == "not_calibrated" for m in results)
         assert wait_sessions(srv, 0) == 0
 
 

@@ -45,7 +45,10 @@ def test_shipped_qifusion_transcribes_streaming_like_offline(synth_corpus: Path)
         assert failed == 0
         lines[streaming] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [x["text"] for x in lines[True]] == [x["text"] for x in lines[False]]
-    assert all(x["text"] and x["accent"] for x in lines[True])
+    assert all(x["text"] for x in lines[True])
+    # its accent ID is at chance on dev (aid_calibration.json): no accent is named, the record says why
+    assert all(x["accent"] is None and x["accent_id"]["status"] == "no_working_aid" for x in lines[True])
+    assert all("no working accent ID" in x["accent_id"]["note"] for x in lines[False])
 
 
 def test_long_audio_splits_at_pauses_into_the_parts(synth_corpus: Path) -> None:

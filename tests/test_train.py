@@ -414,5 +414,15 @@ def test_loss_plot_draws_the_logged_parts(tmp_path: Path) -> None:
     (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = plot_loss_curves(tmp_path)
     assert out == tmp_path / "loss.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from qifusion.train.plot import loss_figure
+
+    asr, aid, pct = loss_figure(recs).axes  # titled panels, every axis labelled
+    assert [a.get_title() for a in (asr, aid, pct)] == ["ASR losses", "accent-ID loss",
+                                                         "dev CER and accent-ID accuracy"]
+    assert all(a.get_ylabel() and a.get_xlabel() == "step" for a in (asr, aid, pct))
+    assert pct.get_ylabel() == "%"
+    # the AID loss has its own axis (its scale is not squashed by the ~100x larger ASR losses)
+    assert [list(line.get_ydata()) for line in aid.get_lines()] == [[1.0, 0.5, 1 / 3]]
+    assert all(line.get_label() != "train aid" for line in asr.get_lines())
     with pytest.raises(UserError, match=r"train_log\.jsonl does not exist"):
         plot_loss_curves(tmp_path / "missing")

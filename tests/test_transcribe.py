@@ -58,12 +58,35 @@ def test_streaming_equals_offline_and_bad_files(files: tuple[Path, list[Path]], 
     good = [(o, s) for o, s in zip(off, stm) if "error" not in o]
     assert len(good) == 3
     for o, s in good:
-        assert set(o) == {"file", "text", "accent", "accent_prob", "duration", "segments"}
+        assert set(o) == {"file", "text", "accent", "accent_prob", "accent_id", "bandwidth", "duration",
+                          "segments"}
         assert o["text"] and o["text"] == s["text"]
         assert o["accent"] == s["accent"] and o["accent_prob"] == pytest.approx(s["accent_prob"], abs=1e-3)
         assert o["duration"] == s["duration"]
         assert len(o["segments"]) == 1 and o["segments"][0]["text"] == o["text"]
     assert [o["duration"] for o, _ in good] == pytest.approx([2.3, 1.7, 3.1], abs=1e-3)
+    assert [o["bandwidth"]["narrowband"] for o, _ in good] == [False, False, True]  # c_8k.ogg is 8 kHz
+
+
+def test_empty_file_and_directory_say_what_is_wrong(files: tuple[Path, list[Path]], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    model, _ = files
+    zero = tmp_path / "zero.wav"
+    zero.write_bytes(b"")
+    rc = main(["transcribe", "--model", str(model), str(zero), str(tmp_path)])
+    errors = [json.loads(x)["error"] for x in capsys.readouterr().out.splitlines()]
+    assert rc == 1
+    assert errors[0] == f"{zero}: file is empty (0 bytes)"
+    assert errors[1] == (f"{tmp_path}: is a directory, not an audio file "
+                         f"(pass the files, e.g. {tmp_path}/*.wav)")
+
+
+def test_no_double_spaces_in_hypotheses() -> None:
+    from qifusion.data.tokenizer import SPACE, Tokenizer
+
+    tok = Tokenizer.build(["the cat"])
+    ids = [tok.token2id(u) for u in [SPACE, "t", SPACE, SPACE, "h", SPACE, SPACE, SPACE, "e", SPACE]]
+    assert tok.decode(ids) == "t h e"
 
 
 def test_cli_exit_code_and_full_context(

@@ -19,6 +19,15 @@ import soxr
 from qifusion.errors import DataError
 
 PIPE_TIMEOUT_S = 600.0
+MIN_SAMPLE_RATE = 4000  # below this nothing of speech is left (and resampling x4000 would blow up)
+MAX_SAMPLE_RATE = 768000
+
+
+def check_sample_rate(sr: int, where: str) -> None:
+    """DataError unless ``MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE`` (a lying header, or not audio)."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise DataError(f"{where}: sample rate {sr} Hz is not supported "
+                        f"({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
 
 
 def _where(source: str, utt_id: str | None) -> str:
@@ -60,13 +69,20 @@ def audio_info(source: str, *, utt_id: str | None = None) -> tuple[int, float]:
         raise
     except Exception as e:
         raise DataError(f"{_where(source, utt_id)}: {_reason(source, e)}") from e
+    check_sample_rate(int(info.samplerate), _where(source, utt_id))
     return int(info.samplerate), float(info.duration)
 
 
 def _reason(source: str, e: Exception) -> str:
-    if not is_pipe(source) and not os.path.exists(source):
-        return "file not found"
+    if not is_pipe(source):
+        if not os.path.exists(source):
+            return "file not found"
+        if os.path.isdir(source):
+            return "is a directory, not an audio file"
+        if os.path.getsize(source) == 0:
+            return "file is empty (0 bytes)"
     msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    msg = msg.replace(f"Error opening {source!r}: ", "")  # soundfile repeats the path
     return f"unreadable audio ({msg})"
 
 
@@ -95,6 +111,7 @@ def read_audio(
             f = sf.SoundFile(source)
         with f:
             sr = int(f.samplerate)
+            check_sample_rate(sr, where)
             first = round(start * sr)
             if first > 0:
                 if first >= f.frames:

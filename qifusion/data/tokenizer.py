@@ -125,9 +125,9 @@ class Tokenizer:
         return [self._index.get(u, self.unk_id) for u in self.tokenize(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; blank and sos/eos are dropped, ``▁`` becomes a space."""
+        """Text of ``ids``; blank and sos/eos are dropped, ``▁`` becomes a space (runs of them one space)."""
         pieces = [self.units[int(i)] for i in ids if int(i) not in (self.blank_id, self.sos_eos_id)]
-        return "".join(pieces).replace(SPACE, " ").strip()
+        return " ".join("".join(pieces).replace(SPACE, " ").split())
 
     # ---------------------------------------------------------------- build / save / load
     @classmethod

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 
+from qifusion.data.audio import check_sample_rate
 from qifusion.decode.recognizer import Recognizer
 from qifusion.decode.stream import Segment, Stream
 from qifusion.errors import DataError
@@ -29,6 +30,7 @@ class LongformResult:
     duration: float = 0.0
     accent: str | None = None
     accent_prob: float = 0.0
+    accent_probs: dict[str, float] = field(default_factory=dict)  # duration-weighted mean over segments
 
     @property
     def text(self) -> str:
@@ -44,12 +46,19 @@ def iter_audio_blocks(
     except Exception as e:
         raise DataError(f"audio '{path}': unreadable audio ({e})") from e
     sr = int(info.samplerate)
+    check_sample_rate(sr, f"audio '{path}'")
     blocksize = max(1, int(block_seconds * sr))
-    try:
-        for block in sf.blocks(os.fspath(path), blocksize=blocksize, dtype="float32", always_2d=True):
-            yield sr, (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
-    except Exception as e:
-        raise DataError(f"audio '{path}': unreadable audio ({e})") from e
+    blocks = sf.blocks(os.fspath(path), blocksize=blocksize, dtype="float32", always_2d=True)
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise DataError(f"audio '{path}': unreadable audio ({e})") from e
+        if not np.all(np.isfinite(block)):
+            raise DataError(f"audio '{path}': audio contains NaN or infinite samples")
+        yield sr, (block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
 
 
 def _finish_segment(rec: Recognizer, s: Stream, out: list[Segment]) -> None:
@@ -83,11 +92,12 @@ def decode_long(rec: Recognizer, pieces: Iterable[tuple[int, np.ndarray]]) -> Lo
         if rec.is_endpoint(s):
             _finish_segment(rec, s, segments)
     _finish_segment(rec, s, segments)
-    accent, prob = _file_accent(segments)
-    return LongformResult(segments=segments, duration=s.duration, accent=accent, accent_prob=prob)
+    accent, prob, probs = _file_accent(segments)
+    return LongformResult(segments=segments, duration=s.duration, accent=accent, accent_prob=prob,
+                          accent_probs=probs)
 
 
-def _file_accent(segments: list[Segment]) -> tuple[str | None, float]:
+def _file_accent(segments: list[Segment]) -> tuple[str | None, float, dict[str, float]]:
     totals: dict[str, float] = {}
     weight = 0.0
     for seg in segments:
@@ -96,6 +106,6 @@ def _file_accent(segments: list[Segment]) -> tuple[str | None, float]:
         for a, p in seg.accent_probs.items():
             totals[a] = totals.get(a, 0.0) + w * p
     if not totals:
-        return None, 0.0
+        return None, 0.0, {}
     best = max(totals, key=totals.__getitem__)
-    return best, totals[best] / weight
+    return best, totals[best] / weight, {a: t / weight for a, t in totals.items()}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qifusion.decode.gate import SpeechEvidence
 from qifusion.decode.streaming_search import Hypothesis
 
 if TYPE_CHECKING:
@@ -18,11 +19,13 @@ if TYPE_CHECKING:
 
 
 @torch.inference_mode()
-def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int,
-                    left_chunks: int) -> tuple[Hypothesis, str | None, float]:
+def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int, left_chunks: int,
+                    accent_probs: dict[str, float] | None = None) -> tuple[Hypothesis, str | None, float]:
     """Decode fbank ``feats`` (T, F) of one utterance with ``rec``'s model, mode and search options.
 
-    Returns (best hypothesis, accent name or None, its utterance posterior).
+    Returns (best hypothesis, accent name or None, its utterance posterior); the hypothesis is empty
+    when the speech gate (``rec.config.speech_gate``, :mod:`qifusion.decode.gate`) finds no speech.
+    ``accent_probs``, when given, is filled with the utterance posterior of every accent.
     """
     from qifusion.decode import search
 
@@ -47,9 +50,16 @@ def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int,
                 and any(len(h.tokens) for h in nbest)):
             hyp = search.attention_rescoring(model, enc.memory, out_lens, [nbest], ctc_weight=cfg.ctc_weight,
                                              reverse_weight=cfg.reverse_weight)[0]
+    if cfg.speech_gate:
+        evidence = SpeechEvidence()
+        evidence.update(log_probs[0, : int(out_lens[0])], rec.blank_id)
+        if not evidence.is_speech(cfg.gate_min_confidence or 0.0):
+            hyp = Hypothesis((), (), hyp.score)
     accent, prob = None, 0.0
     if enc.accent_utt is not None:
         post = enc.accent_utt[0].double()
         k = int(post.argmax())
         accent, prob = rec.accents[k], float(post[k])
+        if accent_probs is not None:
+            accent_probs.update({a: float(p) for a, p in zip(rec.accents, post.tolist())})
     return hyp, accent, prob

@@ -71,6 +71,10 @@ class RecognizerConfig:
     # is a handful of small matmuls: waking a second thread costs more than it saves (per-chunk time
     # 2-thread vs 1-thread in benchmarks/speed/encoder.py --chunk-threads), so 1 is the default.
     chunk_threads: int | None = 1
+    # silence / non-speech segments give an empty result (see qifusion.decode.gate); the confidence
+    # threshold is the model dir's calibrated one (aid_calibration.json) unless given
+    speech_gate: bool = True
+    gate_min_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -134,6 +138,11 @@ class Recognizer:
         config = RecognizerConfig(chunk_size=chunk_size, left_chunks=left_chunks, mode=mode, rescore=rescore,
                                   backend=backend, device=device, beam_size=beam_size, **options)
         loaded = load_for_decoding(path, backend=backend, device=device)
+        if config.gate_min_confidence is None:
+            from qifusion.eval.calibration import load_calibration
+
+            cal = load_calibration(Path(path))
+            config.gate_min_confidence = cal.gate_min_confidence if cal is not None else 0.0
         num_mel_bins = int(getattr(getattr(loaded.config, "data", None), "num_mel_bins", 80))
         return cls(model=loaded.model, tokenizer=loaded.tokenizer, accents=loaded.accents, config=config,
                    num_mel_bins=num_mel_bins)
@@ -224,6 +233,7 @@ class Recognizer:
             log_probs = out.ctc_log_probs[i].float().cpu()  # (T_chunk, V)
             s.search.step(log_probs)
             s.silence.update(log_probs[:, self.blank_id])
+            s.evidence.update(log_probs, self.blank_id)
             if self.keep_memory:
                 s.memory.append(out.memory[i].detach())
             if self.config.final_mode == "attention":
@@ -255,14 +265,20 @@ class Recognizer:
             start=start, end=start + s.silence.num_frames * self.frame_shift, segments=list(s.segments),
         )
 
+    def _gated(self, s: Stream, hyp: Hypothesis) -> Hypothesis:
+        """``hyp``, or an empty hypothesis when the speech gate says the segment is not speech."""
+        if self.config.speech_gate and not s.evidence.is_speech(self.config.gate_min_confidence or 0.0):
+            return Hypothesis((), (), hyp.score)
+        return hyp
+
     def _partial_result(self, s: Stream) -> StreamResult:
-        return self._make_result(s, s.search.nbest(1)[0], is_final=False)
+        return self._make_result(s, self._gated(s, s.search.nbest(1)[0]), is_final=False)
 
     def _finalize(self, s: Stream) -> None:
         """Choose the segment's final hypothesis (rescored when configured) and freeze the result."""
         from qifusion.decode.final import choose_final
 
-        hyp = choose_final(self, s)
+        hyp = self._gated(s, choose_final(self, s))
         s.final_hyp = hyp
         s.finalized = True
         s._result = self._make_result(s, hyp, is_final=True)
@@ -286,6 +302,7 @@ class Recognizer:
         s.model_state = self._init_state()
         s.search = self._new_search()
         s.silence.reset()
+        s.evidence.reset()
         s.memory, s.ctc_log_probs = [], []
         s.accent_sum, s.accent_frames = None, 0
         s.finalized = False

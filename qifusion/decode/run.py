@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from qifusion.errors import DataError, UserError
-from qifusion.eval.report import UttResult, build_report, render_markdown
+from qifusion.eval.report import UttResult, build_report, render_markdown, render_table
 from qifusion.fileio import atomic_write_text
 
 
@@ -103,6 +103,7 @@ def decode_dir(
     report = build_report(results, mode=mode, chunk_size=chunk_size, rtf=rtf)
     _write_outputs(Path(out_dir), results, report, skipped=skipped, model_dir=model_dir, data_dir=data_dir)
     n_skip = sum(skipped.values())
+    print(render_table(report))
     print(f"decode: {len(results)} utts, CER {report['cer']:.2f} %, WER {report['wer']:.2f} %, "
           f"RTF {rtf:.4f}" + (f", skipped {n_skip} ({skipped})" if n_skip else "") + f" -> {out_dir}",
           file=sys.stderr)

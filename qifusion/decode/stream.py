@@ -16,6 +16,7 @@ import torch
 
 from qifusion.data.features import OnlineFbank
 from qifusion.decode.endpoint import SilenceTracker
+from qifusion.decode.gate import SpeechEvidence
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Stream:
         self.model_state = model_state
         self.search = search
         self.silence = silence
+        self.evidence = SpeechEvidence()  # CTC speech evidence of the current segment (speech gate)
         self.next_frame = 0  # next fbank frame (absolute index) where a chunk starts
         self.frame_offset = 0  # model output frames before the current segment (stream time)
         self.memory: list[torch.Tensor] = []  # (T_chunk, D) pieces of the current segment

@@ -9,6 +9,11 @@ Two paths that give the same transcripts for the same chunk size / left chunks /
 Files longer than ``long_audio_s`` are decoded by :mod:`qifusion.decode.longform` in both paths
 (streaming with endpointing, bounded memory), giving several segments. A file that cannot be read, is
 empty or is too short gives ``{"file", "error"}`` and the others are still transcribed.
+
+Every record says how far its accent can be trusted (``accent_id``, from the model dir's
+``aid_calibration.json``, see :mod:`qifusion.eval.calibration`) and whether the audio is narrowband
+(``bandwidth``, :mod:`qifusion.data.bandwidth`; also warned on stderr). Silence and non-speech give
+an empty ``text`` (the speech gate, :mod:`qifusion.decode.gate`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from qifusion.data.audio import audio_info, read_audio
+from qifusion.data.bandwidth import Bandwidth, analyse_bandwidth
 from qifusion.data.features import compute_fbank
 from qifusion.decode.longform import decode_long, iter_audio_blocks
 from qifusion.decode.recognizer import Recognizer
@@ -30,6 +36,7 @@ from qifusion.decode.stream import Segment
 from qifusion.decode.streaming_search import Hypothesis
 from qifusion.decode.text import words_from_tokens
 from qifusion.errors import DataError, UserError
+from qifusion.eval.calibration import AccentView
 
 DEFAULT_STREAMING_CHUNK = 16
 PIECE_SECONDS = 0.1
@@ -52,52 +59,83 @@ def transcribe_files(
 ) -> int:
     """Transcribe ``files`` and write one JSON line per file to ``out``; return the number that failed.
 
-    Each line is ``{"file", "text", "accent", "accent_prob", "duration", "segments"}`` or
-    ``{"file", "error"}``.
+    Each line is ``{"file", "text", "accent", "accent_prob", "accent_id", "bandwidth", "duration",
+    "segments"}`` or ``{"file", "error"}``.
     """
-    stream_chunk = chunk_size
-    if streaming and chunk_size <= 0:
-        stream_chunk = DEFAULT_STREAMING_CHUNK
-        print(f"qifusion transcribe: --streaming needs a chunk size; using --chunk-size {stream_chunk}",
+    stream_chunk = chunk_size if chunk_size > 0 else _default_chunk(model_dir, backend)
+    if streaming and chunk_size <= 0 and backend == "torch":
+        print(f"qifusion transcribe: --streaming without --chunk-size: using --chunk-size {stream_chunk}",
               file=sys.stderr)
     rec = Recognizer.from_model_dir(
-        model_dir, chunk_size=stream_chunk if stream_chunk > 0 else DEFAULT_STREAMING_CHUNK,
-        left_chunks=left_chunks, mode=mode, rescore=mode == "attention_rescoring", backend=backend,
+        model_dir, chunk_size=stream_chunk, left_chunks=left_chunks, mode=mode,
+        rescore=mode == "attention_rescoring", backend=backend,
     )
+    view = AccentView.for_model_dir(model_dir)
+    print(f"qifusion transcribe: {view.note}", file=sys.stderr)
     min_s = max(MIN_SECONDS, (rec.context + 1) * 0.01 + 0.015)
     failed = 0
-    pending: list[tuple[Path, int, np.ndarray]] = []  # short files waiting for a streaming batch
+    pending: list[tuple[Path, int, np.ndarray, Bandwidth]] = []  # short files waiting for a streaming batch
+
+    def emit(record: dict[str, Any], band: Bandwidth) -> None:
+        _emit(out, _present(record, view, band))
+
+    def fail(path: Path, e: Exception) -> None:
+        nonlocal failed
+        failed += 1
+        if isinstance(e, UserError):
+            msg = str(e)
+        else:  # a bug must not end the other files' transcription or show a traceback
+            msg = f"internal error while decoding ({type(e).__name__}: {e}); please report it"
+        _emit(out, {"file": str(path), "error": _one_line(path, msg)})
 
     def flush() -> None:
-        for rec_line in _stream_batch(rec, pending):
-            _emit(out, rec_line)
+        if not pending:
+            return
+        try:
+            records = _stream_batch(rec, [p[:3] for p in pending])
+        except Exception as e:
+            for p in pending:
+                fail(p[0], e)
+        else:
+            for (_, _, _, band), rec_line in zip(pending, records):
+                emit(rec_line, band)
         pending.clear()
 
     for path in files:
         try:
             sr, duration = _check(path, min_s)
         except DataError as e:
-            failed += 1
             flush()
-            _emit(out, {"file": str(path), "error": str(e)})
+            fail(path, e)
             continue
         try:
             if duration > long_audio_s:
                 flush()
-                _emit(out, _long(rec, path))
-            elif streaming:
-                pending.append((path, sr, read_audio(path, target_sr=sr)))
+                band = _bandwidth(path, read_audio(path, end=min(duration, 30.0), target_sr=sr), sr)
+                emit(_long(rec, path), band)  # bandwidth judged on the first 30 s
+                continue
+            samples = read_audio(path, target_sr=sr)
+            band = _bandwidth(path, samples, sr)
+            if streaming:
+                pending.append((path, sr, samples, band))
                 if len(pending) >= batch_streams:
                     flush()
             else:
-                samples = read_audio(path, target_sr=sr)
-                _emit(out, _offline(rec, path, sr, samples, chunk_size=chunk_size, left_chunks=left_chunks))
-        except DataError as e:
-            failed += 1
+                emit(_offline(rec, path, sr, samples, chunk_size=chunk_size, left_chunks=left_chunks), band)
+        except Exception as e:
             flush()
-            _emit(out, {"file": str(path), "error": str(e)})
+            fail(path, e)
     flush()
     return failed
+
+
+def _one_line(path: Path, msg: str) -> str:
+    """The error message on one line, starting with the file name."""
+    msg = " ".join(msg.split())
+    for prefix in (f"audio '{path}': ", f"{path}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return f"{path}: {msg}"
 
 
 def _emit(out: IO[str], record: dict[str, Any]) -> None:
@@ -105,10 +143,48 @@ def _emit(out: IO[str], record: dict[str, Any]) -> None:
     out.flush()
 
 
+def _default_chunk(model_dir: Path, backend: str) -> int:
+    """The streaming chunk size when none is given: the export's for ONNX, else 16."""
+    if backend == "onnx":
+        from qifusion.export.onnx_backend import find_export_dir
+
+        try:
+            info = json.loads((find_export_dir(model_dir) / "export.json").read_text())
+            return int(info["chunk_size"])
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            pass  # loading the backend below reports what is wrong
+    return DEFAULT_STREAMING_CHUNK
+
+
+def _bandwidth(path: Path, samples: np.ndarray, sr: int) -> Bandwidth:
+    """Narrowband check of a file's samples at its own rate ``sr``; warns on stderr."""
+    band = analyse_bandwidth(samples, sr, input_rate=sr)
+    if band.narrowband:
+        print(f"qifusion transcribe: warning: {path} is narrowband ({band.reason}); the model was trained "
+              "on 16 kHz wideband speech, expect many errors", file=sys.stderr)
+    return band
+
+
+def _present(record: dict[str, Any], view: AccentView, band: Bandwidth) -> dict[str, Any]:
+    """The user-facing record: accents through the calibration view, bandwidth added."""
+    probs = record.pop("_accent_probs", {})
+    accent, prob = view.present(probs)
+    for seg, seg_probs in zip(record["segments"], record.pop("_segment_probs", [])):
+        seg["accent"], seg["accent_prob"] = view.present(seg_probs)
+    out = {"file": record["file"], "text": record["text"], "accent": accent, "accent_prob": prob,
+           "accent_id": view.summary(), "bandwidth": band.to_dict()}
+    out.update({k: record[k] for k in ("duration", "segments")})
+    return out
+
+
 def _check(path: Path, min_s: float) -> tuple[int, float]:
     """(sample rate, duration) of a readable, non-empty, long-enough file, else DataError."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not an audio file (pass the files, e.g. {path}/*.wav)")
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
     sr, duration = audio_info(str(path))
     if duration <= 0:
         raise DataError(f"{path}: empty audio (0 samples)")
@@ -117,25 +193,26 @@ def _check(path: Path, min_s: float) -> tuple[int, float]:
     return sr, duration
 
 
-def _record(path: Path, duration: float, segments: list[Segment], accent: str | None, prob: float) -> dict:
+def _record(path: Path, duration: float, segments: list[Segment], probs: dict[str, float]) -> dict:
+    """The raw record; ``_accent_probs`` / ``_segment_probs`` (raw posteriors) are consumed by _present."""
     return {
         "file": str(path),
         "text": " ".join(s.text for s in segments if s.text),
-        "accent": accent,
-        "accent_prob": round(float(prob), 4),
         "duration": round(duration, 3),
-        "segments": [s.to_dict() for s in segments],
+        "segments": [s.to_dict() for s in segments if s.text],
+        "_accent_probs": probs,
+        "_segment_probs": [s.accent_probs for s in segments if s.text],
     }
 
 
 def _single(rec: Recognizer, path: Path, duration: float, hyp: Hypothesis, accent: str | None,
-            prob: float) -> dict:
+            prob: float, probs: dict[str, float]) -> dict:
     tokens = [rec.tokenizer.id2token(i) for i in hyp.tokens]
     times = [t * rec.frame_shift for t in hyp.times]
     seg = Segment(start=0.0, end=duration, text=rec.tokenizer.decode(hyp.tokens), tokens=tokens,
                   timestamps=times, words=words_from_tokens(tokens, times, frame_shift=rec.frame_shift),
-                  accent=accent, accent_prob=prob)
-    return _record(path, duration, [seg], accent, prob)
+                  accent=accent, accent_prob=prob, accent_probs=probs)
+    return _record(path, duration, [seg], probs)
 
 
 @torch.inference_mode()
@@ -145,8 +222,10 @@ def _offline(rec: Recognizer, path: Path, sr: int, samples: np.ndarray, *, chunk
     from qifusion.decode.offline import decode_features
 
     feats = compute_fbank(samples, sample_rate=sr, num_mel_bins=rec.num_mel_bins)
-    hyp, accent, prob = decode_features(rec, feats, chunk_size=chunk_size, left_chunks=left_chunks)
-    return _single(rec, path, samples.shape[0] / sr, hyp, accent, prob)
+    probs: dict[str, float] = {}
+    hyp, accent, prob = decode_features(rec, feats, chunk_size=chunk_size, left_chunks=left_chunks,
+                                        accent_probs=probs)
+    return _single(rec, path, samples.shape[0] / sr, hyp, accent, prob, probs)
 
 
 def _stream_batch(rec: Recognizer, items: list[tuple[Path, int, np.ndarray]]) -> list[dict]:
@@ -176,8 +255,9 @@ def _stream_batch(rec: Recognizer, items: list[tuple[Path, int, np.ndarray]]) ->
     for (path, sr, samples), s in zip(items, streams):
         r = s.result
         seg = Segment(start=0.0, end=samples.shape[0] / sr, text=r.text, tokens=r.tokens,
-                      timestamps=r.timestamps, words=r.words, accent=r.accent, accent_prob=r.accent_prob)
-        out.append(_record(path, samples.shape[0] / sr, [seg], r.accent, r.accent_prob))
+                      timestamps=r.timestamps, words=r.words, accent=r.accent, accent_prob=r.accent_prob,
+                      accent_probs=r.accent_probs)
+        out.append(_record(path, samples.shape[0] / sr, [seg], r.accent_probs))
     return out
 
 
@@ -186,4 +266,4 @@ def _long(rec: Recognizer, path: Path) -> dict:
     res = decode_long(rec, iter_audio_blocks(path))
     if not math.isfinite(res.duration) or res.duration <= 0:
         raise UserError(f"{path}: empty audio")
-    return _record(path, res.duration, res.segments, res.accent, res.accent_prob)
+    return _record(path, res.duration, res.segments, res.accent_probs)

@@ -15,23 +15,37 @@ def _figure_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def plot_per_accent_cer(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Bar chart of the per-accent CER of a ``report.json`` dict, with the overall CER as a line."""
+def per_accent_cer_figure(report: dict[str, Any]) -> Any:
+    """Bar chart (a matplotlib Figure) of the per-accent CER of a ``report.json`` dict.
+
+    The overall CER is a dashed line labelled at its right end, outside the bars; each bar's value sits
+    on a white box drawn above the line, and the y range leaves room above the tallest bar, so no label
+    is hidden (there is no legend to cover them).
+    """
     from matplotlib.figure import Figure
 
     per = report["per_accent"]
     names = list(per)
     values = [per[a]["cer"] for a in names]
-    fig = Figure(figsize=(max(4.0, 0.7 * len(names) + 2), 3.5))
+    fig = Figure(figsize=(max(4.0, 0.7 * len(names) + 2.5), 3.5))
     ax = fig.subplots()
-    bars = ax.bar(range(len(names)), values, color="tab:blue")
-    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
-    ax.axhline(report["cer"], color="tab:red", linestyle="--", label=f"all: {report['cer']:.2f} %")
+    bars = ax.bar(range(len(names)), values, color="tab:blue", zorder=2)
+    ax.axhline(report["cer"], color="tab:red", linestyle="--", linewidth=1, zorder=1)
+    ax.annotate(f"all {report['cer']:.1f}", xy=(1.0, report["cer"]), xycoords=("axes fraction", "data"),
+                xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color="tab:red")
+    for text in ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8, padding=2):
+        text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        text.set_zorder(3)
+    ax.set_ylim(0, 1.18 * max([*values, report["cer"], 1e-6]))
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("CER (%)")
     ax.set_title(f"CER per accent ({report['mode']}, chunk {report['chunk_size']})")
-    ax.legend(loc="upper right", fontsize=8)
-    atomic_write_bytes(path, _figure_bytes(fig))
+    return fig
+
+
+def plot_per_accent_cer(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write :func:`per_accent_cer_figure` as a PNG."""
+    atomic_write_bytes(path, _figure_bytes(per_accent_cer_figure(report)))
 
 
 def confusion_figure(labels: list[str], matrix: list[list[int]], *, title: str, fontsize: int = 8) -> Any:

@@ -118,3 +118,15 @@ def render_markdown(report: dict[str, Any], *, extra: dict[str, Any] | None = No
         for lab, row in zip(labels, conf["matrix"]):
             lines.append(f"| **{lab}** | " + " | ".join(str(x) for x in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The per-accent CER/WER table printed by ``qifusion decode`` and ``make demo`` (plain text)."""
+    lines = [f"{'accent':<18}{'utts':>6}{'CER %':>8}{'WER %':>8}"]
+    for accent, row in sorted(report["per_accent"].items()):
+        lines.append(f"{accent:<18}{row['num_utts']:>6}{row['cer']:>8.2f}{row['wer']:>8.2f}")
+    lines.append(f"{'all':<18}{report['num_utts']:>6}{report['cer']:>8.2f}{report['wer']:>8.2f}")
+    if report.get("aid_accuracy") is not None:
+        lines.append(f"accent-ID accuracy: {100 * report['aid_accuracy']:.1f}%   RTF: {report['rtf']:.3f}")
+    return "\n".join(lines)
+

@@ -22,6 +22,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,26 @@ log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
 OPSET = 18
-COPIED = ("config.yaml", "units.txt", "bpe.model", "accents.txt", "card.json", "cmvn.json")
+COPIED = ("config.yaml", "units.txt", "bpe.model", "accents.txt", "card.json", "cmvn.json",
+          "aid_calibration.json")
 FILES = {"wenet_ctc": "model.onnx", "chunk": "encoder_chunk.onnx", "decoder": "decoder.onnx",
          "r_decoder": "r_decoder.onnx"}
 
 
-def export_model(*, model_dir: Path, out_dir: Path, int8: bool, chunk_size: int = 16,
+def default_export_dir(model_dir: Path) -> Path:
+    """Where ``qifusion export`` writes without ``--out``: ``MODEL/onnx``, where ``--backend onnx --model
+    MODEL`` looks (``models/*/onnx/`` is git-ignored, so exports of shipped models stay out of git)."""
+    return Path(model_dir) / "onnx"
+
+
+def _progress(msg: str) -> None:
+    print(f"qifusion export: {msg}", file=sys.stderr, flush=True)
+
+
+def export_model(*, model_dir: Path, out_dir: Path | None = None, int8: bool = False, chunk_size: int = 16,
                  left_chunks: int = 4, optimize: bool = True) -> None:
-    """Export the model dir ``model_dir`` to ``out_dir`` (and ``out_dir/int8`` with ``int8``).
+    """Export the model dir ``model_dir`` to ``out_dir`` (default ``MODEL/onnx``; and ``out_dir/int8``
+    with ``int8``). Progress goes to stderr, one line per graph.
 
     ``chunk_size`` / ``left_chunks`` (output frames) are constants of every exported graph; sherpa-onnx
     must be run with the same values (its defaults are 16 and 4). ``optimize``: run the ONNX graph
@@ -57,8 +70,11 @@ def export_model(*, model_dir: Path, out_dir: Path, int8: bool, chunk_size: int 
     model = loaded.model.float().eval()
     if not model.encoder.cfg.causal:
         raise UserError(f"{model_dir}: model.encoder.causal is false; only streaming models can be exported")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_export_dir(Path(model_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
+    n_graphs = 2 + sum(d is not None for d in (model.decoder, model.r_decoder))
+    _progress(f"exporting {n_graphs} ONNX graphs of {model_dir} to {out_dir} (chunk size {chunk_size}, "
+              f"{left_chunks} left chunks){'; then int8 copies' if int8 else ''}")
     vocab = loaded.tokenizer.vocab_size
     files = _export_graphs(model, out_dir, chunk_size=chunk_size, left_chunks=left_chunks, vocab_size=vocab,
                            optimize=optimize)
@@ -68,7 +84,10 @@ def export_model(*, model_dir: Path, out_dir: Path, int8: bool, chunk_size: int 
             "files": files, "source": str(Path(model_dir).resolve()), "opset": OPSET}
     atomic_write_text(out_dir / "export.json", json.dumps(info, indent=1) + "\n")
     if int8:
+        _progress(f"quantising to int8 -> {out_dir / 'int8'}")
+        t0 = time.perf_counter()
         quantize_export(out_dir, out_dir / "int8")
+        _progress(f"int8 copies written ({time.perf_counter() - t0:.1f} s)")
     print(f"qifusion export: wrote {', '.join(sorted(files.values()))} and tokens.txt to {out_dir}"
           + (f" (+ int8 copies in {out_dir / 'int8'})" if int8 else ""), file=sys.stderr)
 
@@ -104,13 +123,16 @@ def _export_graphs(model: torch.nn.Module, out_dir: Path, *, chunk_size: int, le
     from qifusion.export.wenet_ctc import WenetCtcModule
 
     files: dict[str, str] = {}
+    total = 2 + sum(d is not None for d in (model.decoder, model.r_decoder))
+    counter = iter(range(1, total + 1))
     common = {"chunk_size": str(chunk_size), "left_chunks": str(left_chunks), "vocab_size": str(vocab_size)}
 
     wenet = WenetCtcModule(model, chunk_size=chunk_size, left_chunks=left_chunks).eval()
     _export(wenet, wenet.example_inputs(), out_dir / FILES["wenet_ctc"],
             input_names=["x", "offset", "required_cache_size", "attn_cache", "conv_cache", "attn_mask"],
             output_names=["log_probs", "next_att_cache", "next_conv_cache"], dynamic_shapes=None,
-            metadata=wenet.metadata(vocab_size=vocab_size), optimize=optimize)
+            metadata=wenet.metadata(vocab_size=vocab_size), optimize=optimize,
+            label=f"[{next(counter)}/{total}]")
     files["wenet_ctc"] = FILES["wenet_ctc"]
 
     step = ChunkStep(model, chunk_size=chunk_size, left_chunks=left_chunks).eval()
@@ -121,7 +143,8 @@ def _export_graphs(model: torch.nn.Module, out_dir: Path, *, chunk_size: int, le
             "right_context": str(enc.right_context), "num_accents": str(model.num_accents),
             "aid_pooling": model.cfg.accent.aid_pooling}
     _export(step, step.example_inputs(2), out_dir / FILES["chunk"], input_names=step.input_names,
-            output_names=step.output_names, dynamic_shapes=(dyn,), metadata=meta, optimize=optimize)
+            output_names=step.output_names, dynamic_shapes=(dyn,), metadata=meta, optimize=optimize,
+            label=f"[{next(counter)}/{total}]")
     files["chunk"] = FILES["chunk"]
 
     for key, dec in (("decoder", model.decoder), ("r_decoder", model.r_decoder)):
@@ -132,15 +155,18 @@ def _export_graphs(model: torch.nn.Module, out_dir: Path, *, chunk_size: int, le
         _export(scorer, scorer.example_inputs(), out_dir / FILES[key], input_names=scorer.input_names,
                 output_names=scorer.output_names,
                 dynamic_shapes=({0: N, 1: T}, {0: N, 1: T}, {0: N, 1: L}, {0: N}),
-                metadata={**common, "model_type": f"qifusion_{key}"}, optimize=optimize)
+                metadata={**common, "model_type": f"qifusion_{key}"}, optimize=optimize,
+                label=f"[{next(counter)}/{total}]")
         files[key] = FILES[key]
     return files
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, *, input_names: list[str],
             output_names: list[str], dynamic_shapes: Any, metadata: dict[str, str],
-            optimize: bool = True) -> None:
+            optimize: bool = True, label: str = "") -> None:
     """Export ``module(*args)`` with the dynamo exporter, add ``metadata``, write ``path`` atomically."""
+    t0 = time.perf_counter()
+    _progress(f"{label} {path.name}: tracing and converting ...".strip())
     reg = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = reg.level
     reg.setLevel(logging.ERROR)  # "torchvision is not installed" notices
@@ -158,6 +184,8 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
     _set_metadata(proto, metadata)
     data = proto.SerializeToString()
     atomic_write_bytes(path, data)
+    took = time.perf_counter() - t0
+    _progress(f"{label} {path.name} written ({len(data) / 1e6:.1f} MB, {took:.1f} s)".strip())
 
 
 def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:

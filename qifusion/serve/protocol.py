@@ -12,7 +12,9 @@ WeNet clients work unchanged:
   ``{"sentence": ...}`` objects (finals add ``word_pieces`` with times in ms), exactly as WeNet does.
 - errors: ``{"status": "failed", "message": ...}``.
 
-Qifusion adds ``"accent"`` and ``"accent_prob"`` (the running accent estimate) to every result
+Qifusion adds ``"accent"``, ``"accent_prob"`` (the running accent estimate, temperature-calibrated;
+both null when the model's accent ID is not calibrated or not better than chance) and ``"accent_id"``
+(``{"status", "accuracy", "chance", "note"}``: the model's measured dev accuracy) to every result
 message; old clients ignore unknown keys.
 """
 
@@ -103,8 +105,8 @@ def _word_pieces(words: list[Any]) -> list[dict[str, Any]]:
     return [{"word": w.word, "start": round(w.start * 1000), "end": round(w.end * 1000)} for w in words]
 
 
-def result_message(sentences: list[str], *, final: bool, accent: str | None, accent_prob: float,
-                   words: list[Any] | None = None) -> str:
+def result_message(sentences: list[str], *, final: bool, accent: str | None, accent_prob: float | None,
+                   words: list[Any] | None = None, accent_id: dict[str, Any] | None = None) -> str:
     """A ``partial_result`` / ``final_result`` message.
 
     ``sentences``: the n-best texts, best first (usually one); ``words``: objects with ``word``,
@@ -114,13 +116,16 @@ def result_message(sentences: list[str], *, final: bool, accent: str | None, acc
     nbest: list[dict[str, Any]] = [{"sentence": s} for s in sentences]
     if final and words is not None and nbest:
         nbest[0]["word_pieces"] = _word_pieces(words)
-    return _dumps({
+    msg: dict[str, Any] = {
         "status": "ok",
         "type": "final_result" if final else "partial_result",
-        "nbest": _dumps(nbest),  # type: ignore[arg-type]
+        "nbest": _dumps(nbest),
         "accent": accent,
-        "accent_prob": round(float(accent_prob), 4),
-    })
+        "accent_prob": None if accent_prob is None else round(float(accent_prob), 4),
+    }
+    if accent_id is not None:
+        msg["accent_id"] = accent_id
+    return _dumps(msg)
 
 
 def parse_server_message(text: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from qifusion.eval.calibration import AccentView
 from qifusion.serve import protocol
 from qifusion.serve.protocol import SAMPLE_RATE
 from qifusion.serve.session import Outgoing, Session
@@ -41,6 +42,7 @@ class Event:
     accent_prob: float
     words: list[Any] = field(default_factory=list)
     end_of_speech: bool = False  # final after the client's end: speech_end follows
+    accent_probs: dict[str, float] = field(default_factory=dict)  # raw posteriors (calibrated on delivery)
 
 
 Work = tuple[Session, list[np.ndarray], bool]  # session, new audio pieces, input finished now
@@ -49,8 +51,10 @@ Work = tuple[Session, list[np.ndarray], bool]  # session, new audio pieces, inpu
 class DecodeScheduler:
     """Batches all sessions' ready streams; ``recognizer`` follows the Recognizer/Stream contract."""
 
-    def __init__(self, recognizer: Any, *, max_batch: int = 64, executor: Executor | None = None) -> None:
+    def __init__(self, recognizer: Any, *, max_batch: int = 64, executor: Executor | None = None,
+                 accent_view: AccentView | None = None) -> None:
         self.recognizer = recognizer
+        self.accent_view = accent_view or AccentView(None)  # how accents are shown (calibration)
         self.max_batch = max_batch
         self.sessions: set[Session] = set()
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="qifusion-decode")
@@ -137,30 +141,36 @@ class DecodeScheduler:
         rec, stream = self.recognizer, s.stream
         r = stream.result
         if r.is_final:
-            return [Event("final", r.text, r.accent, r.accent_prob, list(r.words), end_of_speech=True)]
+            return [Event("final", r.text, r.accent, r.accent_prob, list(r.words), end_of_speech=True,
+                          accent_probs=dict(r.accent_probs))]
         if s.continuous and rec.is_endpoint(stream):
             seg = rec.reset(stream)  # finalises (rescoring) and starts the next segment
             if not seg.text:
                 return []  # a long pause with nothing decoded: no empty final
-            return [Event("final", seg.text, seg.accent, seg.accent_prob, list(seg.words))]
-        return [Event("partial", r.text, r.accent, r.accent_prob)]
+            return [Event("final", seg.text, seg.accent, seg.accent_prob, list(seg.words),
+                          accent_probs=dict(seg.accent_probs))]
+        return [Event("partial", r.text, r.accent, r.accent_prob, accent_probs=dict(r.accent_probs))]
 
     # ---- back on the loop -----------------------------------------------------------------------
     def _deliver(self, s: Session, events: list[Event]) -> None:
+        view = self.accent_view
         for ev in events:
+            accent, accent_prob = view.present(ev.accent_probs)
             if ev.kind == "partial":
-                key = (ev.text, ev.accent)
+                key = (ev.text, accent)
                 if not ev.text or key == s.last_partial:
                     continue  # like WeNet: no partial before something is decoded; skip repeats
                 s.last_partial = key
                 s.outbox.put_nowait(Outgoing(protocol.result_message(
-                    [ev.text], final=False, accent=ev.accent, accent_prob=ev.accent_prob)))
+                    [ev.text], final=False, accent=accent, accent_prob=accent_prob,
+                    accent_id=view.summary())))
                 continue
             s.num_finals += 1
             s.samples_since_final = 0
             s.last_partial = None
             s.outbox.put_nowait(Outgoing(protocol.result_message(
-                [ev.text], final=True, accent=ev.accent, accent_prob=ev.accent_prob, words=ev.words)))
+                [ev.text], final=True, accent=accent, accent_prob=accent_prob, words=ev.words,
+                accent_id=view.summary())))
             if ev.end_of_speech:
                 s.done = True
                 s.outbox.put_nowait(Outgoing(protocol.speech_end(), close=True))

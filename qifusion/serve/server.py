@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from qifusion.errors import UserError
+from qifusion.eval.calibration import AccentView
 from qifusion.serve import protocol
 from qifusion.serve.protocol import EndSignal, ProtocolError, StartSignal
 from qifusion.serve.scheduler import DecodeScheduler
@@ -98,6 +99,7 @@ class App:
         self.started_at = time.monotonic()
         self.totals = {"sessions": 0, "audio_s": 0.0, "compute_s": 0.0}
         self.scheduler: DecodeScheduler | None = None
+        self.accent_view = AccentView.for_model_dir(config.model_dir)
 
     # ---- HTTP --------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -112,6 +114,8 @@ class App:
             "compute_s_total": round(self.totals["compute_s"], 3),
             "backend": self.config.backend,
             "chunk_size": self.config.chunk_size,
+            "model": _model_name(self.config.model_dir),
+            "accent_id": self.accent_view.summary(),
         }
 
     def _authorized(self, request: Request, query: str) -> bool:
@@ -248,7 +252,8 @@ class App:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[int]:
         """Serve until the context exits; yields the bound port."""
-        self.scheduler = DecodeScheduler(self.recognizer, max_batch=self.config.max_batch)
+        self.scheduler = DecodeScheduler(self.recognizer, max_batch=self.config.max_batch,
+                                         accent_view=self.accent_view)
         task = asyncio.create_task(self.scheduler.run())
         cfg = self.config
         try:
@@ -260,6 +265,14 @@ class App:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _model_name(model_dir: Path | None) -> str | None:
+    """``accents-en-qifusion`` for a model dir, ``accents-en-qifusion/onnx`` for its export dir."""
+    if model_dir is None:
+        return None
+    p = Path(model_dir).resolve()
+    return f"{p.parent.name}/{p.name}" if p.name in ("onnx", "int8") else p.name
 
 
 def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:

@@ -1,5 +1,6 @@
 // qifusion web page: microphone (AudioWorklet) or uploaded file -> 16 kHz int16 PCM -> WebSocket
-// (WeNet runtime protocol, continuous decoding) -> live partial text, final text, accent + confidence.
+// (WeNet runtime protocol, continuous decoding) -> live partial text, final text, and the accent only
+// with its calibrated probability and the model's measured accent-ID accuracy (else a note saying why not).
 "use strict";
 
 const RATE = 16000;
@@ -31,10 +32,34 @@ function sentence(msg) {
   return nbest.length ? nbest[0].sentence : "";
 }
 
+function pct(x) {
+  return `${(100 * x).toFixed(1)}%`;
+}
+
 function showAccent(msg) {
-  if (!msg.accent) return;
-  $("accent").textContent = msg.accent;
-  $("accent-prob").textContent = `(${(100 * msg.accent_prob).toFixed(1)}% confidence)`;
+  const aid = msg.accent_id;
+  if (msg.accent && aid && aid.status === "ok") {
+    $("accent").textContent = msg.accent;
+    $("accent-prob").textContent =
+      `(calibrated probability ${pct(msg.accent_prob)}; this model's accent-ID accuracy on dev: ` +
+      `${pct(aid.accuracy)}, chance ${pct(aid.chance)})`;
+    $("accent-note").textContent = "";
+  } else {
+    $("accent").textContent = "not reported";
+    $("accent-prob").textContent = "";
+    $("accent-note").textContent = aid ? aid.note : "";
+  }
+}
+
+// The model this server runs and how well its accent ID works (from /health).
+async function showModel() {
+  try {
+    const h = await (await fetch("health", { cache: "no-store" })).json();
+    $("model-name").textContent = h.model || "(unnamed)";
+    $("aid-note").textContent = h.accent_id ? h.accent_id.note : "";
+  } catch (err) {
+    $("model-name").textContent = "(unknown: /health did not answer)";
+  }
 }
 
 function resetText() {
@@ -180,6 +205,7 @@ async function sendFile() {
   }
 }
 
+showModel();
 $("mic-start").addEventListener("click", startMic);
 $("mic-stop").addEventListener("click", stopMic);
 $("file-send").addEventListener("click", sendFile);
