@@ -175,8 +175,12 @@ def test_page_transcribes_microphone_and_file(tiny_model_dir, synth_corpus, tmp_
         assert any(p for p in partials), "no live partial result was shown"
         assert page_text(driver, "accent") in rec.accents
 
-    # the same model without calibration: the page names no accent and says why
-    plain = ServerConfig(model_dir=tiny_model_dir, port=0, chunk_size=8)
+    # the same model without calibration (training calibrates its model dir; this copy has the file
+    # removed): the page names no accent and says why
+    uncalibrated = tmp_path / "plain" / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, uncalibrated)
+    (uncalibrated / "aid_calibration.json").unlink(missing_ok=True)
+    plain = ServerConfig(model_dir=uncalibrated, port=0, chunk_size=8)
     with ServerThread(plain, recognizer=load_recognizer(plain)) as srv, chromium(Path(wav)) as driver:
         driver.get(srv.http_url)
         driver.find_element(By.ID, "file").send_keys(str(wav))

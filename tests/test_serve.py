@@ -384,9 +384,10 @@ def test_real_model_16_concurrent_clients(tiny_model_dir, synth_corpus):
 
         results = asyncio.run(main())
         assert [finals(m) for m in results] == [refs[i % len(wavs)] for i in range(16)]
-        # the test model is not calibrated: no accent is named, the status says why
+        # training calibrated the test model on its 3 dev utterances, too few to beat chance at p < 0.01
+        # whatever it scores: no accent is named, the status says why
         assert all(m[-2]["accent"] is None for m in results)
-        assert all(m[-2]["accent_id"]["status"] == "not_calibrated" for m in results)
+        assert all(m[-2]["accent_id"]["status"] == "no_working_aid" for m in results)
         assert wait_sessions(srv, 0) == 0
 
 

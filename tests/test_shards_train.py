@@ -132,7 +132,7 @@ def test_metadata_without_sidecar_is_scanned_from_the_tar(sharded: Path, tmp_pat
 
 
 def test_train_command_streams_a_sharded_data_dir(sharded: Path, synth_corpus: Path, tmp_path: Path) -> None:
-    from qifusion.data.cmvn import cmvn_from_utterances, load_cmvn
+    from qifusion.data.cmvn import cmvn_from_utterances, dither_floor, load_cmvn, load_floor
 
     exp = tmp_path / "exp"
     threads = torch.get_num_threads()
@@ -149,5 +149,7 @@ def test_train_command_streams_a_sharded_data_dir(sharded: Path, synth_corpus: P
     assert card["steps"] == 3 and card["train_utts"] == 18 and "dev_loss" in card["dev"]
     assert (exp / "accents.txt").read_text().split() == ["en-029", "en-gb-scotland", "en-us"]
     mean, istd = load_cmvn(exp)  # CMVN from the shards' audio: all 18 utterances, as from the files
-    ref_mean, ref_istd, _ = cmvn_from_utterances(load_data_dir(synth_corpus / "train"))
+    floor = load_floor(exp)  # the input floor of tiny.yaml's dither, applied before the statistics
+    assert floor is not None and torch.equal(floor, dither_floor(1.0))
+    ref_mean, ref_istd, _ = cmvn_from_utterances(load_data_dir(synth_corpus / "train"), floor=floor)
     assert torch.allclose(mean, ref_mean, atol=1e-4) and torch.allclose(istd, ref_istd, atol=1e-4)

@@ -39,6 +39,7 @@ from qifusion.decode.stream import Segment, Stream, StreamResult
 from qifusion.decode.streaming_search import CtcGreedyState, CtcPrefixBeamState, Hypothesis
 from qifusion.decode.text import words_from_tokens
 from qifusion.errors import UserError
+from qifusion.models.aid import frame_evidence, pooled_posterior
 
 __all__ = ["Recognizer", "RecognizerConfig", "Segment", "Stream", "StreamResult"]
 
@@ -108,6 +109,7 @@ class Recognizer:
         self.model = model
         self.tokenizer = tokenizer
         self.accents = list(accents)
+        self.aid_pooling: str = model.aid_pooling  # torch model and ONNX backend both have it
         self.config = config
         self.num_mel_bins = num_mel_bins
         enc = getattr(model, "encoder", model)
@@ -239,7 +241,7 @@ class Recognizer:
             if self.config.final_mode == "attention":
                 s.ctc_log_probs.append(log_probs)
             if out.accent_post is not None and out.accent_post.shape[1] > 0:
-                post = out.accent_post[i].double().cpu().sum(dim=0)  # (A,)
+                post = frame_evidence(out.accent_post[i].double().cpu(), self.aid_pooling).sum(dim=0)  # (A,)
                 s.accent_sum = post if s.accent_sum is None else s.accent_sum + post
                 s.accent_frames += out.accent_post.shape[1]
 
@@ -247,7 +249,7 @@ class Recognizer:
     def _accent(self, s: Stream) -> tuple[str | None, float, dict[str, float]]:
         if s.accent_sum is None or s.accent_frames == 0:
             return None, 0.0, {}
-        mean = s.accent_sum / s.accent_frames
+        mean = pooled_posterior(s.accent_sum, torch.tensor(s.accent_frames), self.aid_pooling)
         k = int(mean.argmax())
         probs = {a: float(p) for a, p in zip(self.accents, mean.tolist())}
         return (self.accents[k] if k < len(self.accents) else str(k)), float(mean[k]), probs

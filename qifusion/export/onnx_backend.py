@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from qifusion.errors import UserError
-from qifusion.models.aid import frame_evidence, pooled_posterior
+from qifusion.models.aid import frame_evidence, pooled_posterior, utterance_posterior
 from qifusion.models.model import ChunkResult, EncodeResult
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,8 @@ class OnnxModel:
         post = utt = None
         if per_utt and per_utt[0][2] is not None:
             post = pad([r[2] for r in per_utt])
-            utt = torch.stack([r[2].double().mean(0).float() for r in per_utt])
+            valid = torch.arange(t).unsqueeze(0) < lens.unsqueeze(1)
+            utt = utterance_posterior(post.double(), valid, self.aid_pooling).float()
         return EncodeResult(ctc, memory, lens, post, utt)
 
     def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -208,6 +208,12 @@ class QifusionModel(nn.Module):
             loss = (1.0 - rw) * loss + rw * r_loss
         return loss
 
+    @property
+    def aid_pooling(self) -> str:
+        """How the utterance accent decision pools frames (``model.accent.aid_pooling``; the ONNX backend has
+        the same attribute)."""
+        return self.cfg.accent.aid_pooling
+
     # ------------------------------------------------------------------ offline inference
     def encode(
         self,

@@ -255,4 +255,17 @@ def _train(
         out = save_model_dir(exp_dir / "final", model=model, config=cfg, tokenizer=tokenizer, accents=accents,
                              card=card)
         LOG.info("wrote model dir %s", out)
+        if dev_utts and shard_dir_of(data_dir / "dev") is None:
+            _calibrate(out, data_dir / "dev")
     barrier(info)
+
+
+def _calibrate(model_dir: Path, dev_dir: Path) -> None:
+    """``qifusion calibrate`` of the new model dir on dev: the accent ID's measured accuracy and calibrated
+    probabilities, and the speech gate's threshold, which every output that names an accent relies on."""
+    from qifusion.eval.calibration import calibrate_model
+
+    try:
+        calibrate_model(model_dir, dev_dir, progress=False)
+    except UserError as e:  # the model dir stays usable; outputs then say "accent ID not calibrated"
+        LOG.warning("calibration on %s failed: %s (run `qifusion calibrate` by hand)", dev_dir, e)
