@@ -3,6 +3,7 @@
     python -m benchmarks.recipe run new-baseline-s0 new-qifusion-s0 --jobs 2   # resumable; 1 thread each
     python -m benchmarks.recipe eval new-baseline-s0                         # dev decode + result JSON
     python -m benchmarks.recipe report                                       # docs/recipe.md + curve PNG
+    python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
 ``old`` adds the overrides of the first accuracy study (700 steps of 100 s batches, 400 warm-up steps to
@@ -113,6 +114,24 @@ def evaluate(name: str) -> dict[str, Any]:
     return result
 
 
+def record_exploration(name: str, exp: Path, *, note: str = "") -> Path:
+    """Write ``RESULTS/explore/NAME.json``: the dev curve of a run trained by hand (``qifusion train
+    --set train.dev_every_steps=N ...``) and its resolved config, for recipe comparisons by steps."""
+    import yaml
+
+    from qifusion.fileio import atomic_write_text
+
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    out = RESULTS / "explore" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    epoch_ends = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
+    epoch_ends = [{"epoch": r["epoch"], "step": r["step"], "dev_cer": r["dev_cer"]}
+                  for r in epoch_ends if r["kind"] == "epoch" and "dev_cer" in r]
+    rec = {"run": name, "note": note, "curve": curve(exp), "epoch_ends": epoch_ends, "config": cfg}
+    atomic_write_text(out, json.dumps(rec, indent=1) + "\n")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -124,11 +143,19 @@ def main() -> None:
     e = sub.add_parser("eval", help="evaluate finished runs on dev")
     e.add_argument("names", nargs="+")
     sub.add_parser("report", help="write docs/recipe.md and its plot from the result JSONs")
+    x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
+    x.add_argument("pairs", nargs="+")
+    x.add_argument("--note", default="", help="how the runs were made (threads, load)")
     args = ap.parse_args()
     if args.cmd == "report":
         from benchmarks.recipe_report import write_report
 
         print(write_report())
+        return
+    if args.cmd == "explore":
+        for pair in args.pairs:
+            name, _, path = pair.partition("=")
+            print(record_exploration(name, ROOT / path, note=args.note))
         return
     for n in args.names:
         parse(n)

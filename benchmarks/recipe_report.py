@@ -94,6 +94,91 @@ def render(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def load_explorations() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "explore").glob("*.json"))]
+
+
+def _differences(cfg: dict[str, Any]) -> str:
+    """The keys of a run's resolved config that the committed recipe would set otherwise."""
+    from qifusion.config import from_dict, to_dict
+
+    cfg = to_dict(from_dict(cfg))  # keys the run's config lacks take today's defaults (what it ran with)
+    system = "qifusion" if cfg["model"]["accent"]["use_aid"] else "baseline"
+    ref = to_dict(load_config_yaml(ROOT / f"conf/{system}_small.yaml"))
+    out = []
+    for section in ("model", "data"):
+        out += [f"{section}.{k}={v}" for k, v in _flatten(cfg[section]).items()
+                if _flatten(ref[section]).get(k) != v]
+    return ", ".join(out) or "as committed"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = v
+    return flat
+
+
+def load_config_yaml(path: Path) -> Any:
+    from qifusion.config import load_config
+
+    return load_config(path)
+
+
+def render_explorations(runs: list[dict[str, Any]]) -> list[str]:
+    """Dev CER (and AID) by step of the hand-run experiments: comparisons by steps, not minutes."""
+    if not runs:
+        return []
+    steps = sorted({p["step"] for r in runs for p in r["curve"]})
+    lines = ["## Exploratory runs (compare by steps)", "",
+             "Recorded with `python -m benchmarks.recipe explore NAME=EXP`. These ran with one thread on a "
+             "core shared with another run (and other work), so their minutes are not the recipe's speed; "
+             "compare them by optimizer steps. Each cell: dev CER % (CTC greedy) [dev AID accuracy].", "",
+             "| run | differs from the committed `*_small` config | " + " | ".join(f"step {s}" for s in steps)
+             + " |", "|---|---|" + "---|" * len(steps)]
+    for r in runs:
+        by_step = {p["step"]: p for p in r["curve"]}
+        cells = []
+        for s in steps:
+            p = by_step.get(s)
+            if p is None:
+                cells.append("-")
+                continue
+            aid = p.get("dev_aid_acc")
+            cells.append(f"{p['dev_cer']:.1f}" + ("" if aid is None else f" [{100 * aid:.1f}%]"))
+        lines.append(f"| {r['run']} | {_differences(r['config'])} | " + " | ".join(cells) + " |")
+    notes = sorted({r["note"] for r in runs if r["note"]})
+    return [*lines, "", *(f"- {n}" for n in notes), ""]
+
+
+def render_old_study(new_runs: list[dict[str, Any]]) -> list[str]:
+    """Dev CER after each epoch (same audio seen) of the first accuracy study's main runs (old recipe: 100 s
+    batches, cosine to ~0 at 700 steps) beside the exploratory runs' epoch ends."""
+    study = ROOT / "benchmarks" / "results" / "accuracy"
+    old = [json.loads(p.read_text()) for p in sorted(study.glob("*_s[0-9].json"))]
+    old = [r for r in old if r.get("group") == "main"]
+    if not old:
+        return []
+    lines = ["## Against the old recipe, by epochs of audio", "",
+             "Dev CER % (CTC greedy) at the end of each epoch (5.14 h of audio each). Old recipe: the first "
+             "accuracy study's main runs (`benchmarks/results/accuracy/`; 100 s batches, 400 warm-up steps "
+             "to "
+             "lr 2e-3, cosine to ~0 at step 700). New recipe: the exploratory runs above (50 s batches).", "",
+             "| run | recipe | epoch 1 | epoch 2 | epoch 3 |", "|---|---|---|---|---|"]
+    for r in old:
+        cells = [f"{e['dev_cer']:.1f}" for e in r["train"]["epochs"]][:3]
+        lines.append(f"| {r['run']} | old | " + " | ".join(cells + ["-"] * (3 - len(cells))) + " |")
+    for r in new_runs:
+        ends = [p for p in r.get("epoch_ends", [])][:3]
+        if ends:
+            cells = [f"{p['dev_cer']:.1f}" for p in ends]
+            lines.append(f"| {r['run']} | new | " + " | ".join(cells + ["-"] * (3 - len(cells))) + " |")
+    return [*lines, ""]
+
+
 def write_report() -> Path:
     """Write docs/recipe.md (and the plot when there are runs); returns the page's path."""
     from qifusion.fileio import atomic_write_text
@@ -101,5 +186,7 @@ def write_report() -> Path:
     runs = load_results()
     if runs:
         plot(runs, PLOT)
-    atomic_write_text(DOC, render(runs))
+    explorations = load_explorations()
+    atomic_write_text(DOC, "\n".join([render(runs), *render_explorations(explorations),
+                                      *render_old_study(explorations)]))
     return DOC
