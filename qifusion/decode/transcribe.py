@@ -49,6 +49,7 @@ def transcribe_files(
     out: IO[str] = sys.stdout,
     long_audio_s: float = LONG_AUDIO_SECONDS,
     batch_streams: int = 8,
+    decode_options: dict[str, Any] | None = None,
 ) -> int:
     """Transcribe ``files`` and write one JSON line per file to ``out``; return the number that failed.
 
@@ -63,6 +64,7 @@ def transcribe_files(
     rec = Recognizer.from_model_dir(
         model_dir, chunk_size=stream_chunk if stream_chunk > 0 else DEFAULT_STREAMING_CHUNK,
         left_chunks=left_chunks, mode=mode, rescore=mode == "attention_rescoring", backend=backend,
+        **{k: v for k, v in (decode_options or {}).items() if v is not None},
     )
     min_s = max(MIN_SECONDS, (rec.context + 1) * 0.01 + 0.015)
     failed = 0
