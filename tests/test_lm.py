@@ -256,3 +256,24 @@ def test_lm_command_builds_a_usable_lm(model_dir: Path, tmp_path: Path) -> None:
     assert tok.decode(out.tokens) == "the lazy dog"
     assert json.loads((tmp_path / "lm" / "lm.json").read_text())["order"] == 3
     assert np.isfinite(out.score)
+
+
+def test_transcribe_cli_lm_and_hotword_errors(model_dir: Path, tmp_path: Path, capsys) -> None:
+    import soundfile as sf
+
+    from qifusion.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, noise_utterance(1.5, sr=16000, seed=5), 16000)
+    hot = tmp_path / "hot.txt"
+    hot.write_text("zebra 2\n")
+    base = ["transcribe", "--model", str(model_dir), "--mode", "lm_rescoring", "--chunk-size", "8"]
+    assert main([*base, "--hotwords", str(hot), str(wav)]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert set(line["text"].split()) <= {*WORDS, "zebra"}
+    for text, err in [("", "hot.txt: the hotword list is empty"), ("zebra 99\n", "hot.txt:1: boost of 'zebra'")]:
+        hot.write_text(text)
+        assert main([*base, "--hotwords", str(hot), str(wav)]) == 2
+        assert err in capsys.readouterr().err
+    assert main([*base, "--lm", str(tmp_path / "nolm"), str(wav)]) == 2
+    assert "nolm not found" in capsys.readouterr().err
