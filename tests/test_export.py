@@ -327,7 +327,8 @@ def test_missing_export_and_bad_options(tmp_path: Path) -> None:
 
 
 def test_lm_streaming_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synth_corpus: Path,
-                                        utterances: list[tuple[str, str, np.ndarray]], tmp_path: Path) -> None:
+                                        utterances: list[tuple[str, str, np.ndarray]],
+                                        tmp_path: Path) -> None:
     """The word-LM search (lm_beam) on the ONNX backend's chunks gives the torch backend's finals."""
     from lm_fixtures import write_lm_dir
 

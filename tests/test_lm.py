@@ -271,7 +271,8 @@ def test_transcribe_cli_lm_and_hotword_errors(model_dir: Path, tmp_path: Path, c
     assert main([*base, "--hotwords", str(hot), str(wav)]) == 0
     line = json.loads(capsys.readouterr().out.strip())
     assert set(line["text"].split()) <= {*WORDS, "zebra"}
-    for text, err in [("", "hot.txt: the hotword list is empty"), ("zebra 99\n", "hot.txt:1: boost of 'zebra'")]:
+    for text, err in [("", "hot.txt: the hotword list is empty"),
+                      ("zebra 99\n", "hot.txt:1: boost of 'zebra'")]:
         hot.write_text(text)
         assert main([*base, "--hotwords", str(hot), str(wav)]) == 2
         assert err in capsys.readouterr().err

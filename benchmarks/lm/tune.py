@@ -66,7 +66,8 @@ def main() -> None:
     resc = [point(Path(best["lm"]), "lm_rescoring", ctc_weight=cw, **opts) for cw in _floats(a.ctc_weights)]
     best_resc = min(resc, key=lambda g: (g["wer"], g["cer"]))
     res = {"model": str(a.model), "data": str(a.data), "chunk_size": a.chunk_size, "utts": len(rows),
-           "attention_rescoring_no_lm": base, "grid": grid, "best_lm_beam": best, "best_lm_rescoring": best_resc}
+           "attention_rescoring_no_lm": base, "grid": grid, "best_lm_beam": best,
+           "best_lm_rescoring": best_resc}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(res, indent=1) + "\n")
     print(json.dumps({"base": base, "best_lm_beam": best, "best_lm_rescoring": best_resc}))

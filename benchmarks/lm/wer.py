@@ -66,7 +66,8 @@ def main() -> None:
             print(json.dumps(r), file=sys.stderr, flush=True)
     res = {"model": str(a.model), "data": str(a.data), "lm": str(a.lm), "lm_meta": read_meta(a.lm),
            "lm_options": opts.__dict__, "threads": 1, "torch": torch.__version__,
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "rows": rows_out}
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "rows": rows_out}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(res, indent=1) + "\n")
 
