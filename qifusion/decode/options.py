@@ -23,14 +23,16 @@ class LmOptions:
     """Options of the lexicon + LM beam search (flashlight-text ``LexiconDecoder``).
 
     The score of a hypothesis is ``CTC log-prob + lm_weight * LM log-prob (natural log) + word_score *
-    words``. ``lm_weight`` and ``word_score`` defaults were tuned on the benchmark *dev* split
-    (``benchmarks/lm/tune.py``). ``beam_threshold``: hypotheses this far below the best are pruned.
+    words``. ``lm_weight``, ``word_score`` and ``beam_size`` defaults were tuned on the benchmark *dev*
+    split for the shipped qifusion model with a 4-gram LM of the training text (``benchmarks/lm/tune.py``,
+    ``benchmarks/results/lm_tune_dev*.json``). ``beam_threshold``: hypotheses this far below the best
+    are pruned.
     ``nbest``: hypotheses handed to attention rescoring (``lm_rescoring``).
     """
 
-    lm_weight: float = 1.0
-    word_score: float = 0.0
-    beam_size: int = 50
+    lm_weight: float = 1.6
+    word_score: float = -1.0
+    beam_size: int = 200
     beam_size_token: int | None = None  # tokens tried per frame (None: all units)
     beam_threshold: float = 25.0
     nbest: int = 10
