@@ -19,7 +19,8 @@ def wer_table(name: str, title: str) -> list[str]:
     out = [f"{title} (`benchmarks/results/{name}`, {d['rows'][0]['utts']} utterances, LM "
            f"{d['lm_meta'].get('sentences')} sentences / {d['lm_meta'].get('lexicon_words')} words, "
            f"order {d['lm_meta'].get('order')}):", "",
-           "| chunk | mode | WER % | CER % | rel. WER vs attention_rescoring | RTF (1 thread) |", "|---|---|---|---|---|---|"]
+           "| chunk | mode | WER % | CER % | rel. WER vs attention_rescoring | RTF (1 thread) |",
+           "|---|---|---|---|---|---|"]
     for r in d["rows"]:
         chunk = "full" if r["chunk_size"] == -1 else str(r["chunk_size"])
         rel = r.get("rel_wer_vs_attention_rescoring")
