@@ -48,6 +48,7 @@ def hotword_table(name: str) -> list[str]:
 
 def main() -> None:
     lines = [*wer_table("lm_wer_test.json", "Benchmark test split, LM from the training text"),
+             *wer_table("lm_wer_test_english.json", "Benchmark test split, general-English LM"),
              *wer_table("lm_wer_heldout_english.json", "Held-out preset, general-English LM"),
              *wer_table("lm_wer_heldout_train.json", "Held-out preset, LM from the benchmark training text"),
              *hotword_table("lm_hotwords_dev.json"), *hotword_table("lm_hotwords_test.json")]
