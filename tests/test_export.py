@@ -332,6 +332,7 @@ def test_lm_streaming_onnx_equals_torch(exported: Path, tiny_model_dir: Path, sy
     """The word-LM search (lm_beam) on the ONNX backend's chunks gives the torch backend's finals."""
     from lm_fixtures import write_lm_dir
 
+    from qifusion.decode.options import LmOptions
     from qifusion.decode.recognizer import Recognizer
     from qifusion.lm.build import read_sentences
 
@@ -340,9 +341,10 @@ def test_lm_streaming_onnx_equals_torch(exported: Path, tiny_model_dir: Path, sy
     texts = {}
     for backend, path in (("torch", tiny_model_dir), ("onnx", exported)):
         rec = Recognizer.from_model_dir(path, chunk_size=CHUNK, left_chunks=LEFT, mode="lm_beam",
-                                        backend=backend, lm=str(lm_dir))
+                                        backend=backend, lm=str(lm_dir),
+                                        lm_options=LmOptions(lm_weight=0.5, word_score=1.0))
         texts[backend] = []
-        for _, _, samples in utterances[:4]:
+        for _, _, samples in utterances[-4:]:  # training utterances: the tiny model knows their words
             s = rec.create_stream()
             s.accept_waveform(16000, samples)
             s.input_finished()

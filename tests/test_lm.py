@@ -147,9 +147,11 @@ def test_bad_lm_files_name_the_file(model_dir: Path, tmp_path: Path) -> None:
         LexiconLm(other, tok)
     with pytest.raises(UserError, match="lm_weight must be in"):
         LmOptions(lm_weight=1e9)
+    hw = tuple(parse_hotwords(["fox"], source="t"))
     with pytest.raises(UserError, match="hotwords need an LM decoding mode"):
-        Recognizer.from_model_dir(model_dir, mode="ctc_prefix_beam").create_stream(
-            hotwords=tuple(parse_hotwords(["fox"], source="t")))
+        Recognizer.from_model_dir(model_dir, mode="ctc_prefix_beam").create_stream(hotwords=hw)
+    with pytest.raises(UserError, match="hotwords need an LM decoding mode"):
+        Recognizer.from_model_dir(model_dir, mode="attention_rescoring", hotwords=hw)
 
 
 def test_decode_dir_reports_the_lm(model_dir: Path, tmp_path: Path) -> None:

@@ -108,6 +108,8 @@ class Recognizer:
                  num_mel_bins: int = 80, lm: Any = None) -> None:
         if config.mode in LM_MODES and lm is None:
             raise UserError(f"mode '{config.mode}' needs an LM (a qifusion.decode.lm_search.LexiconLm)")
+        if config.hotwords and lm is None:
+            raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
         self.lm = lm  # LexiconLm (LM modes), shared by all streams
         self.model = model
         self.tokenizer = tokenizer
