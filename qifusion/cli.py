@@ -157,8 +157,6 @@ def _lm_kwargs(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------------
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qifusion", description="Accent-aware streaming speech recognition (Qifusion-Net)."

@@ -35,3 +35,6 @@ $PY benchmarks/lm/hotwords.py --model "$MODEL" --data "$DATA/dev" --train "$DATA
   --boosts 2,4,6,8 --out $R/lm_hotwords_dev.json
 $PY benchmarks/lm/hotwords.py --model "$MODEL" --data "$DATA/test" --train "$DATA/train" --lm "$WORK/train_o4" \
   --boosts "${TEST_BOOST:-4}" --out $R/lm_hotwords_test.json
+# 4. optional (needs `pip install pyctcdecode kenlm`, not project dependencies): the decoder comparison
+# $PY benchmarks/lm/compare_pyctcdecode.py --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" \
+#   --out $R/lm_pyctcdecode_dev.json
