@@ -157,6 +157,8 @@ def _lm_kwargs(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qifusion", description="Accent-aware streaming speech recognition (Qifusion-Net)."
