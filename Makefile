@@ -4,13 +4,19 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := espeak-ng sox wordnet-base fortunes-min fortunes chromium chromium-driver
+APT_PACKAGES := espeak-ng sox wordnet-base fortunes-min fortunes chromium chromium-driver \
+	cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
+	zlib1g-dev libbz2-dev liblzma-dev
+# KenLM's lmplz/build_binary (`qifusion lm`): Debian has no kenlm package, so they are built from the
+# kenlm source package on PyPI (the same source as `pip install kenlm`) into the venv's bin/.
+KENLM_VERSION := 0.3.0
+KENLM_TOOLS := $(BIN)/lmplz $(BIN)/build_binary
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup apt demo test lint clean
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) $(BIN)/lmplz
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,6 +30,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[all]'
 	@touch $(STAMP)
+
+$(BIN)/lmplz: | $(STAMP)
+	rm -rf build/kenlm && mkdir -p build/kenlm
+	$(BIN)/pip download -q --no-deps --no-binary :all: --no-build-isolation kenlm==$(KENLM_VERSION) -d build/kenlm
+	tar xzf build/kenlm/kenlm-$(KENLM_VERSION).tar.gz -C build/kenlm
+	cmake -S build/kenlm/kenlm-$(KENLM_VERSION) -B build/kenlm/build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/kenlm/build --target lmplz build_binary -j$$(nproc) >/dev/null
+	cp build/kenlm/build/bin/build_binary build/kenlm/build/bin/lmplz $(BIN)/
 
 demo: setup
 	$(BIN)/python -m qifusion.demo

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qifusion.decode.options import MODES  # torch-free: --help stays fast
 from qifusion.errors import UserError
 
 
@@ -81,6 +82,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         beam_size=args.beam_size,
         batch_size=args.batch_size,
         backend=args.backend,
+        **_lm_kwargs(args),
     )
     return 0
 
@@ -97,6 +99,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         streaming=args.streaming,
         backend=args.backend,
         out=sys.stdout,
+        decode_options=_lm_kwargs(args),
     )
     return 1 if n_failed else 0
 
@@ -130,14 +133,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_utterance_s=args.max_utterance_s,
         idle_timeout_s=args.idle_timeout_s,
+        mode=args.mode,
+        **_lm_kwargs(args),
     )
     return 0
+
+
+def cmd_lm(args: argparse.Namespace) -> int:
+    from qifusion.lm.build import build_lm
+
+    build_lm(model_dir=Path(args.model), texts=[Path(t) for t in args.text or []],
+             out_dir=Path(args.out) if args.out else None, exclude=[Path(d) for d in args.exclude or []],
+             english=args.english, order=args.order, prune=args.prune, memory=args.memory)
+    return 0
+
+
+def _lm_kwargs(args: argparse.Namespace) -> dict:
+    """LM-mode options of decode/transcribe/serve (see _add_lm_args) as keyword arguments."""
+    from qifusion.decode.options import LmOptions
+    from qifusion.lm.files import read_hotwords
+
+    given = {k: getattr(args, k) for k in ("lm_weight", "word_score", "beam_size_token", "beam_threshold")
+             if getattr(args, k) is not None}
+    if args.lm_beam_size is not None:
+        given["beam_size"] = args.lm_beam_size
+    return {"lm": Path(args.lm) if args.lm else None, "lm_options": LmOptions(**given),
+            "hotwords": tuple(read_hotwords(args.hotwords)) if args.hotwords else None}
 
 
 # --------------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------------
-MODES = ["ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="attention_rescoring", choices=MODES)
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
+    _add_lm_args(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("calibrate", help="measure AID accuracy on dev, write MODEL/aid_calibration.json")
@@ -203,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--mode", default="attention_rescoring", choices=MODES)
     p.add_argument("--streaming", action="store_true", help="feed 100 ms pieces to the stream API")
+    _add_lm_args(p)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
 
@@ -225,8 +253,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client frame")
     p.add_argument("--max-utterance-s", type=float, default=300.0, help="audio per utterance (seconds)")
     p.add_argument("--idle-timeout-s", type=float, default=30.0, help="close sessions silent this long")
+    p.add_argument("--mode", default="attention_rescoring", choices=MODES, help="final-result mode")
+    _add_lm_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("lm", help="build a word n-gram LM (KenLM) and lexicon for a model (docs/lm.md)")
+    p.add_argument("--model", required=True, help="model dir (its units.txt spells the lexicon)")
+    p.add_argument("--text", nargs="+", help="text files (a sentence per line) or Kaldi data dirs")
+    p.add_argument("--english", action="store_true", help="add the general-English sentences of the "
+                   "Debian wordnet/fortunes packages")
+    p.add_argument("--exclude", nargs="+", help="data dirs (dev/test) whose sentences must not be in the LM")
+    p.add_argument("--out", default=None, help="LM dir (default MODEL/lm)")
+    p.add_argument("--order", type=int, default=4)
+    p.add_argument("--prune", type=int, nargs="+", default=None, help="lmplz --prune counts per order")
+    p.add_argument("--memory", default="500M", help="lmplz/build_binary memory (-S)")
+    p.set_defaults(func=cmd_lm)
     return parser
+
+
+def _add_lm_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("LM modes (lm_beam, lm_rescoring; docs/lm.md)")
+    g.add_argument("--lm", default=None, help="LM dir (default MODEL/lm)")
+    g.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: tuned on dev)")
+    g.add_argument("--word-score", type=float, default=None, help="score added per word")
+    g.add_argument("--lm-beam-size", type=int, default=None, help="hypotheses kept by the LM beam search")
+    g.add_argument("--beam-size-token", type=int, default=None, help="units tried per frame")
+    g.add_argument("--beam-threshold", type=float, default=None, help="prune hypotheses this far below best")
+    g.add_argument("--hotwords", default=None, help="file: a word or phrase [boost] per line")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

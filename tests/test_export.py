@@ -377,3 +377,32 @@ def test_missing_export_and_bad_options(tmp_path: Path) -> None:
         export_model(model_dir=model_dir, out_dir=tmp_path / "o", int8=False, left_chunks=0)
     args = build_parser().parse_args(["export", "--model", "m", "--out", "o"])
     assert (args.chunk_size, args.left_chunks, args.int8) == (16, 4, False)
+
+
+def test_lm_streaming_onnx_equals_torch(exported: Path, tiny_model_dir: Path, synth_corpus: Path,
+                                        utterances: list[tuple[str, str, np.ndarray]],
+                                        tmp_path: Path) -> None:
+    """The word-LM search (lm_beam) on the ONNX backend's chunks gives the torch backend's finals."""
+    from lm_fixtures import write_lm_dir
+
+    from qifusion.decode.options import LmOptions
+    from qifusion.decode.recognizer import Recognizer
+    from qifusion.lm.build import read_sentences
+
+    words = sorted({w for s in read_sentences(synth_corpus / "train") for w in s.split()})
+    lm_dir = write_lm_dir(tmp_path / "lm", words)
+    texts = {}
+    for backend, path in (("torch", tiny_model_dir), ("onnx", exported)):
+        rec = Recognizer.from_model_dir(path, chunk_size=CHUNK, left_chunks=LEFT, mode="lm_beam",
+                                        backend=backend, lm=str(lm_dir),
+                                        lm_options=LmOptions(lm_weight=0.5, word_score=1.0))
+        texts[backend] = []
+        for _, _, samples in utterances[-4:]:  # training utterances: the tiny model knows their words
+            s = rec.create_stream()
+            s.accept_waveform(16000, samples)
+            s.input_finished()
+            while rec.is_ready(s):
+                rec.decode(s)
+            texts[backend].append(s.result.text)
+    assert texts["onnx"] == texts["torch"]
+    assert any(texts["torch"]) and all(set(t.split()) <= set(words) for t in texts["torch"])

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 def choose_final(rec: Recognizer, s: Stream) -> Hypothesis:
     """Pick the final hypothesis of the current segment of ``s`` according to ``rec.config``."""
+    if hasattr(s.search, "finish"):  # the LM beam search ends its search once (n-best, end of sentence)
+        s.search.finish()
     nbest = s.search.nbest(rec.config.beam_size)
     mode = rec.config.final_mode
     if mode == "ctc" or not s.memory or not _has_decoder(rec.model):

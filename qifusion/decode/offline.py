@@ -36,7 +36,11 @@ def decode_features(rec: Recognizer, feats: torch.Tensor, *, chunk_size: int, le
     enc = model.encode(x, lens, chunk_size=chunk_size, left_chunks=left_chunks)
     log_probs, out_lens = enc.ctc_log_probs.float(), enc.lens
     final = cfg.final_mode
-    if cfg.mode == "ctc_greedy":
+    if rec.lm is not None:  # lm_beam / lm_rescoring: the streams' search run over all frames at once
+        hyp = search.search_batch(model, enc, mode=cfg.mode, sos_eos_id=rec.tokenizer.sos_eos_id,
+                                  ctc_weight=cfg.ctc_weight, reverse_weight=cfg.reverse_weight,
+                                  blank_id=rec.blank_id, lm=rec.lm, hotwords=cfg.hotwords)[0]
+    elif cfg.mode == "ctc_greedy":
         hyp = search.ctc_greedy(log_probs, out_lens, blank_id=rec.blank_id)[0]
     elif final == "attention" and getattr(model, "decoder", None) is not None:
         hyp = search.attention_beam(model, enc.memory, out_lens, beam_size=cfg.beam_size,

@@ -35,15 +35,14 @@ import torch
 
 from qifusion.decode.backend import load_for_decoding
 from qifusion.decode.endpoint import EndpointConfig, SilenceTracker
+from qifusion.decode.options import LM_MODES, MODES, LmOptions, check_mode
 from qifusion.decode.stream import Segment, Stream, StreamResult
 from qifusion.decode.streaming_search import CtcGreedyState, CtcPrefixBeamState, Hypothesis
 from qifusion.decode.text import words_from_tokens
 from qifusion.errors import UserError
 from qifusion.models.aid import frame_evidence, pooled_posterior
 
-__all__ = ["Recognizer", "RecognizerConfig", "Segment", "Stream", "StreamResult"]
-
-MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "attention")
+__all__ = ["MODES", "Recognizer", "RecognizerConfig", "Segment", "Stream", "StreamResult"]
 
 
 @dataclass
@@ -54,6 +53,9 @@ class RecognizerConfig:
     otherwise); the final result is the best CTC hypothesis, or with ``rescore`` (``ctc_prefix_beam``)
     / ``attention_rescoring`` the CTC n-best rescored by the attention decoder over the whole
     segment's memory, or with ``attention`` an attention beam search over that memory.
+    ``lm_beam`` / ``lm_rescoring``: partials and finals from the lexicon + word LM beam search
+    (``lm_options``; the LM dir ``lm``, default ``<model dir>/lm``), the final n-best attention-rescored
+    with ``lm_rescoring``; ``hotwords`` bias every stream (:meth:`Recognizer.create_stream` can override).
     """
 
     chunk_size: int = 16
@@ -76,10 +78,12 @@ class RecognizerConfig:
     # threshold is the model dir's calibrated one (aid_calibration.json) unless given
     speech_gate: bool = True
     gate_min_confidence: float | None = None
+    lm: str | None = None  # LM dir (LM modes; default <model dir>/lm)
+    lm_options: LmOptions = field(default_factory=LmOptions)
+    hotwords: tuple[Any, ...] | None = None  # qifusion.lm.files.Hotword entries
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"unknown decoding mode '{self.mode}' (choose from {', '.join(MODES)})")
+        check_mode(self.mode)
         if self.chunk_size <= 0:
             raise UserError(f"streaming needs a positive chunk size, got chunk_size={self.chunk_size}")
         if self.backend not in ("torch", "onnx"):
@@ -92,7 +96,8 @@ class RecognizerConfig:
         """How the final result is chosen: ctc, attention_rescoring or attention."""
         if self.mode == "attention":
             return "attention"
-        if self.mode == "attention_rescoring" or (self.mode == "ctc_prefix_beam" and self.rescore):
+        if self.mode in ("attention_rescoring", "lm_rescoring") or (
+                self.mode == "ctc_prefix_beam" and self.rescore):
             return "attention_rescoring"
         return "ctc"
 
@@ -105,7 +110,12 @@ class Recognizer:
     """
 
     def __init__(self, *, model: Any, tokenizer: Any, accents: list[str], config: RecognizerConfig,
-                 num_mel_bins: int = 80) -> None:
+                 num_mel_bins: int = 80, lm: Any = None) -> None:
+        if config.mode in LM_MODES and lm is None:
+            raise UserError(f"mode '{config.mode}' needs an LM (a qifusion.decode.lm_search.LexiconLm)")
+        if config.hotwords and lm is None:
+            raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
+        self.lm = lm  # LexiconLm (LM modes), shared by all streams
         self.model = model
         self.tokenizer = tokenizer
         self.accents = list(accents)
@@ -146,19 +156,32 @@ class Recognizer:
             cal = load_calibration(Path(path))
             config.gate_min_confidence = cal.gate_min_confidence if cal is not None else 0.0
         num_mel_bins = int(getattr(getattr(loaded.config, "data", None), "num_mel_bins", 80))
-        return cls(model=loaded.model, tokenizer=loaded.tokenizer, accents=loaded.accents, config=config,
-                   num_mel_bins=num_mel_bins)
+        lm = None
+        if config.mode in LM_MODES:
+            from qifusion.decode.lm_search import LexiconLm
+            from qifusion.lm.files import resolve_lm_dir
 
-    def create_stream(self) -> Stream:
-        """A new, empty stream."""
-        s = Stream(num_mel_bins=self.num_mel_bins, model_state=self._init_state(), search=self._new_search(),
+            lm = LexiconLm(resolve_lm_dir(path, config.lm), loaded.tokenizer, config.lm_options)
+        return cls(model=loaded.model, tokenizer=loaded.tokenizer, accents=loaded.accents, config=config,
+                   num_mel_bins=num_mel_bins, lm=lm)
+
+    def create_stream(self, hotwords: tuple[Any, ...] | None = None) -> Stream:
+        """A new, empty stream; ``hotwords`` (LM modes) replace the config's for this stream."""
+        hw = tuple(hotwords) if hotwords else self.config.hotwords
+        if hotwords and self.lm is None:
+            raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
+        s = Stream(num_mel_bins=self.num_mel_bins, model_state=self._init_state(),
+                   search=self._new_search(hw),
                    silence=SilenceTracker(self.config.endpoint, frame_shift=self.frame_shift))
+        s.hotwords = hw
         return s
 
     def _init_state(self) -> Any:
         return self.model.init_state(batch_size=1)
 
-    def _new_search(self) -> CtcGreedyState | CtcPrefixBeamState:
+    def _new_search(self, hotwords: tuple[Any, ...] | None = None) -> Any:
+        if self.lm is not None:
+            return self.lm.new_search(hotwords)
         if self.config.mode == "ctc_greedy":
             return CtcGreedyState(blank_id=self.blank_id)
         return CtcPrefixBeamState(beam_size=self.config.beam_size, token_topk=self.config.token_topk,
@@ -302,7 +325,7 @@ class Recognizer:
         s.segments.append(seg)
         s.frame_offset += s.silence.num_frames
         s.model_state = self._init_state()
-        s.search = self._new_search()
+        s.search = self._new_search(s.hotwords)
         s.silence.reset()
         s.evidence.reset()
         s.memory, s.ctc_log_probs = [], []

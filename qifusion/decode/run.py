@@ -41,19 +41,24 @@ def decode_dir(
     reverse_weight: float | None = None,
     device: str | None = None,
     progress: bool | None = None,
+    lm: Path | None = None,
+    lm_options: Any = None,
+    hotwords: tuple[Any, ...] | None = None,
 ) -> dict[str, Any]:
     """Decode every utterance of ``data_dir`` and write the report files; returns the report dict.
 
     ``reverse_weight`` defaults to the model config's; ``progress=None`` shows a bar on a terminal only.
+    LM modes (``lm_beam``, ``lm_rescoring``): ``lm`` is the LM dir (default ``<model dir>/lm``),
+    ``lm_options`` a :class:`~qifusion.decode.options.LmOptions`, ``hotwords`` bias the search.
     """
     from tqdm import tqdm
 
     from qifusion.data.manifest import LoadReport, load_data_dir
     from qifusion.decode.backend import load_for_decoding
-    from qifusion.decode.search import MODES, search_batch
+    from qifusion.decode.options import LM_MODES, check_mode
+    from qifusion.decode.search import search_batch
 
-    if mode not in MODES:
-        raise UserError(f"unknown decoding mode '{mode}' (choose from {', '.join(MODES)})")
+    check_mode(mode)
     if beam_size < 1 or batch_size < 1:
         raise UserError("--beam-size and --batch-size must be at least 1")
     if chunk_size == 0 or chunk_size < -1:
@@ -63,6 +68,11 @@ def decode_dir(
     model, tok = loaded.model, loaded.tokenizer
     rw = loaded.config.model.reverse_weight if reverse_weight is None else reverse_weight
     oracle = loaded.config.model.accent.oracle_accent
+    lexlm, lm_info = None, None
+    if mode in LM_MODES:
+        lexlm, lm_info = load_lm_for(model_dir, lm, tok, lm_options)
+    elif hotwords:
+        raise UserError("--hotwords needs an LM decoding mode (lm_beam or lm_rescoring)")
     acc_ids = {a: i for i, a in enumerate(loaded.accents)}
     load_rep = LoadReport()
     utts = load_data_dir(data_dir, require_text=True, strict=False, report=load_rep)
@@ -85,7 +95,8 @@ def decode_dir(
             with torch.inference_mode():
                 enc = model.encode(x, lens, chunk_size=chunk_size, left_chunks=left_chunks, **extra)
                 hyps = search_batch(model, enc, mode=mode, beam_size=beam_size, sos_eos_id=tok.sos_eos_id,
-                                    ctc_weight=ctc_weight, reverse_weight=rw, blank_id=tok.blank_id)
+                                    ctc_weight=ctc_weight, reverse_weight=rw, blank_id=tok.blank_id,
+                                    lm=lexlm, hotwords=hotwords)
             post = enc.accent_utt.float().cpu() if enc.accent_utt is not None else None
             for j, (u, h) in enumerate(zip(kept, hyps)):
                 pred = prob = None
@@ -101,6 +112,8 @@ def decode_dir(
         raise DataError(f"{data_dir}: no utterance could be decoded (skipped: {skipped})")
     rtf = compute_sec / max(audio_sec, 1e-9)
     report = build_report(results, mode=mode, chunk_size=chunk_size, rtf=rtf)
+    if lm_info is not None:
+        report["lm"] = {**lm_info, "hotwords": len(hotwords or ())}
     _write_outputs(Path(out_dir), results, report, skipped=skipped, model_dir=model_dir, data_dir=data_dir)
     n_skip = sum(skipped.values())
     print(render_table(report))
@@ -108,6 +121,22 @@ def decode_dir(
           f"RTF {rtf:.4f}" + (f", skipped {n_skip} ({skipped})" if n_skip else "") + f" -> {out_dir}",
           file=sys.stderr)
     return report
+
+
+def load_lm_for(model_dir: Path, lm: Path | None, tokenizer: Any, options: Any) -> tuple[Any, dict[str, Any]]:
+    """Load the LM (``lm`` or ``<model_dir>/lm``) and describe it for reports."""
+    from dataclasses import asdict as dc_asdict
+
+    from qifusion.decode.lm_search import LexiconLm
+    from qifusion.decode.options import LmOptions
+    from qifusion.lm.files import read_meta, resolve_lm_dir
+
+    lm_dir = resolve_lm_dir(model_dir, lm)
+    lexlm = LexiconLm(lm_dir, tokenizer, options or LmOptions())
+    meta = read_meta(lm_dir)
+    info = {"dir": str(lm_dir), "order": meta.get("order"), "lexicon_words": len(lexlm.lexicon),
+            "sources": [x.get("path") for x in meta.get("sources", [])], **dc_asdict(lexlm.options)}
+    return lexlm, info
 
 
 def load_feature_batch(
@@ -148,6 +177,11 @@ def _write_outputs(
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     extra = {"model": str(model_dir), "data": str(data_dir),
              "skipped": ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) or "none"}
+    if "lm" in report:
+        lmr = report["lm"]
+        extra["lm"] = (f"{lmr['dir']} (order {lmr['order']}, {lmr['lexicon_words']} words, lm_weight "
+                       f"{lmr['lm_weight']}, word_score {lmr['word_score']}, beam {lmr['beam_size']}, "
+                       f"hotwords {lmr['hotwords']})")
     atomic_write_text(out / "report.md", render_markdown(report, extra=extra))
     plot_per_accent_cer(report, out / "cer_per_accent.png")
     if report["aid_confusion"] is not None:

@@ -99,6 +99,7 @@ class Stream:
         self.finalized = False  # the current segment's final result is computed
         self.final_hyp: Any = None  # Hypothesis chosen at finalisation (rescored)
         self.segments: list[Segment] = []
+        self.hotwords: tuple[Any, ...] | None = None  # LM-mode biasing of this stream
         self.num_samples_in = 0  # input samples at the input rate
         self.sample_rate: int | None = None
         self._finished = False

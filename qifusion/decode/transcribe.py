@@ -56,6 +56,7 @@ def transcribe_files(
     out: IO[str] = sys.stdout,
     long_audio_s: float = LONG_AUDIO_SECONDS,
     batch_streams: int = 8,
+    decode_options: dict[str, Any] | None = None,
 ) -> int:
     """Transcribe ``files`` and write one JSON line per file to ``out``; return the number that failed.
 
@@ -69,6 +70,7 @@ def transcribe_files(
     rec = Recognizer.from_model_dir(
         model_dir, chunk_size=stream_chunk, left_chunks=left_chunks, mode=mode,
         rescore=mode == "attention_rescoring", backend=backend,
+        **{k: v for k, v in (decode_options or {}).items() if v is not None},
     )
     view = AccentView.for_model_dir(model_dir)
     print(f"qifusion transcribe: {view.note}", file=sys.stderr)

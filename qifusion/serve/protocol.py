@@ -15,7 +15,9 @@ WeNet clients work unchanged:
 Qifusion adds ``"accent"``, ``"accent_prob"`` (the running accent estimate, temperature-calibrated;
 both null when the model's accent ID is not calibrated or not better than chance) and ``"accent_id"``
 (``{"status", "accuracy", "chance", "note"}``: the model's measured dev accuracy) to every result
-message; old clients ignore unknown keys.
+message; old clients ignore unknown keys. The start message may carry ``"hotwords"``: a list of words
+or phrases (strings, or ``{"word": ..., "boost": ...}``) that bias this session's LM search (servers
+started with an LM mode only).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class StartSignal:
 
     nbest: int = 1
     continuous_decoding: bool = False
+    hotwords: tuple[Any, ...] | None = None  # qifusion.lm.files.Hotword entries
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,16 @@ def parse_text_message(text: str) -> StartSignal | EndSignal:
         continuous = obj.get("continuous_decoding", False)
         if not isinstance(continuous, bool):
             raise ProtocolError(f"option 'continuous_decoding' must be true or false, got {continuous!r}")
-        return StartSignal(nbest=nbest, continuous_decoding=continuous)
+        hotwords = None
+        if "hotwords" in obj:
+            from qifusion.errors import UserError
+            from qifusion.lm.files import hotwords_from_json
+
+            try:
+                hotwords = tuple(hotwords_from_json(obj["hotwords"]))
+            except UserError as e:
+                raise ProtocolError(str(e)) from None
+        return StartSignal(nbest=nbest, continuous_decoding=continuous, hotwords=hotwords)
     if signal == "end":
         return EndSignal()
     raise ProtocolError(f"unknown signal {signal!r} (expected 'start' or 'end')")

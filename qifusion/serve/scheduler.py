@@ -16,6 +16,7 @@ The idea of batching concurrent streams per step follows sherpa-onnx's online we
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -75,9 +76,13 @@ class DecodeScheduler:
         """Wake the loop: a session has new input."""
         self._wake.set()
 
-    async def create_stream(self) -> Any:
-        """A new recognizer stream, made in the worker thread (never concurrently with a decode)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.recognizer.create_stream)
+    async def create_stream(self, hotwords: tuple[Any, ...] | None = None) -> Any:
+        """A new recognizer stream, made in the worker thread (never concurrently with a decode);
+        ``hotwords`` bias its LM search (passed only when given)."""
+        make = self.recognizer.create_stream
+        if hotwords:
+            make = functools.partial(make, hotwords)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, make)
 
     # ---- loop -----------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -66,6 +66,9 @@ class ServerConfig:
     idle_timeout_s: float = 30.0  # close a session that sends nothing for this long
     token: str | None = None  # require `Authorization: Bearer TOKEN` (or `?token=TOKEN`)
     max_batch: int = 64  # most streams per decode_streams call
+    lm: str | None = None  # LM dir for the LM modes (default <model dir>/lm)
+    lm_options: Any = None  # qifusion.decode.options.LmOptions (None: defaults)
+    hotwords: tuple[Any, ...] | None = None  # server-wide hotwords (a start message's replace them)
 
     def __post_init__(self) -> None:
         for key in ("max_sessions", "max_message_bytes", "max_batch", "chunk_size"):
@@ -86,7 +89,16 @@ def load_recognizer(config: ServerConfig) -> Any:
         raise UserError(f"model dir not found: {config.model_dir}")
     return Recognizer.from_model_dir(config.model_dir, chunk_size=config.chunk_size,
                                      left_chunks=config.left_chunks, mode=config.mode, backend=config.backend,
-                                     chunk_threads=None)  # batches of many sessions: the process's threads
+                                     chunk_threads=None,  # batches of many sessions: the process's threads
+                                     **_lm_fields(config))
+
+
+def _lm_fields(config: ServerConfig) -> dict[str, Any]:
+    """Recognizer options of the LM modes that ``config`` sets."""
+    out: dict[str, Any] = {"lm": config.lm, "hotwords": config.hotwords}
+    if config.lm_options is not None:
+        out["lm_options"] = config.lm_options
+    return out
 
 
 class App:
@@ -213,7 +225,10 @@ class App:
                 raise ProtocolError("already started: send audio, then {\"signal\": \"end\"}")
             session.continuous = signal_.continuous_decoding
             session.nbest = signal_.nbest
-            session.stream = await self.scheduler.create_stream()
+            try:
+                session.stream = await self.scheduler.create_stream(signal_.hotwords)
+            except UserError as e:  # e.g. hotwords without an LM mode: this session only
+                raise ProtocolError(str(e)) from None
             self.scheduler.add(session)
             session.outbox.put_nowait(Outgoing(protocol.server_ready()))
             return

@@ -1,0 +1,57 @@
+"""benchmarks.recipe: run names, overrides, recorded curves and the generated page (no training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import recipe, recipe_report
+
+
+def test_run_names_and_overrides() -> None:
+    assert recipe.parse("new-qifusion-s3") == ("new", "qifusion", 3)
+    with pytest.raises(ValueError, match="RECIPE-SYSTEM-sSEED"):
+        recipe.parse("new-conformer-s3")
+    ov = recipe.overrides("old-baseline-s1")
+    assert "train.seed=1" in ov and f"train.max_minutes={recipe.MINUTES}" in ov
+    assert "train.scheduler=cosine" in ov and "model.encoder.embed_scale=false" in ov  # the old recipe
+    assert not any(o.startswith("train.scheduler") for o in recipe.overrides("new-baseline-s1"))
+
+
+def _fake_exp(path: Path) -> Path:
+    path.mkdir(parents=True)
+    recs = [{"kind": "train", "step": 25, "train_minutes": 1.0, "loss": 150.0},
+            {"kind": "dev", "step": 250, "train_minutes": 10.0, "dev_cer": 50.0, "dev_aid_acc": 0.2},
+            {"kind": "epoch", "epoch": 1, "step": 389, "train_minutes": 16.0, "dev_cer": 45.0},
+            {"kind": "dev", "step": 500, "train_minutes": 20.0, "dev_cer": 19.5, "dev_aid_acc": 0.7}]
+    (path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cfg = yaml.safe_load((recipe.ROOT / "conf" / "qifusion_small.yaml").read_text())
+    cfg["model"]["ctc_weight"] = 0.5
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(recipe_report, "RESULTS", tmp_path / "results")
+    exp = _fake_exp(tmp_path / "exp")
+    assert [p["step"] for p in recipe.curve(exp)] == [250, 389, 500]
+    out = recipe.record_exploration("try-ctc05", exp, note="one thread")
+    rec = json.loads(out.read_text())
+    assert rec["epoch_ends"] == [{"epoch": 1, "step": 389, "dev_cer": 45.0}]
+    lines = recipe_report.render_explorations(recipe_report.load_explorations())
+    row = next(line for line in lines if line.startswith("| try-ctc05"))
+    assert "model.ctc_weight=0.5" in row  # what differs from the committed config is named
+    assert "19.5 [70.0%]" in row and "50.0 [20.0%]" in row
+    # a finished benchmark run: minutes to the target, seeds that reached it
+    confusion = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}
+    result = {"run": "new-qifusion-s0", "recipe": "new", "system": "qifusion", "seed": 0,
+              "minutes_to_target": 20.0, "converged": True, "curve": recipe.curve(exp),
+              "dev": {"attention_rescoring": {"cer": 18.0, "aid_accuracy": 0.7, "aid_confusion": confusion}}}
+    page = recipe_report.render([result])
+    assert "| new-qifusion-s0 | new | qifusion | 0 | 20.0 | 19.5 | 18.00 | 70.0% | 500 |" in page
+    assert "new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
+    assert "| a | 3 | 1 |" in page
