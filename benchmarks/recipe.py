@@ -114,9 +114,10 @@ def evaluate(name: str) -> dict[str, Any]:
     return result
 
 
-def record_exploration(name: str, exp: Path, *, note: str = "") -> Path:
+def record_exploration(name: str, exp: Path, *, note: str = "", step_offset: int = 0) -> Path:
     """Write ``RESULTS/explore/NAME.json``: the dev curve of a run trained by hand (``qifusion train
-    --set train.dev_every_steps=N ...``) and its resolved config, for recipe comparisons by steps."""
+    --set train.dev_every_steps=N ...``) and its resolved config, for recipe comparisons by steps.
+    ``step_offset``: steps of the checkpoint a ``--init`` run started from (added to its steps)."""
     import yaml
 
     from qifusion.fileio import atomic_write_text
@@ -127,7 +128,11 @@ def record_exploration(name: str, exp: Path, *, note: str = "") -> Path:
     epoch_ends = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
     epoch_ends = [{"epoch": r["epoch"], "step": r["step"], "dev_cer": r["dev_cer"]}
                   for r in epoch_ends if r["kind"] == "epoch" and "dev_cer" in r]
-    rec = {"run": name, "note": note, "curve": curve(exp), "epoch_ends": epoch_ends, "config": cfg}
+    points = [{**p, "step": p["step"] + step_offset} for p in curve(exp)]
+    if step_offset:  # a run started from another run's checkpoint has no epochs of its own to compare
+        epoch_ends = []
+    rec = {"run": name, "note": note, "step_offset": step_offset, "curve": points, "epoch_ends": epoch_ends,
+           "config": cfg}
     atomic_write_text(out, json.dumps(rec, indent=1) + "\n")
     return out
 
@@ -146,6 +151,8 @@ def main() -> None:
     x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
     x.add_argument("pairs", nargs="+")
     x.add_argument("--note", default="", help="how the runs were made (threads, load)")
+    x.add_argument("--step-offset", type=int, default=0,
+                   help="steps of the checkpoint the runs were --init from")
     args = ap.parse_args()
     if args.cmd == "report":
         from benchmarks.recipe_report import write_report
@@ -155,7 +162,7 @@ def main() -> None:
     if args.cmd == "explore":
         for pair in args.pairs:
             name, _, path = pair.partition("=")
-            print(record_exploration(name, ROOT / path, note=args.note))
+            print(record_exploration(name, ROOT / path, note=args.note, step_offset=args.step_offset))
         return
     for n in args.names:
         parse(n)

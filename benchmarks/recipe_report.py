@@ -10,6 +10,7 @@ from benchmarks.recipe import DEV_EVERY, MINUTES, RESULTS, ROOT, TARGET_CER
 
 DOC = ROOT / "docs" / "recipe.md"
 PLOT = ROOT / "docs" / "results" / "recipe_curves.png"
+EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 
 
 def load_results() -> list[dict[str, Any]]:
@@ -49,6 +50,37 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
+def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
+    """Dev CER (and AID accuracy, dashed) of the exploratory runs against optimizer steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax2 = ax.twinx()
+    for i, r in enumerate(runs):
+        colour = f"C{i}"
+        steps = [p["step"] for p in r["curve"]]
+        ax.plot(steps, [p["dev_cer"] for p in r["curve"]], marker="o", color=colour, label=r["run"])
+        aid = [(p["step"], 100 * p["dev_aid_acc"]) for p in r["curve"] if "dev_aid_acc" in p]
+        if aid:
+            ax2.plot(*zip(*aid), ls="--", marker=".", color=colour, alpha=0.7)
+    ax.axhline(TARGET_CER, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("optimizer step (50 s batches)")
+    ax.set_ylabel("dev CER % (CTC greedy), solid")
+    ax2.set_ylabel("dev accent-ID accuracy %, dashed")
+    ax.set_ylim(0, 100)
+    ax2.set_ylim(0, 100)
+    ax.set_title("Exploratory runs, seed 2 (the old recipe's plateau seed)")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -62,7 +94,8 @@ def render(runs: list[dict[str, Any]]) -> str:
              f"of training time; dev CER (CTC greedy, full context) every {DEV_EVERY} steps. Dev only: no",
              "test utterance is read.", ""]
     if not runs:
-        return "\n".join([*lines, "No run has finished yet.", ""])
+        pending = "No timed run has finished yet: the 60-minute check is still to be made."
+        return "\n".join([*lines, pending, ""])
     lines += ["| run | recipe | system | seed | minutes to dev CER <= 20% | last dev CER (greedy) | "
               "dev CER, attention rescoring | dev AID accuracy | steps |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -151,7 +184,8 @@ def render_explorations(runs: list[dict[str, Any]]) -> list[str]:
             cells.append(f"{p['dev_cer']:.1f}" + ("" if aid is None else f" [{100 * aid:.1f}%]"))
         lines.append(f"| {r['run']} | {_differences(r['config'])} | " + " | ".join(cells) + " |")
     notes = sorted({r["note"] for r in runs if r["note"]})
-    return [*lines, "", *(f"- {n}" for n in notes), ""]
+    image = f"![exploratory runs](results/{EXPLORE_PLOT.name})"
+    return [*lines, "", *(f"- {n}" for n in notes), "", image, ""]
 
 
 def render_old_study(new_runs: list[dict[str, Any]]) -> list[str]:
@@ -187,6 +221,8 @@ def write_report() -> Path:
     if runs:
         plot(runs, PLOT)
     explorations = load_explorations()
+    if explorations:
+        plot_explorations(explorations, EXPLORE_PLOT)
     atomic_write_text(DOC, "\n".join([render(runs), *render_explorations(explorations),
                                       *render_old_study(explorations)]))
     return DOC
