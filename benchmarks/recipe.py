@@ -77,11 +77,16 @@ def train(name: str, *, core: int | None = None) -> int:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def curve(exp: Path) -> list[dict[str, float]]:
-    """Dev points of a run's ``train_log.jsonl``: step, train_minutes, dev_cer, dev_aid_acc."""
+def log_records(exp: Path) -> list[dict[str, Any]]:
+    """The records of a run's ``train_log.jsonl``."""
+    return [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+
+
+def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
+    """Dev points of a run's ``train_log.jsonl`` (or its ``records``): step, train_minutes, dev_cer,
+    dev_aid_acc."""
     points = []
-    for line in (exp / "train_log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in log_records(exp) if records is None else records:
         if "dev_cer" in rec and "train_minutes" in rec:
             keys = ("step", "train_minutes", "dev_cer", "dev_aid_acc")
             points.append({k: rec[k] for k in keys if k in rec})
@@ -125,10 +130,10 @@ def record_exploration(name: str, exp: Path, *, note: str = "", step_offset: int
     cfg = yaml.safe_load((exp / "config.yaml").read_text())
     out = RESULTS / "explore" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    epoch_ends = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
+    records = log_records(exp)
     epoch_ends = [{"epoch": r["epoch"], "step": r["step"], "dev_cer": r["dev_cer"]}
-                  for r in epoch_ends if r["kind"] == "epoch" and "dev_cer" in r]
-    points = [{**p, "step": p["step"] + step_offset} for p in curve(exp)]
+                  for r in records if r["kind"] == "epoch" and "dev_cer" in r]
+    points = [{**p, "step": p["step"] + step_offset} for p in curve(exp, records)]
     if step_offset:  # a run started from another run's checkpoint has no epochs of its own to compare
         epoch_ends = []
     rec = {"run": name, "note": note, "step_offset": step_offset, "curve": points, "epoch_ends": epoch_ends,

@@ -19,13 +19,31 @@ def load_results() -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: (r["recipe"] != "new", r["system"], r["seed"]))
 
 
-def plot(runs: list[dict[str, Any]], out: Path) -> None:
+def _figure() -> tuple[Any, Any]:
+    """A headless (fig, ax) of the report's size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    return plt.subplots(figsize=(8, 4.5))
+
+
+def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None:
+    """Title, legend and grid on ``ax``; write ``fig`` to ``out`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot(runs: list[dict[str, Any]], out: Path) -> None:
+    fig, ax = _figure()
     colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
@@ -41,23 +59,12 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("dev CER % (CTC greedy)")
     ax.set_ylim(0, 100)
     ax.set_xlim(0, MINUTES * 1.05)
-    ax.set_title("Dev CER against training time, benchmark preset")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out, title="Dev CER against training time, benchmark preset", legend_size=8)
 
 
 def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
     """Dev CER (and AID accuracy, dashed) of the exploratory runs against optimizer steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _figure()
     ax2 = ax.twinx()
     for i, r in enumerate(runs):
         colour = f"C{i}"
@@ -72,13 +79,7 @@ def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
     ax2.set_ylabel("dev accent-ID accuracy %, dashed")
     ax.set_ylim(0, 100)
     ax2.set_ylim(0, 100)
-    ax.set_title("Exploratory runs, seed 2 (the old recipe's plateau seed)")
-    ax.legend(loc="upper right", fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out, title="Exploratory runs, seed 2 (the old recipe's plateau seed)", legend_size=7)
 
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:
@@ -133,15 +134,15 @@ def load_explorations() -> list[dict[str, Any]]:
 
 def _differences(cfg: dict[str, Any]) -> str:
     """The keys of a run's resolved config that the committed recipe would set otherwise."""
-    from qifusion.config import from_dict, to_dict
+    from qifusion.config import from_dict, load_config, to_dict
 
     cfg = to_dict(from_dict(cfg))  # keys the run's config lacks take today's defaults (what it ran with)
     system = "qifusion" if cfg["model"]["accent"]["use_aid"] else "baseline"
-    ref = to_dict(load_config_yaml(ROOT / f"conf/{system}_small.yaml"))
+    ref = to_dict(load_config(ROOT / f"conf/{system}_small.yaml"))
     out = []
     for section in ("model", "data"):
-        out += [f"{section}.{k}={v}" for k, v in _flatten(cfg[section]).items()
-                if _flatten(ref[section]).get(k) != v]
+        committed = _flatten(ref[section])
+        out += [f"{section}.{k}={v}" for k, v in _flatten(cfg[section]).items() if committed.get(k) != v]
     return ", ".join(out) or "as committed"
 
 
@@ -153,12 +154,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + k] = v
     return flat
-
-
-def load_config_yaml(path: Path) -> Any:
-    from qifusion.config import load_config
-
-    return load_config(path)
 
 
 def render_explorations(runs: list[dict[str, Any]]) -> list[str]:
@@ -206,7 +201,7 @@ def render_old_study(new_runs: list[dict[str, Any]]) -> list[str]:
         cells = [f"{e['dev_cer']:.1f}" for e in r["train"]["epochs"]][:3]
         lines.append(f"| {r['run']} | old | " + " | ".join(cells + ["-"] * (3 - len(cells))) + " |")
     for r in new_runs:
-        ends = [p for p in r.get("epoch_ends", [])][:3]
+        ends = r.get("epoch_ends", [])[:3]
         if ends:
             cells = [f"{p['dev_cer']:.1f}" for p in ends]
             lines.append(f"| {r['run']} | new | " + " | ".join(cells + ["-"] * (3 - len(cells))) + " |")
