@@ -34,6 +34,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def cmd_voices(args: argparse.Namespace) -> int:
+    from qifusion.data.voices_nonfree import install_nonfree
+
+    return install_nonfree(yes=args.yes, dry_run=args.dry_run)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from qifusion.data.prepare import prepare_corpus
 
@@ -177,12 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="synthesise the embedded multi-accent English corpus")
     p.add_argument("--out", required=True, help="output dir (gets train/ dev/ test/)")
-    p.add_argument("--preset", default="demo", choices=["demo", "benchmark", "l2", "heldout"])
+    p.add_argument("--preset", default="demo",
+                   choices=["demo", "benchmark", "l2", "heldout", "accents", "accents-free"])
     p.add_argument("--utts-per-accent", type=int, default=None, help="total over the three splits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: all cores)")
     p.add_argument("--accents", default=None, help="comma-separated subset of the preset's accents")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("voices", help="install the non-free MBROLA voices of the 'accents' corpus")
+    p.add_argument("action", choices=["install-nonfree"])
+    p.add_argument("--yes", action="store_true", help="do not ask before changing the system")
+    p.add_argument("--dry-run", action="store_true", help="only print what would change")
+    p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("prepare", help="prepare a corpus layout into qifusion data dirs")
     p.add_argument("corpus", choices=["kespeech", "magicdata-ramc"])

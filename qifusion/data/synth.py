@@ -1,4 +1,5 @@
-"""``qifusion synth``: the embedded multi-accent English corpus (espeak-ng dialects, optional MBROLA L2).
+"""``qifusion synth``: the embedded multi-accent English corpus (espeak-ng dialects; the ``accents``
+corpus of L2 and native voices, :mod:`.synth_accents`).
 
 Pipeline: :func:`plan_corpus` (pure, deterministic for a seed: text, speaker, pitch and rate of every
 utterance) -> :func:`render_utterance` per item (``espeak-ng --stdout | sox`` to 16 kHz mono int16 with
@@ -30,7 +31,14 @@ import numpy as np
 import soundfile as sf
 
 from qifusion.data.manifest import CUTS_NAME, Utterance, write_kaldi_dir
-from qifusion.data.synth_text import sentence_pool
+from qifusion.data.synth_accents import (
+    engine_wav,
+    preset_licences,
+    preset_sources,
+    transform_effects,
+    write_speakers,
+)
+from qifusion.data.synth_text import corpus_pool, demo_pool
 from qifusion.data.voices import (
     ESPEAK_ACCENTS,
     L2_VOICES,
@@ -38,6 +46,15 @@ from qifusion.data.voices import (
     espeak_speakers,
     l2_speaker_disjoint,
     l2_speakers,
+)
+from qifusion.data.voices_accents import (
+    ACCENT_VOICES,
+    DERIVED_EN_VOICES,
+    FREE_ACCENTS,
+    AccentSpeaker,
+    accent_speakers,
+    espeak_en_data_dir,
+    require_voices,
 )
 from qifusion.errors import DataError, UserError
 from qifusion.fileio import atomic_write_bytes, atomic_write_text
@@ -48,6 +65,10 @@ PITCH_RANGE = (30, 70)  # espeak -p (0..99, default 50), drawn per utterance
 RATE_RANGE = (145, 200)  # espeak -s words per minute (default 175), drawn per utterance
 MIN_SECONDS_PER_WORD, MAX_SECONDS = 0.1, 30.0
 PLAN_NAME, SUMMARY_NAME = "synth_plan.json", "synth_summary.json"
+# espeak-ng -s for MBROLA voices: 145 wpm gives ~0.33 s/word, near flite/festival's 0.36-0.40 (espeak's
+# default 175 gave 0.27), so speaking rate does not tell the synthesiser (and so the accent) apart
+MBROLA_RATE = 145
+TEXT_VERSION = 2  # 2: the demo's reserved sentences (synth_text.demo_reserved) are never used elsewhere
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,7 @@ class Preset:
     ``test_only``: a held-back evaluation set, only a test split (planned in :mod:`.synth_heldout`)."""
 
     name: str
-    engine: str  # "espeak" or "mbrola" (never mixed within a preset)
+    engine: str  # "espeak", "mbrola" or "accents" (source voices of several synthesisers, .voices_accents)
     accents: tuple[str, ...]
     utts_per_accent: int
     eval_frac: float = 0.1
@@ -65,6 +86,7 @@ class Preset:
     majority: str | None = None
     majority_share: float = 0.4
     test_only: bool = False
+    free_only: bool = False  # "accents" engine: only the free source voices
 
 
 PRESETS = {
@@ -72,6 +94,9 @@ PRESETS = {
     "benchmark": Preset("benchmark", "espeak", ESPEAK_ACCENTS, 800, eval_frac=0.15, majority="en-us"),
     "l2": Preset("l2", "mbrola", tuple(L2_VOICES), 100),
     "heldout": Preset("heldout", "espeak", ESPEAK_ACCENTS, 40, test_only=True),
+    "accents": Preset("accents", "accents", tuple(ACCENT_VOICES), 720, eval_frac=0.15, majority="us"),
+    "accents-free": Preset("accents-free", "accents", FREE_ACCENTS, 720, eval_frac=0.15, majority="us",
+                           free_only=True),
 }
 
 
@@ -88,6 +113,9 @@ class SynthItem:
     pitch: int
     rate: int
     wav: str
+    engine: str = "espeak"  # "espeak" (also MBROLA voices, via espeak-ng), "flite" or "festival"
+    warp: float = 1.0  # sox speed: spectrum (formants and f0) scaled by warp
+    tempo: float = 1.0  # speaking rate factor after the warp (sox tempo)
 
 
 @dataclass
@@ -105,6 +133,7 @@ class SynthSummary:
     resumed: int = 0  # found finished on disk
     elapsed_s: float = 0.0
     speaker_disjoint: bool = True
+    licences: dict[str, str] = field(default_factory=dict)  # source -> licence (accents presets)
 
     @property
     def total_hours(self) -> float:
@@ -164,9 +193,9 @@ def plan_corpus(*, preset: str, utts_per_accent: int | None, seed: int,
     if p.majority in names and len(names) > 1:  # majority train part = majority_share of all train
         minority_train = sizes["train"] * (len(names) - 1)
         counts[p.majority]["train"] = round(p.majority_share / (1 - p.majority_share) * minority_train)
-    speakers = espeak_speakers(names) if p.engine == "espeak" else l2_speakers(names)
+    speakers = preset_speakers(p, names)
     rng = random.Random(f"qifusion-synth:{preset}:{seed}")
-    pool = sentence_pool(max_words=p.max_words)
+    pool = (demo_pool if preset == "demo" else corpus_pool)(max_words=p.max_words)
     need = sum(sum(c.values()) for c in counts.values())
     if need > len(pool):
         raise UserError(f"preset '{preset}' needs {need} distinct sentences but the text packages give "
@@ -183,10 +212,23 @@ def plan_corpus(*, preset: str, utts_per_accent: int | None, seed: int,
     return items
 
 
-def _item(split: str, accent: str, spk: Speaker, text: str, rng: random.Random, n: int) -> SynthItem:
+def preset_speakers(p: Preset, names: list[str]) -> dict[str, list]:
+    """Split -> speakers (:class:`Speaker` or :class:`AccentSpeaker`) of preset ``p``'s ``names``."""
+    if p.engine == "accents":
+        return accent_speakers(names, free_only=p.free_only)
+    return espeak_speakers(names) if p.engine == "espeak" else l2_speakers(names)
+
+
+def _item(split: str, accent: str, spk: Speaker | AccentSpeaker, text: str, rng: random.Random,
+          n: int) -> SynthItem:
     utt_id = f"{spk.speaker_id}-{n:06d}"
+    wav = f"wav/{split}/{accent}/{utt_id}.wav"
+    if isinstance(spk, AccentSpeaker):  # MBROLA via espeak-ng: default pitch, MBROLA_RATE
+        engine = "espeak" if spk.source.engine == "mbrola" else spk.source.engine
+        return SynthItem(utt_id, split, accent, spk.speaker_id, spk.source.name, text, 50, MBROLA_RATE, wav,
+                         engine=engine, warp=spk.warp, tempo=spk.tempo)
     return SynthItem(utt_id, split, accent, spk.speaker_id, spk.voice, text, rng.randint(*PITCH_RANGE),
-                     rng.randint(*RATE_RANGE), f"wav/{split}/{accent}/{utt_id}.wav")
+                     rng.randint(*RATE_RANGE), wav)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,20 +239,26 @@ def render_utterance(item: SynthItem, path: Path) -> float:
 
     Raises DataError naming the utterance when espeak-ng/sox fail or the output looks wrong.
     """
-    espeak = ["espeak-ng", "-v", item.voice, "-p", str(item.pitch), "-s", str(item.rate), "--stdout",
-              item.text]
-    r = subprocess.run(espeak, capture_output=True, check=False, timeout=120)
-    if r.returncode != 0 or len(r.stdout) < 1000:
-        raise DataError(f"utterance '{item.utt_id}': espeak-ng failed (rc {r.returncode}): "
-                        f"{r.stderr.decode(errors='replace').strip()[:200]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    # explicit effect order: resample first, then normalise (sox's implicit rate would run after the
-    # gain and its ringing could clip); -D: no dither, so the output is deterministic
+    if item.engine == "espeak":
+        extra = [f"--path={espeak_en_data_dir()}"] if item.voice in DERIVED_EN_VOICES else []
+        espeak = ["espeak-ng", *extra, "-v", item.voice, "-p", str(item.pitch), "-s", str(item.rate),
+                  "--stdout", item.text]
+        r = subprocess.run(espeak, capture_output=True, check=False, timeout=120)
+        if r.returncode != 0 or len(r.stdout) < 1000:
+            raise DataError(f"utterance '{item.utt_id}': espeak-ng failed (rc {r.returncode}): "
+                            f"{r.stderr.decode(errors='replace').strip()[:200]}")
+        raw = r.stdout
+    else:
+        raw = engine_wav(item, path.parent / f".{path.name}.{os.getpid()}.raw.wav")
+    # explicit effect order: speaker transform, resample, then normalise (sox's implicit rate would run
+    # after the gain and its ringing could clip); -D: no dither, so the output is deterministic
     sox = ["sox", "-D", "-V1", "-t", "wav", "-", "-b", "16", "-e", "signed-integer", "-t", "wav", str(tmp),
-           "rate", "-h", str(SAMPLE_RATE), "channels", "1", "gain", "-n", "-1"]
+           *transform_effects(item.warp, item.tempo), "rate", "-h", str(SAMPLE_RATE), "channels", "1",
+           "gain", "-n", "-1"]
     try:
-        s = subprocess.run(sox, input=r.stdout, capture_output=True, check=False, timeout=120)
+        s = subprocess.run(sox, input=raw, capture_output=True, check=False, timeout=120)
         if s.returncode != 0:
             raise DataError(f"utterance '{item.utt_id}': sox failed (rc {s.returncode}): "
                             f"{s.stderr.decode(errors='replace').strip()[:200]}")
@@ -266,8 +314,14 @@ def synthesize_corpus(*, out_dir: Path, preset: str, utts_per_accent: int | None
         raise UserError("sox is not installed: run 'sudo apt-get install sox' or 'make setup'")
     items = plan_corpus(preset=preset, utts_per_accent=utts_per_accent, seed=seed, accents=accents)
     settings = {"preset": preset, "utts_per_accent": utts_per_accent or PRESETS[preset].utts_per_accent,
-                "seed": seed, "accents": sorted({i.accent for i in items}), "utterances": len(items)}
+                "seed": seed, "accents": sorted({i.accent for i in items}), "utterances": len(items),
+                "texts": TEXT_VERSION}
+    p = PRESETS[preset]
+    if p.engine == "accents":  # the licence gate: before anything is written
+        require_voices(preset_sources(p, settings["accents"]), preset=preset)
     _check_plan(out_dir, settings)
+    if p.engine == "accents":
+        write_speakers(out_dir, p, settings["accents"])
     durations: dict[str, float] = {}
     todo = []
     for it in items:
@@ -290,10 +344,11 @@ def synthesize_corpus(*, out_dir: Path, preset: str, utts_per_accent: int | None
         hours[split] = sum(durations[it.utt_id] for it in part) / 3600
         write_split(out_dir / split, part, durations)
     names = settings["accents"]
-    disjoint = PRESETS[preset].engine == "espeak" or all(l2_speaker_disjoint(a) for a in names)
+    disjoint = p.engine != "mbrola" or all(l2_speaker_disjoint(a) for a in names)
     summary = SynthSummary(ok=not failed, out_dir=str(out_dir), preset=preset, seed=seed, counts=counts,
                            hours=hours, failed=sorted(failed), generated=len(done) - resumed, resumed=resumed,
-                           elapsed_s=round(time.time() - t0, 2), speaker_disjoint=disjoint)
+                           elapsed_s=round(time.time() - t0, 2), speaker_disjoint=disjoint,
+                           licences=preset_licences(p, names) if p.engine == "accents" else {})
     atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(asdict(summary), indent=1) + "\n")
     if progress:
         print(summary.describe(), file=sys.stderr)
@@ -304,6 +359,9 @@ def _check_plan(out_dir: Path, settings: dict) -> None:
     path = out_dir / PLAN_NAME
     if path.is_file():
         old = json.loads(path.read_text())
+        if old != settings and "texts" not in old:
+            raise UserError(f"{out_dir} was made before the demo's sentences were reserved (issue 16; "
+                            f"{path} has no 'texts' key): delete it and re-run to make it again")
         if old != settings:
             raise UserError(f"{out_dir} holds a corpus made with other settings ({path}: {old}); "
                             f"use another --out or delete it")

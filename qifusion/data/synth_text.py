@@ -10,10 +10,17 @@ Sources (read at run time from the installed packages, nothing is downloaded):
 Each sentence is normalised to lowercase ``a-z``, apostrophe and single spaces; sentences with digits,
 symbols, abbreviations or letter-spelled words (no vowel) are dropped rather than "fixed", so the
 transcript is exactly what espeak-ng reads. Kept: 5..20 words, deduplicated, sorted (deterministic).
+
+**Demo reservation** (issue 16): a fixed 1/:data:`DEMO_SHARE` of all sentences, chosen by a hash of the
+sentence text alone (:func:`demo_reserved`), is the only pool the ``demo`` preset draws from, and no other
+preset (train, dev or test) ever draws from it (:func:`corpus_pool`), so the demo that ``make demo``
+evaluates the shipped models on shares no sentence with any corpus they can be trained on, whatever the
+preset, seed or size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from functools import lru_cache
@@ -29,6 +36,7 @@ FORTUNE_DENYLIST = frozenset(
 )
 MIN_WORDS = 5
 MAX_WORDS = 20
+DEMO_SHARE = 8  # one sentence in DEMO_SHARE is reserved for the demo preset
 
 _QUOTED = re.compile(r'"([^"]{8,400})"')
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
@@ -103,6 +111,22 @@ def sentence_pool(*, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> 
     Raises UserError naming the packages when none are installed.
     """
     return list(_pool(min_words, max_words))
+
+
+def demo_reserved(sentence: str) -> bool:
+    """Whether ``sentence`` (normalised) belongs to the demo's reserved pool: a property of the text
+    alone (first byte of its SHA-1), so it cannot depend on a preset, seed or corpus size."""
+    return hashlib.sha1(sentence.encode("utf-8")).digest()[0] % DEMO_SHARE == 0
+
+
+def demo_pool(*, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """The sorted sentences reserved for the ``demo`` preset (see the module doc)."""
+    return [s for s in _pool(min_words, max_words) if demo_reserved(s)]
+
+
+def corpus_pool(*, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """The sorted sentences every preset but ``demo`` draws from: the pool minus the demo reservation."""
+    return [s for s in _pool(min_words, max_words) if not demo_reserved(s)]
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,181 @@
+"""Does a corpus have accents you can hear? Two measurements on a ``qifusion synth`` corpus dir (issue 16).
+
+1. **Identifiable**: the x-vector classifier of :mod:`benchmarks.corpus_aid`, trained on ``train``
+   (at most ``--train-per-accent`` utterances per accent), epoch chosen on ``dev``, scored once on
+   ``test``: accuracy over all test speakers (all unseen in train) and, as the headline, over the test
+   speakers whose *source voice* is unseen in train (``speakers.json`` of an ``accents`` corpus; for the
+   espeak presets a speaker's source is its espeak-ng variant).
+2. **Hurts a recogniser**: pocketsphinx's US-English model (PyPI ``pocketsphinx``, extra ``corpus``)
+   WER per accent on ``--asr-per-accent`` test utterances per accent (first in id order).
+
+```bash
+OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.corpus_check data/accents \
+    --out benchmarks/results/corpus/accents.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.corpus_aid import accuracy, predict, train_classifier, utterance_features
+from qifusion.data.manifest import Utterance, load_data_dir
+from qifusion.data.synth_accents import load_speakers
+from qifusion.eval.metrics import ErrorCounts, wer_counts
+from qifusion.fileio import atomic_write_text
+
+
+def source_of(utt: Utterance, table: dict[str, dict[str, Any]]) -> str:
+    """Source voice of ``utt``'s speaker: ``speakers.json``'s, else the part after ``{accent}_``."""
+    if utt.speaker in table:
+        return table[utt.speaker]["source"]
+    prefix = f"{utt.accent}_"
+    return utt.speaker[len(prefix):] if utt.speaker.startswith(prefix) else utt.speaker
+
+
+def take_per_accent(utts: list[Utterance], n: int | None, seed: int) -> list[Utterance]:
+    """At most ``n`` utterances per accent, drawn with ``seed`` (all when ``n`` is None), id order."""
+    if n is None:
+        return sorted(utts, key=lambda u: u.utt_id)
+    rng = np.random.default_rng(seed)
+    by: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utts, key=lambda u: u.utt_id):
+        by[u.accent].append(u)
+    out = []
+    for accent in sorted(by):
+        part = by[accent]
+        idx = sorted(rng.choice(len(part), size=min(n, len(part)), replace=False))
+        out += [part[i] for i in idx]
+    return out
+
+
+def identifiability(corpus: Path, *, train_per_accent: int | None, epochs: int, max_minutes: float,
+                    seed: int) -> dict[str, Any]:
+    """Train the classifier and score it (see the module doc)."""
+    table = load_speakers(corpus)
+    splits = {s: load_data_dir(corpus / s) for s in ("train", "dev", "test")}
+    train = take_per_accent(splits["train"], train_per_accent, seed)
+    accents = sorted({u.accent for u in splits["train"]})
+    index = {a: i for i, a in enumerate(accents)}
+    t0 = time.time()
+    feats = {name: [utterance_features(u.audio) for u in utts]
+             for name, utts in (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))}
+    feat_min = (time.time() - t0) / 60
+    labels = {name: [index[u.accent] for u in utts]
+              for name, utts in (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))}
+    res = train_classifier(feats["train"], labels["train"], feats["dev"], labels["dev"],
+                           num_classes=len(accents), epochs=epochs, max_minutes=max_minutes, seed=seed)
+    test = splits["test"]
+    pred = predict(res.model, feats["test"])
+    train_sources = {(u.accent, source_of(u, table)) for u in splits["train"]}
+    unseen = [(u.accent, source_of(u, table)) not in train_sources for u in test]
+    sel = [i for i, flag in enumerate(unseen) if flag]
+
+    def acc(idx: list[int]) -> float | None:
+        return round(accuracy([pred[i] for i in idx], [labels["test"][i] for i in idx]), 4) if idx else None
+
+    per_accent: dict[str, dict[str, Any]] = {}
+    for a in accents:
+        idx = [i for i, u in enumerate(test) if u.accent == a]
+        idx_unseen = [i for i in idx if unseen[i]]
+        per_accent[a] = {"n": len(idx), "acc": acc(idx), "n_unseen_source": len(idx_unseen),
+                         "acc_unseen_source": acc(idx_unseen),
+                         "predicted": dict(Counter(accents[pred[i]] for i in idx).most_common())}
+    per_speaker = {}
+    for spk in sorted({u.speaker for u in test}):
+        idx = [i for i, u in enumerate(test) if u.speaker == spk]
+        per_speaker[spk] = {"accent": test[idx[0]].accent, "source": source_of(test[idx[0]], table),
+                            "unseen_source": unseen[idx[0]], "n": len(idx), "acc": acc(idx)}
+    return {
+        "classifier": "x-vector TDNN on 80-dim fbank with per-utterance CMN, mean+std pooling "
+                      "(benchmarks/corpus_aid.py)",
+        "accents": accents, "chance": round(1 / len(accents), 4),
+        "train_utts": len(train), "dev_utts": len(splits["dev"]), "test_utts": len(test),
+        "epochs_run": len(res.dev_acc), "best_epoch_by_dev": res.best_epoch, "steps": res.steps,
+        "dev_acc_by_epoch": res.dev_acc, "train_minutes": res.minutes, "feature_minutes": round(feat_min, 2),
+        "params": sum(p.numel() for p in res.model.parameters()),
+        "test_acc": acc(list(range(len(test)))), "test_acc_unseen_source": acc(sel),
+        "test_utts_unseen_source": len(sel),
+        "accents_with_unseen_source": sorted({test[i].accent for i in sel}),
+        "per_accent": per_accent, "per_speaker": per_speaker,
+    }
+
+
+def pocketsphinx_wer(corpus: Path, *, per_accent: int) -> dict[str, Any]:
+    """WER (%) per accent of pocketsphinx's default US-English model on the test split."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as e:
+        raise SystemExit("pocketsphinx is not installed: pip install 'qifusion[corpus]' "
+                         "(or run with --no-asr)") from e
+    import soundfile as sf
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    test = load_data_dir(corpus / "test")
+    by: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(test, key=lambda u: u.utt_id):
+        if len(by[u.accent]) < per_accent:
+            by[u.accent].append(u)
+    out: dict[str, Any] = {}
+    t0 = time.time()
+    for accent in sorted(by):
+        total = ErrorCounts(0, 0, 0, 0)
+        for u in by[accent]:
+            pcm, sr = sf.read(u.audio, dtype="int16")
+            if sr != 16000:
+                raise SystemExit(f"{u.audio}: {sr} Hz, pocketsphinx check needs 16 kHz")
+            decoder.start_utt()
+            decoder.process_raw(pcm.tobytes(), full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            total = total + wer_counts(u.text, hyp.hypstr if hyp is not None else "")
+        out[accent] = {"utts": len(by[accent]), "words": total.ref_len, "wer": round(total.rate, 2)}
+    return {"recogniser": "pocketsphinx default en-us acoustic model + LM", "per_accent": out,
+            "minutes": round((time.time() - t0) / 60, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("corpus", type=Path, help="a qifusion synth corpus dir (train/ dev/ test/)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON to write")
+    ap.add_argument("--train-per-accent", type=int, default=600, help="classifier train utts per accent")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--max-minutes", type=float, default=25.0, help="classifier training budget")
+    ap.add_argument("--asr-per-accent", type=int, default=60)
+    ap.add_argument("--no-asr", action="store_true", help="skip the pocketsphinx WER")
+    ap.add_argument("--no-aid", action="store_true", help="skip the classifier")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for split in ("train", "dev", "test"):
+        if not (args.corpus / split).is_dir():
+            raise SystemExit(f"{args.corpus / split} is missing: not a qifusion synth corpus dir")
+    summary_path = args.corpus / "synth_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    result: dict[str, Any] = {"corpus": str(args.corpus), "preset": summary.get("preset"),
+                              "seed": summary.get("seed"), "command": " ".join(sys.argv)}
+    if not args.no_aid:
+        result["identifiability"] = identifiability(args.corpus, train_per_accent=args.train_per_accent,
+                                                    epochs=args.epochs, max_minutes=args.max_minutes,
+                                                    seed=args.seed)
+    if not args.no_asr:
+        result["pocketsphinx"] = pocketsphinx_wer(args.corpus, per_accent=args.asr_per_accent)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    ident = result.get("identifiability", {})
+    print(f"{args.out}: test acc {ident.get('test_acc')}, "
+          f"unseen-source {ident.get('test_acc_unseen_source')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
