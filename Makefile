@@ -4,7 +4,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# flite, festival + festvox voices: the free voices of the `accents-free` corpus (docs/synth.md); the
+# non-free MBROLA voices of the full `accents` corpus are never installed here: `make voices-nonfree`.
 APT_PACKAGES := espeak-ng sox wordnet-base fortunes-min fortunes chromium chromium-driver \
+	flite festival festvox-rablpc16k festvox-kdlpc16k \
 	cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
 	zlib1g-dev libbz2-dev liblzma-dev
 # KenLM's lmplz/build_binary (`qifusion lm`): Debian has no kenlm package, so they are built from the
@@ -14,7 +17,7 @@ KENLM_TOOLS := $(BIN)/lmplz $(BIN)/build_binary
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup apt demo test lint clean
+.PHONY: setup apt demo test lint clean voices-nonfree
 
 setup: apt $(STAMP) $(BIN)/lmplz
 
@@ -38,6 +41,11 @@ $(BIN)/lmplz: | $(STAMP)
 	cmake -S build/kenlm/kenlm-$(KENLM_VERSION) -B build/kenlm/build -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/kenlm/build --target lmplz build_binary -j$$(nproc) >/dev/null
 	cp build/kenlm/build/bin/build_binary build/kenlm/build/bin/lmplz $(BIN)/
+
+# Adds Debian's contrib/non-free apt components and installs the MBROLA voices (non-commercial licence);
+# prints every change and asks first. Needed only for `qifusion synth --preset accents`.
+voices-nonfree: $(STAMP)
+	$(BIN)/qifusion voices install-nonfree
 
 demo: setup
 	$(BIN)/python -m qifusion.demo

@@ -7,11 +7,15 @@ supervision's ``language``.
 
 from __future__ import annotations
 
+import gzip
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from qifusion.data.manifest import Utterance, resolve_audio
 from qifusion.errors import DataError
+from qifusion.fileio import atomic_write_bytes
 
 
 def load_lhotse_cuts(path: Path) -> list[Utterance]:
@@ -63,3 +67,25 @@ def lhotse_accent(cut: Any, sup: Any) -> str | None:
     if sup is not None and getattr(sup, "language", None):
         return str(sup.language)
     return None
+
+
+def write_lhotse_cuts(utts: Sequence[Utterance], path: Path, *, sample_rate: int,
+                      num_samples: Mapping[str, int]) -> None:
+    """Write ``utts`` (whole-file recordings of ``sample_rate`` Hz, ``num_samples[utt_id]`` long) as a
+    gzipped lhotse cuts manifest, one ``MonoCut`` per utterance sorted by id; the accent goes to the
+    supervision's ``custom["accent"]``. Byte-identical for the same input (gzip mtime 0); atomic."""
+    from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
+
+    lines = []
+    for u in sorted(utts, key=lambda u: u.utt_id):
+        n = num_samples[u.utt_id]
+        rec = Recording(id=u.utt_id, sources=[AudioSource(type="file", channels=[0], source=u.audio)],
+                        sampling_rate=sample_rate, num_samples=n, duration=n / sample_rate)
+        sup = SupervisionSegment(id=u.utt_id, recording_id=u.utt_id, start=0.0, duration=rec.duration,
+                                 channel=0, text=u.text, speaker=u.speaker, language="English",
+                                 custom={"accent": u.accent})
+        cut = MonoCut(id=u.utt_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
+                      supervisions=[sup])
+        lines.append(json.dumps(cut.to_dict(), ensure_ascii=False))
+    data = "".join(line + "\n" for line in lines).encode()
+    atomic_write_bytes(path, gzip.compress(data, mtime=0))

@@ -15,7 +15,6 @@ once, then left out and listed in the summary (and ``synth_summary.json``).
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -31,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from qifusion.data.manifest import CUTS_NAME, Utterance, write_kaldi_dir
+from qifusion.data.manifest_lhotse import write_lhotse_cuts
 from qifusion.data.synth_accents import (
     engine_wav,
     preset_licences,
@@ -57,7 +57,7 @@ from qifusion.data.voices_accents import (
     require_voices,
 )
 from qifusion.errors import DataError, UserError
-from qifusion.fileio import atomic_write_bytes, atomic_write_text
+from qifusion.fileio import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
 SAMPLE_RATE = 16000
@@ -400,18 +400,5 @@ def write_split(split_dir: Path, items: list[SynthItem], durations: dict[str, fl
     utts = [Utterance(it.utt_id, str(root / it.wav), it.text, it.accent, it.speaker,
                       duration=round(durations[it.utt_id], 4)) for it in items]
     write_kaldi_dir(utts, split_dir)
-    from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
-
-    lines = []
-    for u in sorted(utts, key=lambda u: u.utt_id):
-        n = round(durations[u.utt_id] * SAMPLE_RATE)
-        rec = Recording(id=u.utt_id, sources=[AudioSource(type="file", channels=[0], source=u.audio)],
-                        sampling_rate=SAMPLE_RATE, num_samples=n, duration=n / SAMPLE_RATE)
-        sup = SupervisionSegment(id=u.utt_id, recording_id=u.utt_id, start=0.0, duration=rec.duration,
-                                 channel=0, text=u.text, speaker=u.speaker, language="English",
-                                 custom={"accent": u.accent})
-        cut = MonoCut(id=u.utt_id, start=0.0, duration=rec.duration, channel=0, recording=rec,
-                      supervisions=[sup])
-        lines.append(json.dumps(cut.to_dict(), ensure_ascii=False))
-    data = "".join(line + "\n" for line in lines).encode()
-    atomic_write_bytes(split_dir / CUTS_NAME, gzip.compress(data, mtime=0))
+    write_lhotse_cuts(utts, split_dir / CUTS_NAME, sample_rate=SAMPLE_RATE,
+                      num_samples={u: round(d * SAMPLE_RATE) for u, d in durations.items()})

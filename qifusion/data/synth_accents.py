@@ -92,3 +92,16 @@ def load_speakers(corpus_dir: Path) -> dict[str, dict[str, Any]]:
         return {r["speaker"]: r for r in json.loads(path.read_text())}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{path} is not a valid speakers table ({e})") from e
+
+
+def corpus_licences(data_dir: Path) -> dict[str, str]:
+    """The ``licences`` of the synth corpus holding ``data_dir`` (the dir itself or its parent, as
+    written to ``synth_summary.json``); {} for other corpora. For model cards."""
+    for d in (Path(data_dir), Path(data_dir).parent):
+        path = d / "synth_summary.json"
+        if path.is_file():
+            try:
+                return dict(json.loads(path.read_text()).get("licences") or {})
+            except (json.JSONDecodeError, TypeError, ValueError) as e:
+                raise DataError(f"{path} is not valid JSON ({e})") from e
+    return {}

@@ -6,8 +6,9 @@ Only a ``test`` split, unlike the corpora the models are trained and tested on i
   which no other preset uses, each with every accent;
 - speaking rates: half of each accent's utterances from a slow band (:data:`SLOW_RATES`), half from a
   fast band (:data:`FAST_RATES`), both outside the ``RATE_RANGE`` of the other presets;
-- texts: only sentences of the 5-20 word pool that neither the ``benchmark`` nor the ``demo`` corpus at
-  its default size and seed 0 (:data:`EXCLUDED_PLANS`, the corpora on disk in ``data/``) uses.
+- texts: only sentences of the 5-20 word pool outside the demo's reservation
+  (:func:`~qifusion.data.synth_text.corpus_pool`) that neither the ``benchmark`` nor the ``accents``
+  corpus at its default size and seed 0 (:data:`EXCLUDED_PLANS`) uses.
 
 The exclusion is computed from those plans (pure and fast, ~0.1 s after the pool is read) rather than by
 carving the pool, so the benchmark corpus the accuracy study reads stays byte-identical. Another seed or
@@ -19,13 +20,13 @@ from __future__ import annotations
 import random
 
 from qifusion.data.synth import PITCH_RANGE, Preset, SynthItem, plan_corpus
-from qifusion.data.synth_text import sentence_pool
+from qifusion.data.synth_text import corpus_pool
 from qifusion.data.voices import reserved_speakers
 from qifusion.errors import UserError
 
 SLOW_RATES = (115, 140)  # espeak -s words per minute, below RATE_RANGE (145, 200)
 FAST_RATES = (205, 235)  # above RATE_RANGE
-EXCLUDED_PLANS = (("benchmark", 0), ("demo", 0))  # (preset, seed) at default size, all accents
+EXCLUDED_PLANS = (("benchmark", 0), ("accents", 0))  # (preset, seed) at default size, all accents
 SPLIT = "test"
 
 
@@ -36,9 +37,10 @@ def excluded_texts() -> set[str]:
 
 
 def heldout_pool(*, max_words: int) -> list[str]:
-    """Sorted pool sentences (``max_words`` at most) that no :data:`EXCLUDED_PLANS` corpus uses."""
+    """Sorted sentences (``max_words`` at most) outside the demo's reservation that no
+    :data:`EXCLUDED_PLANS` corpus uses."""
     banned = excluded_texts()
-    return [s for s in sentence_pool(max_words=max_words) if s not in banned]
+    return [s for s in corpus_pool(max_words=max_words) if s not in banned]
 
 
 def plan_heldout(*, preset: Preset, accents: list[str], utts_per_accent: int, seed: int) -> list[SynthItem]:
@@ -53,7 +55,7 @@ def plan_heldout(*, preset: Preset, accents: list[str], utts_per_accent: int, se
     need = utts_per_accent * len(accents)
     if need > len(pool):
         raise UserError(f"preset '{preset.name}' needs {need} distinct held-back sentences but only "
-                        f"{len(pool)} are unused by the benchmark/demo corpora: lower --utts-per-accent")
+                        f"{len(pool)} are unused by the benchmark/accents corpora: lower --utts-per-accent")
     rng = random.Random(f"qifusion-synth:{preset.name}:{seed}")
     rng.shuffle(pool)
     items: list[SynthItem] = []

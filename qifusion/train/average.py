@@ -93,8 +93,8 @@ def average_checkpoints(
     card: dict[str, Any] = {}
     final_card = exp_dir / "final" / "card.json"
     if final_card.exists():
-        card = {k: v for k, v in json.loads(final_card.read_text()).items() if k in ("data", "train_utts",
-                                                                                     "train_hours")}
+        kept = ("data", "train_utts", "train_hours", "data_licences")
+        card = {k: v for k, v in json.loads(final_card.read_text()).items() if k in kept}
     card.update({"averaged": [e["file"] for e in chosen], "by": by,
                  "dev": [{k: v for k, v in e.items() if k.startswith("dev_")} for e in chosen],
                  "steps": max(e.get("step", 0) for e in chosen)})

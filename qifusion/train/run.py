@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from qifusion.config import Config, ConfigError, load_config, save_config, to_dict
+from qifusion.data.synth_accents import corpus_licences
 from qifusion.errors import UserError
 from qifusion.modeldir import load_config_file, read_accents, save_model_dir, write_accents
 from qifusion.train import checkpoint as ckpt
@@ -252,6 +253,9 @@ def _train(
                 "dev": {k: v for k, v in dev.items() if k.startswith("dev_")},
                 "skipped_nonfinite_loss": state.skipped_nonfinite_loss, "world_size": info.world_size,
                 "init": str(init) if init else None}
+        licences = corpus_licences(data_dir)  # the voices' licences bind the model too (issue 16)
+        if licences:
+            card["data_licences"] = licences
         out = save_model_dir(exp_dir / "final", model=model, config=cfg, tokenizer=tokenizer, accents=accents,
                              card=card)
         LOG.info("wrote model dir %s", out)

@@ -18,7 +18,7 @@ from typing import Any
 from qifusion.fileio import atomic_write_text
 
 DISCLAIMER = (
-    "Trained on **synthetic speech** (espeak-ng voices of the embedded `qifusion synth` corpus). It is a "
+    "Trained on **synthetic speech** (synthesiser voices of the embedded `qifusion synth` corpus). It is a "
     "demo of the toolkit (streaming, accent ID, deployment), **not a general English recogniser**: "
     "expect it to fail on real recordings."
 )
@@ -51,6 +51,9 @@ def build_card(model: Path, decodes: list[Path], *, title: str, training: str = 
         if key in card:
             lines.append(f"- {key}: {card[key]}")
     lines += ["- config: `config.yaml` (encoder, accent parts, decoder, loss weights)", ""]
+    if card.get("data_licences"):  # the training audio's voices and text (qifusion synth summary)
+        lines += ["## Licences of the training data", "",
+                  *(f"- {k}: {v}" for k, v in card["data_licences"].items()), ""]
     if training:
         lines += ["## Training", "", training, ""]
     if decodes:
