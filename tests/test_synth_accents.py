@@ -225,3 +225,12 @@ def test_model_card_names_the_corpus_licences(tmp_path: Path) -> None:
     spec.loader.exec_module(mod)
     text = mod.build_card(model, [], title="m")
     assert "## Licences of the training data" in text and "- mbrola: non-commercial" in text
+
+
+def test_corpus_made_before_the_reservation_is_refused(tmp_path: Path) -> None:
+    old = {"preset": "demo", "utts_per_accent": 6, "seed": 0, "accents": ["en-us"], "utterances": 6}
+    tmp_path.joinpath("synth_plan.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r"before the demo's sentences were reserved.*delete it"):
+        synthesize_corpus(out_dir=tmp_path, preset="demo", utts_per_accent=6, seed=0, jobs=1,
+                          accents=["en-us"], progress=False)
+    assert not (tmp_path / "wav").exists()
