@@ -6,10 +6,12 @@ Each accent is spoken by several **source voices** (a recorded voice database be
   ``mb-XX-en`` voices, which read English with the phone set and recorded diphones of a native speaker
   of XX (MBROLA; Debian non-free, see :mod:`.voices_nonfree`). espeak-ng ships ``-en`` voices for only
   some databases of a language; :data:`DERIVED_EN_VOICES` adds the others that use the *same* phoneme
-  translation table (``fr_phtrans`` for fr1..fr7, ``de6_phtrans`` for de5..de7, ``nl_phtrans`` for
-  nl1..nl3): a voice file like the shipped ``-en`` one with the database, gender and pitch of the
-  native voice, in a private espeak-ng data dir (:func:`espeak_en_data_dir`, symlinks to the system's
-  plus these files; nothing in the system is changed);
+  translation table (``fr_phtrans`` for fr1..fr7, ``de6_phtrans`` for de5..de7): a voice file like
+  the shipped ``-en`` one with the database, gender and pitch of the native voice, in a private
+  espeak-ng data dir (:func:`espeak_en_data_dir`, symlinks to the system's plus these files; nothing
+  in the system is changed). The Dutch nl1 and nl3 databases share nl2's
+  table but lack many English diphones (MBROLA renders a missing one as silence: nl1 gave silent
+  sentences), so ``dutch`` has nl2 only;
 - native English: flite's CMU ARCTIC voices (``us``: slt, rms, kal16; ``scottish``: awb), festival's
   diphone voices (``us``: ked; ``british``: rab) (all Debian main, free), and MBROLA ``us1..3``/``en1``.
 
@@ -78,7 +80,7 @@ ACCENT_VOICES: dict[str, tuple[SourceVoice, ...]] = {
                _mb("de5", "f"), _mb("de6", "m")),
     "french": (_mb("fr1", "m"), _mb("fr2", "f"), _mb("fr3", "m"), _mb("fr6", "m"), _mb("fr7", "m"),
                _mb("fr4", "f"), _mb("fr5", "m")),
-    "dutch": (_mb("nl1", "m"), _mb("nl3", "f"), _mb("nl2", "m")),
+    "dutch": (_mb("nl2", "m"),),
     "swedish": (_mb("sw1", "m"), _mb("sw2", "f")),
     "polish": (_mb("pl1", "f"),),
     "hungarian": (_mb("hu1", "f"),),
@@ -100,8 +102,6 @@ LICENCES = {
 DERIVED_EN_VOICES = {
     **{f"mb-fr{i}-en": ("mb-fr1-en", f"mb-fr{i}") for i in (2, 3, 5, 6, 7)},
     "mb-de7-en": ("mb-de6-en", "mb-de7"),
-    "mb-nl1-en": ("mb-nl2-en", "mb-nl1"),
-    "mb-nl3-en": ("mb-nl2-en", "mb-nl3"),
 }
 FREE_APT = "flite festival festvox-rablpc16k festvox-kdlpc16k"
 

@@ -33,7 +33,7 @@ NONFREE_LICENCE = ("MBROLA diphone databases (Debian non-free): to be used only 
                    "/usr/share/doc/mbrola-XX/copyright); the mbrola program: AGPL-3+")
 # every MBROLA database the `accents` preset reads (qifusion.data.voices_accents.ACCENT_VOICES)
 MBROLA_DATABASES = ("de1", "de2", "de3", "de4", "de5", "de6", "de7", "fr1", "fr2", "fr3", "fr4", "fr5",
-                    "fr6", "fr7", "nl1", "nl2", "nl3", "sw1", "sw2", "us1", "us2", "us3", "en1", "pl1", "hu1")
+                    "fr6", "fr7", "nl2", "sw1", "sw2", "us1", "us2", "us3", "en1", "pl1", "hu1")
 NONFREE_PACKAGES = ("mbrola", *(f"mbrola-{d}" for d in MBROLA_DATABASES))
 
 
