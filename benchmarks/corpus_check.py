@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-per-accent", type=int, default=600, help="classifier train utts per accent")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--max-minutes", type=float, default=25.0, help="classifier training budget")
-    ap.add_argument("--asr-per-accent", type=int, default=60)
+    ap.add_argument("--asr-per-accent", type=int, default=30, help="pocketsphinx test utts per accent")
     ap.add_argument("--no-asr", action="store_true", help="skip the pocketsphinx WER")
     ap.add_argument("--no-aid", action="store_true", help="skip the classifier")
     ap.add_argument("--seed", type=int, default=0)

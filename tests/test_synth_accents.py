@@ -234,3 +234,14 @@ def test_corpus_made_before_the_reservation_is_refused(tmp_path: Path) -> None:
         synthesize_corpus(out_dir=tmp_path, preset="demo", utts_per_accent=6, seed=0, jobs=1,
                           accents=["en-us"], progress=False)
     assert not (tmp_path / "wav").exists()
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival not installed (make setup)")
+def test_render_festival_voice(tmp_path: Path) -> None:
+    from qifusion.data.synth import SynthItem, render_utterance
+
+    item = SynthItem("u0", "train", "british", "s", "rab_diphone", "a cup of tea in the garden", 50, 145,
+                     "a.wav", engine="festival", warp=0.95, tempo=1.05)
+    dur = render_utterance(item, tmp_path / "a.wav")
+    assert 1.0 < dur < 4.0 and sf.info(str(tmp_path / "a.wav")).samplerate == 16000
+    assert not list(tmp_path.glob(".*"))  # the engine's temp file is gone

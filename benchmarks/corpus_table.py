@@ -1,0 +1,70 @@
+"""Markdown tables (for docs/synth.md) from the JSONs of :mod:`benchmarks.corpus_check`.
+
+```bash
+python -m benchmarks.corpus_table benchmarks/results/corpus/accents.json \
+    benchmarks/results/corpus/benchmark.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[str]:
+    """One row per corpus: classifier accuracy overall / unseen source, chance, training, ASR range."""
+    rows = ["| corpus | accents (chance) | test acc, unseen speakers | test acc, unseen source voices "
+            "(utts) | dev acc (best epoch) | classifier training | pocketsphinx WER per accent |",
+            "|---|---|---|---|---|---|---|"]
+    for r in results:
+        i = r.get("identifiability", {})
+        asr = r.get("pocketsphinx", {}).get("per_accent", {})
+        wers = sorted((v["wer"], a) for a, v in asr.items())
+        wer = f"{wers[0][0]:.0f}% ({wers[0][1]}) .. {wers[-1][0]:.0f}% ({wers[-1][1]})" if wers else "-"
+        best = i.get("best_epoch_by_dev", 0)
+        dev = i["dev_acc_by_epoch"][best - 1] if best else None
+        rows.append(f"| `{r.get('preset')}` | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
+                    f"{_pct(i.get('test_acc'))} | {_pct(i.get('test_acc_unseen_source'))} "
+                    f"({i.get('test_utts_unseen_source', 0)}) | {_pct(dev)} ({best}) | "
+                    f"{i.get('epochs_run')} epochs, {i.get('steps')} steps, {i.get('train_minutes')} min | "
+                    f"{wer} |")
+    return rows
+
+
+def accent_rows(r: dict[str, Any]) -> list[str]:
+    """Per accent of one corpus: test accuracy (all / unseen source), most predicted, pocketsphinx WER."""
+    i = r.get("identifiability", {})
+    asr = r.get("pocketsphinx", {}).get("per_accent", {})
+    rows = [f"`{r.get('preset')}` per accent:", "",
+            "| accent | test acc | unseen-source acc (utts) | predicted as | pocketsphinx WER (words) |",
+            "|---|---:|---:|---|---:|"]
+    for a, v in sorted(i.get("per_accent", {}).items(), key=lambda kv: asr.get(kv[0], {}).get("wer", 0)):
+        pred = ", ".join(f"{k} {n}" for k, n in list(v["predicted"].items())[:3])
+        w = asr.get(a)
+        wer = f"{w['wer']:.1f}% ({w['words']})" if w else "-"
+        rows.append(f"| {a} | {_pct(v['acc'])} | {_pct(v['acc_unseen_source'])} ({v['n_unseen_source']}) | "
+                    f"{pred} | {wer} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", type=Path, help="corpus_check JSONs")
+    args = ap.parse_args(argv)
+    results = [json.loads(p.read_text()) for p in args.results]
+    lines = summary_rows(results)
+    for r in results:
+        lines += ["", *accent_rows(r)]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
