@@ -65,8 +65,8 @@ PITCH_RANGE = (30, 70)  # espeak -p (0..99, default 50), drawn per utterance
 RATE_RANGE = (145, 200)  # espeak -s words per minute (default 175), drawn per utterance
 MIN_SECONDS_PER_WORD, MAX_SECONDS = 0.1, 30.0
 PLAN_NAME, SUMMARY_NAME = "synth_plan.json", "synth_summary.json"
-# espeak-ng -s for MBROLA voices: 145 wpm gives ~0.33 s/word, near flite/festival's 0.36-0.40 (espeak's
-# default 175 gave 0.27), so speaking rate does not tell the synthesiser (and so the accent) apart
+# espeak-ng -s for MBROLA voices: 145 wpm gives 0.34 s/word (accents train split), near flite and
+# festival's 0.36 (espeak's default 175 gave 0.27), so speaking rate does not tell the synthesiser apart
 MBROLA_RATE = 145
 TEXT_VERSION = 2  # 2: the demo's reserved sentences (synth_text.demo_reserved) are never used elsewhere
 
