@@ -94,7 +94,8 @@ def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[s
 
 
 def evaluate(name: str) -> dict[str, Any]:
-    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON."""
+    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON;
+    for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
     from qifusion.decode.run import decode_dir
     from qifusion.fileio import atomic_write_text
 
@@ -110,10 +111,15 @@ def evaluate(name: str) -> dict[str, Any]:
                          mode=mode, progress=False)
         modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
         modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
+    accent_stream = None
+    if system == "qifusion":  # how soon the streaming accent settles (chunk 16), dev
+        from benchmarks.accent_latency import measure
+
+        accent_stream = measure(exp / "final", CORPUS / "dev", chunk=16)
     result = {"run": name, "recipe": recipe, "system": system, "seed": seed, "config": CONFIGS[system],
               "overrides": overrides(name), "threads": 1, "minutes_budget": MINUTES,
               "minutes_to_target": reached, "target_cer": TARGET_CER,
-              "converged": reached is not None, "curve": points, "dev": modes}
+              "converged": reached is not None, "curve": points, "dev": modes, "accent_stream": accent_stream}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(result, indent=1) + "\n")
     return result

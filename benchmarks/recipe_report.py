@@ -116,6 +116,20 @@ def render(runs: list[dict[str, Any]]) -> str:
                 lines.append(f"\n{recipe} recipe, {system}: {ok} of {len(group)} seeds reached dev CER <= "
                              f"{TARGET_CER:.0f}% within {MINUTES:.0f} minutes.")
     lines += ["", f"![dev CER against training minutes](results/{PLOT.name})", ""]
+    streams = [r for r in runs if r.get("accent_stream")]
+    if streams:
+        lines += ["### Streaming accent on dev (chunk 16, `benchmarks.accent_latency`)", "",
+                  "Running accent = the pooled accent posterior of the frames seen so far, read after every "
+                  "chunk; settled = never changes again.", "",
+                  "| run | AID after 1 s | after 2 s | after 3 s | at the end | settled within 2 s | "
+                  "median settling (s) |", "|---|---|---|---|---|---|---|"]
+        for r in streams:
+            a = r["accent_stream"]
+            at = a["accuracy_at"]
+            lines.append(f"| {r['run']} | {100 * at['1.0']:.1f}% | {100 * at['2.0']:.1f}% | "
+                         f"{100 * at['3.0']:.1f}% | {100 * a['accuracy_final']:.1f}% | "
+                         f"{100 * a['settled_within_2s']:.1f}% | {a['settle_s_median']:.2f} |")
+        lines.append("")
     for r in runs:
         conf = r["dev"]["attention_rescoring"].get("aid_confusion")
         if r["system"] == "qifusion" and conf:
