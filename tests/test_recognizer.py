@@ -102,7 +102,7 @@ def test_reset_continues_with_fresh_segment(model_dir: Path) -> None:
     cut = s.next_frame  # fbank frame where the next segment starts
     seg = rec.reset(s)
     assert seg.text == first_text and seg.start == 0.0
-    assert seg.end == pytest.approx(cut // rec.subsampling * rec.frame_shift)
+    assert seg.end == pytest.approx(cut // rec.geometry.subsampling * rec.frame_shift)
     assert s.result.text == "" and s.result.segments == [seg]
     run_stream(rec, x[24000:], 16000, stream=s)
     hyp, _, _ = decode_features(rec, feats[cut:], chunk_size=4, left_chunks=-1)
@@ -153,13 +153,13 @@ def test_chunk_steps_run_with_chunk_threads_and_restore(model_dir: Path) -> None
     """config.chunk_threads sets torch's intra-op threads around each chunk step only."""
     rec = Recognizer.from_model_dir(model_dir, chunk_size=8, chunk_threads=1)
     seen: list[int] = []
-    real = rec.model.forward_chunk
+    real = rec.model.step
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    rec.model.forward_chunk = spy
+    rec.model.step = spy
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

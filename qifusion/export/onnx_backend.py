@@ -1,9 +1,9 @@
-"""ONNX-runtime backend: the interface the Recognizer uses from ``QifusionModel``, run by onnxruntime.
+"""ONNX-runtime backend: :class:`~qifusion.models.protocol.DecodingModel` run by onnxruntime.
 
 ``load_onnx_model(path)`` reads an export dir written by ``qifusion export`` (``path/export.json``), or a
-model dir whose export lives in ``path/onnx``. The returned ``model`` offers ``subsampling_rate``,
-``right_context``, ``init_state``, ``forward_chunk``, ``encode`` (chunk by chunk) and, when a decoder
-was exported, ``decoder``/``attention_scores``/``decoder_step``; tensors in and out are torch tensors
+model dir whose export lives in ``path/onnx``. The returned ``model`` implements the same protocol as
+the torch model (``chunk_geometry``, ``init_state``, ``step``, ``encode`` chunk by chunk and, when a
+decoder was exported, ``attention_scores``/``decoder_step``); tensors in and out are torch tensors
 (float32 on CPU), so the search code is shared with the torch backend.
 
 Chunk size and left chunks are constants of the exported graphs: ``-1`` / ``<= 0`` (the CLI defaults)
@@ -25,7 +25,7 @@ import torch
 
 from qifusion.errors import UserError
 from qifusion.models.aid import frame_evidence, pooled_posterior, utterance_posterior
-from qifusion.models.model import ChunkResult, EncodeResult
+from qifusion.models.protocol import ChunkGeometry, ChunkResult, EncodeResult
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ def _session(path: Path) -> Any:
 
 
 class OnnxModel:
-    """Streaming chunk step (and chunk-by-chunk ``encode``) of an export dir."""
+    """Streaming chunk step (and chunk-by-chunk ``encode``) of an export dir; no attention decoder."""
 
-    decoder: Any = None
+    has_decoder = False
 
     def __init__(self, export_dir: Path, info: dict[str, Any]) -> None:
         self.export_dir = export_dir
@@ -126,9 +126,11 @@ class OnnxModel:
         self.required = self.chunk_size * self.left_chunks
         self.sess = _session(export_dir / info["files"]["chunk"])
         meta = self.sess.get_modelmeta().custom_metadata_map
-        self.subsampling_rate = int(meta["subsampling_rate"])
-        self.right_context = int(meta["right_context"])
-        self.input_frames = (self.chunk_size - 1) * self.subsampling_rate + self.right_context + 1
+        self.geometry = ChunkGeometry(self.chunk_size, self.left_chunks, int(meta["subsampling_rate"]),
+                                      int(meta["right_context"]))
+        self.subsampling_rate = self.geometry.subsampling
+        self.right_context = self.geometry.right_context
+        self.input_frames = self.geometry.window
         self.input_names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]
         self._shapes = {i.name: i.shape for i in self.sess.get_inputs()}
@@ -137,6 +139,12 @@ class OnnxModel:
         self._warned = False
 
     # ---- options --------------------------------------------------------------------------------
+    def chunk_geometry(self, chunk_size: int = -1, left_chunks: int = -1) -> ChunkGeometry:
+        """The exported geometry; UserError unless (chunk_size, left_chunks) are the exported ones
+        (or -1 = exported)."""
+        self.check_options(chunk_size, left_chunks)
+        return self.geometry
+
     def check_options(self, chunk_size: int, left_chunks: int) -> None:
         """UserError unless (chunk_size, left_chunks) are the exported ones (or -1 = exported)."""
         ok_c = chunk_size <= 0 or chunk_size == self.chunk_size
@@ -174,14 +182,20 @@ class OnnxModel:
 
     def forward_chunk(self, feats: torch.Tensor, state: OnnxState, *, chunk_size: int,
                       left_chunks: int) -> tuple[ChunkResult, OnnxState]:
+        """:meth:`step` with the geometry given by ``chunk_size`` / ``left_chunks``."""
+        return self.step(feats, state, self.chunk_geometry(chunk_size, left_chunks))
+
+    def step(self, feats: torch.Tensor, state: OnnxState,
+             geometry: ChunkGeometry) -> tuple[ChunkResult, OnnxState]:
         """One chunk of B streams: feats (B, T_in, F) with T_in <= the graph's input length."""
-        self.check_options(chunk_size, left_chunks)
+        if geometry != self.geometry:
+            self.check_options(geometry.chunk_size, geometry.left_chunks)
         x = feats.detach().to("cpu", torch.float32).numpy()
         b, t_in, f = x.shape
         if t_in > self.input_frames or t_in < self.right_context + 1:
             raise ValueError(f"chunk has {t_in} fbank frames; the ONNX graph takes "
                              f"{self.right_context + 1}..{self.input_frames}")
-        c = (t_in - self.right_context - 1) // self.subsampling_rate + 1  # valid output frames
+        c = self.geometry.output_frames(t_in)  # valid output frames
         if t_in < self.input_frames:
             x = np.concatenate([x, np.zeros((b, self.input_frames - t_in, f), np.float32)], axis=1)
         chunk_mask = np.zeros((b, self.chunk_size), dtype=bool)
@@ -239,15 +253,13 @@ class OnnxModel:
 
     def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         state = self.init_state(1)
-        stride = self.subsampling_rate * self.chunk_size
+        geom = self.geometry
         outs: list[ChunkResult] = []
         start = 0
-        while feats.shape[0] - start >= self.right_context + 1:
-            piece = feats[start : start + self.input_frames]
-            res, state = self.forward_chunk(piece[None], state, chunk_size=self.chunk_size,
-                                            left_chunks=self.left_chunks)
+        while geom.next_chunk(feats.shape[0] - start, finished=True):
+            res, state = self.step(feats[None, start : start + geom.window], state, geom)
             outs.append(res)
-            start += stride
+            start += geom.stride
         if not outs:
             raise UserError(f"utterance has {feats.shape[0]} fbank frames; at least "
                             f"{self.right_context + 1} are needed")
@@ -256,9 +268,20 @@ class OnnxModel:
         post = None if outs[0].accent_post is None else torch.cat([o.accent_post[0] for o in outs])
         return ctc, mem, post
 
+    # ---- attention decoder (exported only with one: OnnxModelWithDecoder) -------------------------
+    def decoder_step(self, memory: torch.Tensor, memory_mask: torch.Tensor, ys: torch.Tensor,
+                     cache: Any) -> tuple[torch.Tensor, None]:
+        raise RuntimeError(f"the ONNX export in {self.export_dir} has no attention decoder")
+
+    def attention_scores(self, memory: torch.Tensor, lens: torch.Tensor, hyps_per_utt: list[list[list[int]]],
+                         *, reverse_weight: float = 0.0) -> list[torch.Tensor]:
+        raise RuntimeError(f"the ONNX export in {self.export_dir} has no attention decoder")
+
 
 class OnnxModelWithDecoder(OnnxModel):
     """:class:`OnnxModel` plus the attention decoder (rescoring and attention beam search)."""
+
+    has_decoder = True
 
     def __init__(self, export_dir: Path, info: dict[str, Any], *, sos_eos: int) -> None:
         super().__init__(export_dir, info)
@@ -326,6 +349,15 @@ def find_export_dir(path: Path) -> Path:
         f"no ONNX export in {path} or {path / 'onnx'} (export.json missing); run "
         f"`qifusion export --model {path} --out {path / 'onnx'}` first"
     )
+
+
+def exported_chunk_size(path: Path) -> int:
+    """The chunk size of the export in ``path`` (see :func:`find_export_dir`); UserError when unreadable."""
+    d = find_export_dir(path)
+    try:
+        return int(json.loads((d / "export.json").read_text())["chunk_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{d / 'export.json'} is not a valid export description ({e})") from e
 
 
 def load_onnx_model(path: Path) -> LoadedOnnxModel:
