@@ -9,17 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from recognizer_helpers import make_random_model_dir, noise_utterance
 
 from qifusion.errors import UserError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from recognizer_helpers import make_random_model_dir, noise_utterance
 
 CHUNK, LEFT = 16, 4
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Tune the LM search on the DEV split (never test): LM dir x lm_weight x word_score x beam for
 ``lm_beam``, then the attention-rescoring ``ctc_weight`` of ``lm_rescoring`` at the best point.
 
-    PYTHONPATH=. python benchmarks/lm/tune.py --model models/accents-en-qifusion \\
+    python -m benchmarks.lm.tune --model models/accents-en-qifusion \\
         --data data/benchmark/dev --lm /tmp/lm3 /tmp/lm4 --out benchmarks/results/lm_tune_dev.json
 
 The LMs must be built without dev/test text (``qifusion lm --exclude``). Writes every grid point's dev

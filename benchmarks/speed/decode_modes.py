@@ -1,6 +1,6 @@
 """Decoding speed (RTF) and CER of every search mode at several chunk sizes, through ``qifusion decode``.
 
-    python benchmarks/speed/decode_modes.py --model models/accents-en-qifusion --data data/demo/test \\
+    python -m benchmarks.speed.decode_modes --model models/accents-en-qifusion --data data/demo/test \\
         --chunk-sizes=-1,16 --out benchmarks/results/decode_modes.json
 
 For each (mode, chunk size) it runs :func:`qifusion.decode.run.decode_dir` on the data dir (batch
@@ -89,12 +89,11 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.out:
-        from speed_common import command_line, machine_info
+        from benchmarks.speed.speed_common import command_line, machine_info
 
         meta = {"command": command_line(), "threads": args.threads, **machine_info()}
         atomic_write_text(args.out, json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

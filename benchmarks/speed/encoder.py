@@ -17,8 +17,8 @@ stream) times only some parts; ``--profile`` prints a torch.profiler op table of
 around the call; small per-chunk matrices often run faster on one thread than on two).
 Example::
 
-    .venv/bin/python benchmarks/speed/encoder.py --size small
-    .venv/bin/python benchmarks/speed/encoder.py --size base --parts infer,stream --threads 1
+    .venv/bin/python -m benchmarks.speed.encoder --size small
+    .venv/bin/python -m benchmarks.speed.encoder --size base --parts infer,stream --threads 1
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.speed.speed_common import median_time
 from qifusion.config import EncoderConfig
 from qifusion.models.conformer import ConformerEncoder
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import median_time
 
 SIZES = {
     "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},

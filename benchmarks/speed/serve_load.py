@@ -12,7 +12,7 @@ level and writes them all to ``--out``:
 
 Example::
 
-    python benchmarks/speed/serve_load.py --model models/accents-en-qifusion --data data/demo/test \\
+    python -m benchmarks.speed.serve_load --model models/accents-en-qifusion --data data/demo/test \\
         --streams 1,8,16,32 --out benchmarks/results/serve_load_torch.json
 """
 
@@ -32,11 +32,9 @@ import numpy as np
 import soundfile as sf
 from websockets.asyncio.client import connect
 
+from benchmarks.speed.speed_common import command_line
 from qifusion.fileio import atomic_write_text
 from qifusion.serve.protocol import parse_server_message
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import command_line
 
 FRAME = 1600  # 100 ms at 16 kHz
 
