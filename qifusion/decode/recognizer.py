@@ -201,9 +201,9 @@ class Recognizer:
                 groups[n].append(s)
         for n, group in groups.items():
             self._forward_group(group, n)
-        for s in streams:
-            if s.is_input_finished and not s.finalized and self._chunk_frames(s) == 0:
-                self._finalize(s)
+        done = [s for s in streams if s.is_input_finished and not s.finalized and self._chunk_frames(s) == 0]
+        if done:
+            self._finalize(done)
 
     @contextlib.contextmanager
     def _chunk_threads(self) -> Iterator[None]:
@@ -275,20 +275,30 @@ class Recognizer:
     def _partial_result(self, s: Stream) -> StreamResult:
         return self._make_result(s, self._gated(s, s.search.nbest(1)[0]), is_final=False)
 
-    def _finalize(self, s: Stream) -> None:
-        """Choose the segment's final hypothesis (:func:`~qifusion.decode.search.finalize`) and freeze
-        the result."""
-        s.search.finish()  # the LM beam search ends its search once (n-best, end of sentence)
-        nbest = s.search.nbest(self.options.beam_size)
-        hyp = nbest[0]
-        if s.memory:
-            memory = torch.cat(s.memory, dim=0)[None]  # (1, T', D)
-            lens = torch.tensor([memory.shape[1]], device=memory.device)
-            ctc = torch.cat(s.ctc_log_probs, dim=0)[None] if s.ctc_log_probs else None
-            hyp = finalize(self.model, [nbest], memory, lens, self.options,
-                           sos_eos_id=self.tokenizer.sos_eos_id, blank_id=self.blank_id, ctc_log_probs=ctc)[0]
-        hyp = self._gated(s, hyp)
-        s.finish_segment(hyp, self._make_result(s, hyp, is_final=True))
+    def _finalize(self, streams: list[Stream]) -> None:
+        """Choose the segments' final hypotheses (:func:`~qifusion.decode.search.finalize`, one batch
+        for all ``streams``: their decoder memories padded) and freeze the results."""
+        nbests = []
+        for s in streams:
+            s.search.finish()  # the LM beam search ends its search once (n-best, end of sentence)
+            nbests.append(s.search.nbest(self.options.beam_size))
+        hyps = [nb[0] for nb in nbests]
+        todo = [i for i, s in enumerate(streams) if s.memory]
+        if todo:
+            pad = torch.nn.utils.rnn.pad_sequence
+            memory = pad([torch.cat(streams[i].memory, dim=0) for i in todo], batch_first=True)  # (B, T', D)
+            lens = torch.tensor([sum(m.shape[0] for m in streams[i].memory) for i in todo],
+                                device=memory.device)
+            ctc = None
+            if self.options.final_mode == "attention":
+                ctc = pad([torch.cat(streams[i].ctc_log_probs, dim=0) for i in todo], batch_first=True)
+            final = finalize(self.model, [nbests[i] for i in todo], memory, lens, self.options,
+                             sos_eos_id=self.tokenizer.sos_eos_id, blank_id=self.blank_id, ctc_log_probs=ctc)
+            for i, h in zip(todo, final):
+                hyps[i] = h
+        for s, h in zip(streams, hyps):
+            h = self._gated(s, h)
+            s.finish_segment(h, self._make_result(s, h, is_final=True))
 
     # ---- endpointing / continuous decoding ----------------------------------------------------
     def is_endpoint(self, s: Stream) -> bool:
@@ -300,7 +310,7 @@ class Recognizer:
         """End the current segment of ``s``: finalise it (rescoring), append it to ``s.segments`` and
         return it, then start a new segment (fresh caches and search; audio position kept)."""
         if not s.finalized:
-            self._finalize(s)
+            self._finalize([s])
         r = s.result
         seg = Segment(start=r.start, end=r.end, text=r.text, tokens=r.tokens, timestamps=r.timestamps,
                       words=r.words, accent=r.accent, accent_prob=r.accent_prob, accent_probs=r.accent_probs)
