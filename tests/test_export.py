@@ -454,3 +454,26 @@ def test_every_backend_satisfies_the_protocol(exported: Path, tiny_model_dir: Pa
     t_scores = backends["torch"].attention_scores(mem, lens, hyps)
     o_scores = backends["onnx"].attention_scores(mem, lens, hyps)
     assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(t_scores, o_scores))
+
+
+def test_onnx_encode_batches_utterances_of_any_length(exported: Path,
+                                                      utterances: list[tuple[str, str, np.ndarray]]) -> None:
+    """The ONNX backend's offline encode runs all utterances as one batch of streams; each equals the
+    utterance encoded alone (different lengths: shorter ones end early, their frames masked)."""
+    from qifusion.data.features import compute_fbank
+    from qifusion.export.onnx_backend import load_onnx_model
+
+    model = load_onnx_model(exported).model
+    feats = [compute_fbank(u[2]) for u in utterances[:3]]
+    feats[1] = feats[1][: 2 * model.geometry.stride + 3]  # a short one: two chunks and a short tail
+    lens = torch.tensor([f.shape[0] for f in feats])
+    assert len(set(lens.tolist())) == 3
+    batch = model.encode(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens)
+    for b, f in enumerate(feats):
+        one = model.encode(f[None], lens[b : b + 1])
+        n = int(one.lens[0])
+        assert int(batch.lens[b]) == n
+        assert torch.allclose(batch.ctc_log_probs[b, :n], one.ctc_log_probs[0], atol=1e-4)
+        assert torch.allclose(batch.memory[b, :n], one.memory[0], atol=1e-4)
+        assert torch.allclose(batch.accent_utt[b], one.accent_utt[0], atol=1e-5)
+        assert not batch.ctc_log_probs[b, n:].any()

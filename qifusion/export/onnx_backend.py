@@ -198,8 +198,22 @@ class OnnxModel:
         c = self.geometry.output_frames(t_in)  # valid output frames
         if t_in < self.input_frames:
             x = np.concatenate([x, np.zeros((b, self.input_frames - t_in, f), np.float32)], axis=1)
-        chunk_mask = np.zeros((b, self.chunk_size), dtype=bool)
-        chunk_mask[:, :c] = True
+        outs, new = self._run_chunk(x, state, np.full(b, c))
+        post = outs.get("accent_post")
+        utt = new.accent_posterior(self.aid_pooling)
+        res = ChunkResult(
+            ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
+            memory=torch.from_numpy(outs["memory"][:, :c]),
+            accent_post=None if post is None else torch.from_numpy(post[:, :c]),
+            accent_utt=None if utt is None else torch.from_numpy(utt.astype(np.float32)),
+        )
+        return res, new
+
+    def _run_chunk(self, x: np.ndarray, state: OnnxState,
+             counts: np.ndarray) -> tuple[dict[str, np.ndarray], OnnxState]:
+        """The graph on x (B, window, F) with ``counts[b]`` valid output frames per stream (the others
+        masked); returns the graph's outputs by name and the new state."""
+        chunk_mask = np.arange(self.chunk_size)[None, :] < counts[:, None]  # (B, C)
         feeds = {"feats": x, "att_cache": state.att_cache, "cnn_cache": state.cnn_cache,
                  "cache_mask": state.cache_mask, "chunk_mask": chunk_mask, "laf_cache": state.laf_cache,
                  "fusion_cache": state.fusion_cache}
@@ -207,11 +221,10 @@ class OnnxModel:
         post = outs.get("accent_post")
         post_sum = state.post_sum
         if post is not None and post_sum is not None:
-            post = post[:, :c]
             evidence = frame_evidence(torch.from_numpy(post), self.aid_pooling).numpy()
-            post_sum = post_sum + evidence.sum(axis=1, dtype=np.float64)
+            post_sum = post_sum + np.where(chunk_mask[..., None], evidence, 0.0).sum(axis=1, dtype=np.float64)
         new = OnnxState(
-            offset=state.offset + c,
+            offset=state.offset + counts,
             att_cache=outs["new_att_cache"],
             cnn_cache=outs["new_cnn_cache"],
             cache_mask=np.concatenate([state.cache_mask, chunk_mask], axis=1)[:, self.chunk_size :],
@@ -219,54 +232,53 @@ class OnnxModel:
             fusion_cache=outs.get("new_fusion_cache"),
             post_sum=post_sum,
         )
-        utt = new.accent_posterior(self.aid_pooling)
-        res = ChunkResult(
-            ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
-            memory=torch.from_numpy(outs["memory"][:, :c]),
-            accent_post=None if post is None else torch.from_numpy(post),
-            accent_utt=None if utt is None else torch.from_numpy(utt.astype(np.float32)),
-        )
-        return res, new
+        return outs, new
 
     # ---- offline ----------------------------------------------------------------------------------
     def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor, *, chunk_size: int = -1,
                left_chunks: int = -1, accents: torch.Tensor | None = None) -> EncodeResult:
-        """Chunk by chunk over each utterance of feats (B, T, F); equals the torch model's chunk-masked
-        ``encode`` with the exported chunk size and left chunks. Padded to the longest utterance."""
+        """Chunk by chunk over all utterances of feats (B, T, F) at once (B streams per graph call);
+        equals the torch model's chunk-masked ``encode`` with the exported chunk size and left chunks.
+        Outputs are zero-padded to the longest utterance."""
         del accents
         self.check_options(chunk_size, left_chunks)
-        per_utt = [self._encode_one(feats[i, : int(n)]) for i, n in enumerate(feats_lens.tolist())]
-        lens = torch.tensor([r[0].shape[0] for r in per_utt])
-        t = max(1, int(lens.max()))
-
-        def pad(xs: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[0])) for x in xs])
-
-        ctc = pad([r[0] for r in per_utt])
-        memory = pad([r[1] for r in per_utt])
-        post = utt = None
-        if per_utt and per_utt[0][2] is not None:
-            post = pad([r[2] for r in per_utt])
-            valid = torch.arange(t).unsqueeze(0) < lens.unsqueeze(1)
-            utt = utterance_posterior(post.double(), valid, self.aid_pooling).float()
-        return EncodeResult(ctc, memory, lens, post, utt)
-
-    def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        state = self.init_state(1)
         geom = self.geometry
-        outs: list[ChunkResult] = []
-        start = 0
-        while geom.next_chunk(feats.shape[0] - start, finished=True):
-            res, state = self.step(feats[None, start : start + geom.window], state, geom)
-            outs.append(res)
-            start += geom.stride
-        if not outs:
-            raise UserError(f"utterance has {feats.shape[0]} fbank frames; at least "
-                            f"{self.right_context + 1} are needed")
-        ctc = torch.cat([o.ctc_log_probs[0] for o in outs])
-        mem = torch.cat([o.memory[0] for o in outs])
-        post = None if outs[0].accent_post is None else torch.cat([o.accent_post[0] for o in outs])
-        return ctc, mem, post
+        lens_in = np.array([int(n) for n in feats_lens.tolist()])
+        if lens_in.size == 0 or lens_in.min() < geom.context:
+            raise UserError(f"utterance has {int(lens_in.min(initial=0))} fbank frames; at least "
+                            f"{geom.context} are needed")
+        num_chunks = int((lens_in.max() - geom.context) // geom.stride + 1)
+        total = (num_chunks - 1) * geom.stride + geom.window
+        x = np.zeros((lens_in.size, max(total, feats.shape[1]), feats.shape[2]), np.float32)
+        for b, n in enumerate(lens_in):  # frames past an utterance's end are zeros, as in step()
+            x[b, :n] = feats[b, :n].detach().to("cpu", torch.float32).numpy()
+        state = self.init_state(lens_in.size)
+        pieces: dict[str, list[np.ndarray]] = {"ctc_log_probs": [], "memory": [], "accent_post": []}
+        out_lens = np.zeros_like(lens_in)
+        for k in range(num_chunks):
+            start = k * geom.stride
+            counts = np.array([geom.output_frames(geom.next_chunk(int(n) - start, finished=True))
+                               for n in lens_in])
+            outs, state = self._run_chunk(x[:, start : start + geom.window], state, counts)
+            out_lens += counts
+            for name, ps in pieces.items():
+                if name in outs:
+                    ps.append(outs[name])
+        t = max(1, int(out_lens.max()))
+        valid = np.arange(t)[None, :] < out_lens[:, None]  # valid frames are a prefix of each row
+
+        def cat(name: str) -> torch.Tensor | None:
+            if not pieces[name]:
+                return None
+            y = np.concatenate(pieces[name], axis=1)[:, :t]
+            return torch.from_numpy(np.where(valid[..., None], y, 0.0).astype(np.float32))
+
+        lens = torch.from_numpy(out_lens)
+        post = cat("accent_post")
+        utt = None
+        if post is not None:
+            utt = utterance_posterior(post.double(), torch.from_numpy(valid), self.aid_pooling).float()
+        return EncodeResult(cat("ctc_log_probs"), cat("memory"), lens, post, utt)
 
     # ---- attention decoder (exported only with one: OnnxModelWithDecoder) -------------------------
     def decoder_step(self, memory: torch.Tensor, memory_mask: torch.Tensor, ys: torch.Tensor,
