@@ -365,23 +365,25 @@ class QifusionModel(nn.Module):
         if self.decoder is None:
             raise RuntimeError("this model has no attention decoder (ctc_weight = 1)")
         counts = [len(h) for h in hyps_per_utt]
-        flat = [h for hs in hyps_per_utt for h in hs]
-        if not flat:
+        n = max(counts, default=0)
+        if n == 0:
             return [memory.new_zeros(0) for _ in counts]
-        idx = torch.repeat_interleave(torch.arange(len(counts), device=memory.device), torch.tensor(counts))
-        mem = memory[idx]
-        mmask = torch.arange(memory.size(1), device=memory.device).unsqueeze(0) < lens[idx].unsqueeze(1)
-        mmask = mmask.unsqueeze(1)
+        # n rows per utterance (short lists padded with empty hypotheses): the decoder reads each
+        # utterance's memory once for its n hypotheses (MultiHeadAttention with fewer key rows)
+        flat = [h for hs in hyps_per_utt for h in [*hs, *([[]] * (n - len(hs)))]]
+        mmask = torch.arange(memory.size(1), device=memory.device).unsqueeze(0) < lens.unsqueeze(1)
+        mmask = mmask.unsqueeze(1)  # (B, 1, T')
         hl = torch.tensor([len(h) for h in flat], device=memory.device)
         toks = torch.full((len(flat), max(1, int(hl.max()))), -1, dtype=torch.long, device=memory.device)
         for i, h in enumerate(flat):
             toks[i, : len(h)] = torch.tensor(h, dtype=torch.long)
-        score = self._seq_logp(self.decoder, mem, mmask, toks, hl)
+        score = self._seq_logp(self.decoder, memory, mmask, toks, hl)
         rw = reverse_weight if self.r_decoder is not None else 0.0
         if rw > 0:
-            r = self._seq_logp(self.r_decoder, mem, mmask, reverse_tokens(toks, hl), hl)
+            r = self._seq_logp(self.r_decoder, memory, mmask, reverse_tokens(toks, hl), hl)
             score = (1.0 - rw) * score + rw * r
-        return list(torch.split(score, counts))
+        score = score.view(len(counts), n)
+        return [score[b, :c] for b, c in enumerate(counts)]
 
     def _seq_logp(
         self,
