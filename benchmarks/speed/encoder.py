@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from benchmarks.speed.speed_common import median_time
 from qifusion.config import EncoderConfig
 from qifusion.models.conformer import ConformerEncoder
+from qifusion.models.geometry import ChunkGeometry
 
 SIZES = {
     "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},
@@ -94,9 +95,9 @@ def run(
     if "infer" in parts:
         res["infer_10s_s"] = round(median_time(infer, repeats + 2)[0], 4)
 
-    rate, rc = enc.subsampling_rate, enc.right_context
-    t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
-    starts = list(range(0, T - rc, stride))
+    geom = ChunkGeometry(chunk, -1, enc.subsampling_rate, enc.right_context)  # all history cached
+    starts = [s for s in range(0, T, geom.stride) if geom.next_chunk(T - s, finished=True)]
+    t_in = geom.window
 
     def stream() -> None:
         with torch.inference_mode():
