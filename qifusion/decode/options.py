@@ -107,12 +107,7 @@ class DecodeOptions:
         return self.mode in LM_MODES
 
 
-def legacy_mode(mode: str, rescore: bool | None) -> str:
-    """The mode meant by the older ``(mode, rescore)`` pair of the Recognizer: ``ctc_prefix_beam`` with
-    ``rescore=True`` is ``attention_rescoring`` and ``attention_rescoring`` with ``rescore=False`` is
-    ``ctc_prefix_beam``; ``rescore=None`` (or any other mode) leaves the mode as it is."""
-    if rescore is True and mode == "ctc_prefix_beam":
-        return "attention_rescoring"
-    if rescore is False and mode == "attention_rescoring":
-        return "ctc_prefix_beam"
-    return mode
+def legacy_mode(mode: str, rescore: bool) -> str:
+    """The mode meant by the Recognizer's older ``(mode, rescore)`` pair: ``ctc_prefix_beam`` with
+    ``rescore=True`` is ``attention_rescoring``; every other pair is ``mode`` itself."""
+    return "attention_rescoring" if (rescore and mode == "ctc_prefix_beam") else mode

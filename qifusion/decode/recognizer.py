@@ -87,7 +87,7 @@ class RecognizerConfig:
             raise UserError(f"unknown dtype '{self.dtype}' (choose float32 or float64)")
 
     @classmethod
-    def from_options(cls, *, mode: str, rescore: bool | None = None, **options: Any) -> RecognizerConfig:
+    def from_options(cls, *, mode: str, rescore: bool = False, **options: Any) -> RecognizerConfig:
         """A config from flat keyword options: :class:`DecodeOptions` fields (``beam_size``,
         ``ctc_weight``, ``lm_options``, ...) go to ``decode``, the others are config fields.
         ``rescore`` is the older switch (see :func:`~qifusion.decode.options.legacy_mode`)."""
@@ -130,12 +130,14 @@ class Recognizer:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_model_dir(cls, path: str | Path, *, chunk_size: int = DEFAULT_CHUNK, left_chunks: int = -1,
-                       mode: str = "attention_rescoring", rescore: bool | None = None, backend: str = "torch",
+                       mode: str = "ctc_prefix_beam", rescore: bool = True, backend: str = "torch",
                        device: str = "cpu", **options: Any) -> Recognizer:
         """Load a model dir (``model.pt``, ``config.yaml``, ``units.txt``, ``accents.txt``, ...).
 
-        Extra ``options`` are :class:`DecodeOptions` fields (``beam_size``, ``ctc_weight``, ``lm_options``,
-        ``hotwords``, ...) or :class:`RecognizerConfig` fields (``endpoint``, ``dtype``, ``lm``, ...).
+        ``mode="ctc_prefix_beam"`` with ``rescore=True`` (the defaults) is ``attention_rescoring``
+        (:func:`~qifusion.decode.options.legacy_mode`). Extra ``options`` are :class:`DecodeOptions`
+        fields (``beam_size``, ``ctc_weight``, ``lm_options``, ``hotwords``, ...) or
+        :class:`RecognizerConfig` fields (``endpoint``, ``dtype``, ``lm``, ...).
         """
         config = RecognizerConfig.from_options(mode=mode, rescore=rescore, chunk_size=chunk_size,
                                                left_chunks=left_chunks, backend=backend, device=device,

@@ -69,7 +69,8 @@ def transcribe_files(
         print(f"qifusion transcribe: --streaming without --chunk-size: using --chunk-size {stream_chunk}",
               file=sys.stderr)
     rec = Recognizer.from_model_dir(
-        model_dir, chunk_size=stream_chunk, left_chunks=left_chunks, mode=mode, backend=backend,
+        model_dir, chunk_size=stream_chunk, left_chunks=left_chunks, mode=mode,
+        rescore=False, backend=backend,  # the mode as given (ctc_prefix_beam: no rescoring)
         **{k: v for k, v in (decode_options or {}).items() if v is not None},
     )
     view = AccentView.for_model_dir(model_dir)
