@@ -20,7 +20,7 @@ import torch
 
 from qifusion.data.manifest import load_data_dir
 from qifusion.decode.backend import load_for_decoding
-from qifusion.decode.options import DecodeOptions
+from qifusion.decode.options import DEFAULT_BEAM, DEFAULT_CTC_WEIGHT, DecodeOptions
 from qifusion.decode.run import load_feature_batch
 from qifusion.decode.search import search_batch
 from qifusion.eval.metrics import ErrorCounts, cer_counts, wer_counts
@@ -69,8 +69,8 @@ class _Enc:
 
 
 def run_search(loaded: Any, rows: list[dict[str, Any]], *, mode: str, lm: Any = None,
-               hotwords: tuple[Any, ...] | None = None, beam_size: int = 10,
-               ctc_weight: float = 0.5) -> dict[str, Any]:
+               hotwords: tuple[Any, ...] | None = None, beam_size: int = DEFAULT_BEAM,
+               ctc_weight: float = DEFAULT_CTC_WEIGHT) -> dict[str, Any]:
     """Decode cached ``rows`` with one search setting; CER/WER (%), search-only RTF and hypotheses."""
     tok = loaded.tokenizer
     options = DecodeOptions(mode=mode, beam_size=beam_size, ctc_weight=ctc_weight,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.lm.common import encode_split, run_search
 from qifusion.decode.lm_search import LexiconLm
-from qifusion.decode.options import LmOptions
+from qifusion.decode.options import DEFAULT_CTC_WEIGHT, LmOptions
 from qifusion.fileio import atomic_write_text
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     loaded, rows = encode_split(a.model, a.data, a.chunk_size, a.cache, a.limit)
     grid = []
 
-    def point(lm_dir: Path, mode: str, ctc_weight: float = 0.5, **opts: float) -> dict:
+    def point(lm_dir: Path, mode: str, ctc_weight: float = DEFAULT_CTC_WEIGHT, **opts: float) -> dict:
         lm = LexiconLm(lm_dir, loaded.tokenizer, LmOptions(**opts))
         r = run_search(loaded, rows, mode=mode, lm=lm, ctc_weight=ctc_weight)
         r.pop("hyps")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from qifusion.decode.options import DEFAULT_BEAM
 from qifusion.decode.run import decode_dir
 from qifusion.fileio import atomic_write_text
 
@@ -75,7 +76,7 @@ def main() -> None:
     p.add_argument("--chunk-sizes", default="-1,16")
     p.add_argument("--left-chunks", type=int, default=-1)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--beam-size", type=int, default=DEFAULT_BEAM)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1, help="RTF = median over this many runs")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])

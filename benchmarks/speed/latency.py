@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from benchmarks.speed.speed_common import command_line
+from qifusion.decode.options import DEFAULT_CHUNK
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--wav", default=None)
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     p.add_argument("--left-chunks", type=int, default=-1)
     p.add_argument("--mode", default="ctc_prefix_beam")
     p.add_argument("--piece-ms", type=float, default=100.0)

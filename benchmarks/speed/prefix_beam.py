@@ -28,6 +28,7 @@ import torch
 from benchmarks.speed.speed_common import command_line, median_time
 from qifusion.decode.ctc_reference import reference_prefix_beam
 from qifusion.decode.ctc_search import ctc_prefix_beam
+from qifusion.decode.options import DEFAULT_BEAM
 from qifusion.decode.streaming_search import CtcPrefixBeamState
 from qifusion.fileio import atomic_write_text
 
@@ -86,7 +87,7 @@ def main() -> None:
     p.add_argument("--dist", nargs="+", default=["peaky", "uniform"], choices=["peaky", "uniform"])
     p.add_argument("--frames", type=int, default=250, help="T' (250 = 10 s at 40 ms)")
     p.add_argument("--vocab", type=int, default=500)
-    p.add_argument("--beam", type=int, default=10)
+    p.add_argument("--beam", type=int, default=DEFAULT_BEAM)
     p.add_argument("--repeat", type=int, default=3, help="each time is the median of this many runs")
     p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args()

@@ -39,6 +39,7 @@ from benchmarks.speed.speed_common import (
     run_worker,
     write_subset,
 )
+from qifusion.decode.options import DEFAULT_BEAM
 
 BACKENDS = ("torch", "onnx", "onnx_int8")
 
@@ -160,7 +161,7 @@ def main() -> None:
     ap.add_argument("--chunk-sizes", default="-1,16")
     ap.add_argument("--left-chunks", type=int, default=-1, help="torch backend (ONNX: the exported value)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--beam-size", type=int, default=10)
+    ap.add_argument("--beam-size", type=int, default=DEFAULT_BEAM)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results/speed_rtf.json")
     args = ap.parse_args()
