@@ -51,7 +51,8 @@ run() {
   fi
 }
 
-echo "ab.sh: ref $ref ($(git -C "$ref" rev-parse --short HEAD)), new $new ($(git -C "$new" rev-parse --short HEAD)),"\
+rev() { git -C "$1" rev-parse --short HEAD 2>/dev/null || echo "${AB_NEW_REV:-not a git checkout}"; }
+echo "ab.sh: ref $ref ($(rev "$ref")), new $new ($(rev "$new")),"\
      "core $core, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/README.txt"
 run new speed_common subset --data "$data" --num 80 --out "$work/test_subset"
 for side in ref new; do
