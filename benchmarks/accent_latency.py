@@ -35,7 +35,7 @@ def trace(rec: Any, samples: np.ndarray, sample_rate: int, *, piece_s: float) ->
     s = rec.create_stream()
     step = max(1, int(piece_s * sample_rate))
     out: Trace = []
-    fbank_shift = rec.frame_shift / rec.subsampling  # seconds per fbank frame
+    fbank_shift = rec.frame_shift / rec.geometry.subsampling  # seconds per fbank frame
 
     def drain() -> None:
         while rec.is_ready(s):

@@ -2,7 +2,7 @@
 
     python -m benchmarks.recipe run new-baseline-s0 new-qifusion-s0 --jobs 2   # resumable; 1 thread each
     python -m benchmarks.recipe eval new-baseline-s0                         # dev decode + result JSON
-    python -m benchmarks.recipe report                                       # docs/recipe.md + curve PNG
+    python -m benchmarks.recipe_report                                       # docs/recipe.md + curve PNG
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
@@ -171,18 +171,12 @@ def main() -> None:
                    "none pinned when --jobs 1)")
     e = sub.add_parser("eval", help="evaluate finished runs on dev")
     e.add_argument("names", nargs="+")
-    sub.add_parser("report", help="write docs/recipe.md and its plot from the result JSONs")
     x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
     x.add_argument("pairs", nargs="+")
     x.add_argument("--note", default="", help="how the runs were made (threads, load)")
     x.add_argument("--step-offset", type=int, default=0,
                    help="steps of the checkpoint the runs were --init from")
     args = ap.parse_args()
-    if args.cmd == "report":
-        from benchmarks.recipe_report import write_report
-
-        print(write_report())
-        return
     if args.cmd == "explore":
         for pair in args.pairs:
             name, _, path = pair.partition("=")
