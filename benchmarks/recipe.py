@@ -2,16 +2,18 @@
 
     python -m benchmarks.recipe run new-baseline-s0 new-qifusion-s0 --jobs 2   # resumable; 1 thread each
     python -m benchmarks.recipe eval new-baseline-s0                         # dev decode + result JSON
-    python -m benchmarks.recipe report                                       # docs/recipe.md + curve PNG
+    python -m benchmarks.recipe_report                                       # docs/recipe.md + curve PNG
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
 ``old`` adds the overrides of the first accuracy study (700 steps of 100 s batches, 400 warm-up steps to
 lr 2e-3, cosine to ~0, no embedding scale). Every run trains on the ``benchmark`` preset
-(``qifusion synth --out data/benchmark --preset benchmark --seed 0``) for at most ``MINUTES`` minutes of
-training time (``train.max_minutes``; dev passes excluded) with one thread, two runs side by side, and
-evaluates dev every ``DEV_EVERY`` steps: the same greedy search and CER as ``qifusion decode``. Dev
-only: the test split is never read here. Results: ``benchmarks/results/recipe/RUN.json``.
+(``qifusion synth --out data/benchmark --preset benchmark --seed 0``), or with a ``-accents`` suffix
+(``new-qifusion-s0-accents``) on the ``accents`` preset (``--out data/accents --preset accents``),
+for at most ``MINUTES`` minutes of training time (``train.max_minutes``; dev passes excluded) with
+one thread, two runs side by side, and evaluates dev every ``DEV_EVERY`` steps: the same greedy search
+and CER as ``qifusion decode``. Dev only: the test split is never read here.
+Results: ``benchmarks/results/recipe/RUN.json``.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "exp" / "recipe"
 RESULTS = ROOT / "benchmarks" / "results" / "recipe"
-CORPUS = ROOT / "data" / "benchmark"
+CORPORA = {"benchmark": ROOT / "data" / "benchmark", "accents": ROOT / "data" / "accents"}
 MINUTES = 60.0
 DEV_EVERY = 250
 TARGET_CER = 20.0  # issue 17: every seed at dev CER <= 20% within MINUTES
@@ -39,15 +41,25 @@ RECIPES = {"new": [], "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:
-    """``new-baseline-s3`` -> ("new", "baseline", 3); ValueError naming the run otherwise."""
+    """``new-baseline-s3`` (or ``new-baseline-s3-accents``) -> ("new", "baseline", 3); ValueError naming
+    the run otherwise."""
     try:
-        recipe, system, seed = name.split("-")
-        if recipe not in RECIPES or system not in CONFIGS or not seed.startswith("s"):
+        recipe, system, seed, *rest = name.split("-")
+        if (recipe not in RECIPES or system not in CONFIGS or not seed.startswith("s") or len(rest) > 1
+                or (rest and rest[0] not in CORPORA)):
             raise ValueError
         return recipe, system, int(seed[1:])
     except ValueError:
-        raise ValueError(f"run name '{name}' is not RECIPE-SYSTEM-sSEED with RECIPE in {sorted(RECIPES)} "
-                         f"and SYSTEM in {sorted(CONFIGS)}") from None
+        raise ValueError(f"run name '{name}' is not RECIPE-SYSTEM-sSEED[-CORPUS] with RECIPE in "
+                         f"{sorted(RECIPES)}, SYSTEM in {sorted(CONFIGS)} and CORPUS in "
+                         f"{sorted(CORPORA)}") from None
+
+
+def corpus(name: str) -> Path:
+    """The corpus a run trains on: ``-CORPUS`` at the end of its name, else the ``benchmark`` preset."""
+    parse(name)
+    tail = name.rsplit("-", 1)[-1]
+    return CORPORA.get(tail, CORPORA["benchmark"])
 
 
 def overrides(name: str) -> list[str]:
@@ -64,7 +76,7 @@ def train(name: str, *, core: int | None = None) -> int:
     if (exp / "final" / "model.pt").exists():
         return 0
     cmd = [sys.executable, "-m", "qifusion", "train", "--config", str(ROOT / CONFIGS[system]),
-           "--data", str(CORPUS), "--exp", str(exp)]
+           "--data", str(corpus(name)), "--exp", str(exp)]
     for o in overrides(name):
         cmd += ["--set", o]
     if (exp / "checkpoints.json").exists():
@@ -94,7 +106,8 @@ def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[s
 
 
 def evaluate(name: str) -> dict[str, Any]:
-    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON."""
+    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON;
+    for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
     from qifusion.decode.run import decode_dir
     from qifusion.fileio import atomic_write_text
 
@@ -106,14 +119,20 @@ def evaluate(name: str) -> dict[str, Any]:
     reached = next((p["train_minutes"] for p in points if p["dev_cer"] <= TARGET_CER), None)
     modes = {}
     for mode in ("ctc_greedy", "attention_rescoring"):
-        rep = decode_dir(model_dir=exp / "final", data_dir=CORPUS / "dev", out_dir=exp / f"dev_{mode}",
+        rep = decode_dir(model_dir=exp / "final", data_dir=corpus(name) / "dev", out_dir=exp / f"dev_{mode}",
                          mode=mode, progress=False)
         modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
         modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
-    result = {"run": name, "recipe": recipe, "system": system, "seed": seed, "config": CONFIGS[system],
+    accent_stream = None
+    if system == "qifusion":  # how soon the streaming accent settles (chunk 16), dev
+        from benchmarks.accent_latency import measure
+
+        accent_stream = measure(exp / "final", corpus(name) / "dev", chunk=16)
+    result = {"run": name, "corpus": corpus(name).name, "recipe": recipe, "system": system, "seed": seed,
+              "config": CONFIGS[system],
               "overrides": overrides(name), "threads": 1, "minutes_budget": MINUTES,
               "minutes_to_target": reached, "target_cer": TARGET_CER,
-              "converged": reached is not None, "curve": points, "dev": modes}
+              "converged": reached is not None, "curve": points, "dev": modes, "accent_stream": accent_stream}
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(result, indent=1) + "\n")
     return result
@@ -152,18 +171,12 @@ def main() -> None:
                    "none pinned when --jobs 1)")
     e = sub.add_parser("eval", help="evaluate finished runs on dev")
     e.add_argument("names", nargs="+")
-    sub.add_parser("report", help="write docs/recipe.md and its plot from the result JSONs")
     x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
     x.add_argument("pairs", nargs="+")
     x.add_argument("--note", default="", help="how the runs were made (threads, load)")
     x.add_argument("--step-offset", type=int, default=0,
                    help="steps of the checkpoint the runs were --init from")
     args = ap.parse_args()
-    if args.cmd == "report":
-        from benchmarks.recipe_report import write_report
-
-        print(write_report())
-        return
     if args.cmd == "explore":
         for pair in args.pairs:
             name, _, path = pair.partition("=")

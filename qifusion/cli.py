@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qifusion.decode.options import MODES  # torch-free: --help stays fast
+from qifusion.decode.options import (  # torch-free: fast --help
+    DEFAULT_BEAM,
+    DEFAULT_CHUNK,
+    DEFAULT_MODE,
+    MODES,
+)
 from qifusion.errors import UserError
 
 
@@ -111,7 +116,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from qifusion.eval.calibration import calibrate_model
+    from qifusion.decode.calibrate import calibrate_model
 
     calibrate_model(Path(args.model), Path(args.data), chunk_size=args.chunk_size, batch_size=args.batch_size)
     return 0
@@ -226,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--data", required=True, help="Kaldi-style dir with wav.scp and text")
     p.add_argument("--out", required=True)
-    p.add_argument("--mode", default="attention_rescoring", choices=MODES)
-    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
+    p.add_argument("--beam-size", type=int, default=DEFAULT_BEAM)
     p.add_argument("--batch-size", type=int, default=16)
     _add_lm_args(p)
     p.set_defaults(func=cmd_decode)
@@ -241,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="transcribe audio files (one JSON line per file)")
     _add_model_args(p)
-    p.add_argument("--mode", default="attention_rescoring", choices=MODES)
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     p.add_argument("--streaming", action="store_true", help="feed 100 ms pieces to the stream API")
     _add_lm_args(p)
     p.add_argument("files", nargs="+")
@@ -251,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", default=None, help="export dir (default MODEL/onnx, where --backend onnx looks)")
     p.add_argument("--int8", action="store_true", help="also write dynamically quantised models (OUT/int8)")
-    p.add_argument("--chunk-size", type=int, default=16, help="output frames per chunk (sherpa default)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                   help="output frames per chunk (sherpa default)")
     p.add_argument("--left-chunks", type=int, default=4, help="history chunks (sherpa-onnx default 4)")
     p.set_defaults(func=cmd_export)
 
@@ -260,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=10086)
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     p.add_argument("--max-sessions", type=int, default=32)
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
     p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client frame")
     p.add_argument("--max-utterance-s", type=float, default=300.0, help="audio per utterance (seconds)")
     p.add_argument("--idle-timeout-s", type=float, default=30.0, help="close sessions silent this long")
-    p.add_argument("--mode", default="attention_rescoring", choices=MODES, help="final-result mode")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES, help="final-result mode")
     _add_lm_args(p)
     p.set_defaults(func=cmd_serve)
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from recognizer_helpers import make_random_model_dir, noise_utterance
 
 from qifusion.errors import UserError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from recognizer_helpers import make_random_model_dir, noise_utterance
 
 CHUNK, LEFT = 16, 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -406,3 +403,77 @@ def test_lm_streaming_onnx_equals_torch(exported: Path, tiny_model_dir: Path, sy
             texts[backend].append(s.result.text)
     assert texts["onnx"] == texts["torch"]
     assert any(texts["torch"]) and all(set(t.split()) <= set(words) for t in texts["torch"])
+
+
+def _protocol_run(model: object, feats: torch.Tensor, geom: object) -> tuple[list[torch.Tensor], object]:
+    """Two streams chunk by chunk through nothing but the DecodingModel protocol; the states are split
+    and re-joined after every chunk (as the Recognizer batches streams). Returns the CTC outputs."""
+    state = model.init_state(2)
+    outs, start = [], 0
+    while n := geom.next_chunk(feats.shape[1] - start, finished=True):
+        res, state = model.step(feats[:, start : start + n], state, geom)
+        state = type(state).stack(list(reversed(state.unstack())))  # swap the streams ...
+        state = type(state).stack(list(reversed(state.unstack())))  # ... and back
+        outs.append(res.ctc_log_probs)
+        start += geom.stride
+    return outs, res
+
+
+def test_every_backend_satisfies_the_protocol(exported: Path, tiny_model_dir: Path,
+                                              utterances: list[tuple[str, str, np.ndarray]]) -> None:
+    """The torch model and the ONNX backend (float and int8) are DecodingModels with StreamStateLike
+    states, share one chunk geometry, and give the same outputs through the protocol alone."""
+    from qifusion.data.features import compute_fbank
+    from qifusion.decode.backend import load_for_decoding
+    from qifusion.models.protocol import DecodingModel, StreamStateLike
+
+    backends = {"torch": load_for_decoding(tiny_model_dir).model,
+                "onnx": load_for_decoding(exported, backend="onnx").model,
+                "onnx-int8": load_for_decoding(exported / "int8", backend="onnx").model}
+    assert not isinstance(object(), DecodingModel)  # the check can fail
+    feats = [compute_fbank(u[2]) for u in utterances[:2]]
+    n = min(f.shape[0] for f in feats)
+    x = torch.stack([f[:n] for f in feats])
+    geoms = {name: m.chunk_geometry(CHUNK, LEFT) for name, m in backends.items()}
+    assert len(set(geoms.values())) == 1, geoms
+    results = {}
+    with torch.no_grad():
+        for name, m in backends.items():
+            assert isinstance(m, DecodingModel), name
+            assert isinstance(m.init_state(1), StreamStateLike), name
+            assert m.has_decoder and m.aid_pooling == backends["torch"].aid_pooling, name
+            results[name] = _protocol_run(m, x, geoms[name])
+    ref, ref_last = results["torch"]
+    for name, (outs, last) in results.items():
+        assert [o.shape for o in outs] == [o.shape for o in ref], name
+        tol = 1e-3 if name == "onnx" else 0.5  # int8 weights: close, not equal
+        assert max(float((a - b).abs().max()) for a, b in zip(outs, ref)) < tol, name
+        assert float((last.accent_utt - ref_last.accent_utt).abs().max()) < (1e-4 if name == "onnx" else 0.1)
+    hyps = [[[3, 4, 5], [6]], [[7]]]
+    mem, lens = torch.randn(2, 9, backends["torch"].encoder.output_size), torch.tensor([9, 6])
+    t_scores = backends["torch"].attention_scores(mem, lens, hyps)
+    o_scores = backends["onnx"].attention_scores(mem, lens, hyps)
+    assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(t_scores, o_scores))
+
+
+def test_onnx_encode_batches_utterances_of_any_length(exported: Path,
+                                                      utterances: list[tuple[str, str, np.ndarray]]) -> None:
+    """The ONNX backend's offline encode runs all utterances as one batch of streams; each equals the
+    utterance encoded alone (different lengths: shorter ones end early, their frames masked)."""
+    from qifusion.data.features import compute_fbank
+    from qifusion.export.onnx_backend import load_onnx_model
+
+    model = load_onnx_model(exported).model
+    feats = [compute_fbank(u[2]) for u in utterances[:3]]
+    feats[1] = feats[1][: 2 * model.geometry.stride + 3]  # a short one: two chunks and a short tail
+    lens = torch.tensor([f.shape[0] for f in feats])
+    assert len(set(lens.tolist())) == 3
+    batch = model.encode(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens)
+    for b, f in enumerate(feats):
+        one = model.encode(f[None], lens[b : b + 1])
+        n = int(one.lens[0])
+        assert int(batch.lens[b]) == n
+        assert torch.allclose(batch.ctc_log_probs[b, :n], one.ctc_log_probs[0], atol=1e-4)
+        assert torch.allclose(batch.memory[b, :n], one.memory[0], atol=1e-4)
+        assert torch.allclose(batch.accent_utt[b], one.accent_utt[0], atol=1e-5)
+        assert not batch.ctc_log_probs[b, n:].any()

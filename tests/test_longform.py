@@ -44,15 +44,15 @@ def test_long_audio_bounded_memory_and_segment_parity(model_dir: Path) -> None:
     assert res.duration == pytest.approx(120.0)
     assert sizes["att"] <= chunk * left  # attention cache bounded by left chunks
     assert sizes["mem"] <= 4.0 / rec.frame_shift + chunk  # rescoring memory bounded by rule 3
-    assert sizes["fbank"] <= rec.window + 4000 // 160 + 2  # consumed fbank frames are popped
+    assert sizes["fbank"] <= rec.geometry.window + 4000 // 160 + 2  # consumed fbank frames are popped
     assert 24 <= len(res.segments) <= 31  # ~120 s / (4 s rounded up to chunks)
     assert res.accent in rec.accents
     feats = compute_fbank(x)
     for seg in res.segments[:3] + res.segments[-2:]:
-        first = round(seg.start / rec.frame_shift) * rec.subsampling
+        first = round(seg.start / rec.frame_shift) * rec.geometry.subsampling
         n_out = round((seg.end - seg.start) / rec.frame_shift)
         n_chunks = -(-n_out // chunk)
-        last = min(first + (n_chunks - 1) * rec.stride + rec.window, feats.shape[0])
+        last = min(first + (n_chunks - 1) * rec.geometry.stride + rec.geometry.window, feats.shape[0])
         hyp, _, _ = decode_features(rec, feats[first:last], chunk_size=chunk, left_chunks=left)
         assert seg.text == rec.tokenizer.decode(hyp.tokens)
         assert all(seg.start <= t < seg.end for t in seg.timestamps)

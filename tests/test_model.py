@@ -235,13 +235,15 @@ def test_attention_scores_match_decoder_steps() -> None:
     hyps = [[[3, 4, 5], [3]], [[6, 7]]]
     scores = model.attention_scores(enc.memory, enc.lens, hyps)
     assert [s.shape for s in scores] == [(2,), (1,)]
-    mmask = (torch.arange(enc.memory.size(1)) < enc.lens[0]).view(1, 1, -1)
-    ys, cache, total = torch.tensor([[V - 1]]), None, 0.0
-    for tok in [3, 4, 5, V - 1]:
-        lp, cache = model.decoder_step(enc.memory[:1], mmask, ys, cache)
-        total += float(lp[0, tok].detach())
-        ys = torch.cat([ys, torch.tensor([[tok]])], 1)
-    assert abs(float(scores[0][0]) - total) < 1e-9
+    # every hypothesis (utterances with different n-best sizes share one padded decoder batch)
+    for b, i in [(0, 0), (0, 1), (1, 0)]:
+        mmask = (torch.arange(enc.memory.size(1)) < enc.lens[b]).view(1, 1, -1)
+        ys, cache, total = torch.tensor([[V - 1]]), None, 0.0
+        for tok in [*hyps[b][i], V - 1]:
+            lp, cache = model.decoder_step(enc.memory[b : b + 1], mmask, ys, cache)
+            total += float(lp[0, tok].detach())
+            ys = torch.cat([ys, torch.tensor([[tok]])], 1)
+        assert abs(float(scores[b][i]) - total) < 1e-9, (b, i)
 
 
 def test_tiny_model_overfits() -> None:

@@ -90,6 +90,35 @@ def test_decode_streams_batched_equals_individual(model_dir: Path) -> None:
         assert s.result.accent_prob == pytest.approx(single.accent_prob, abs=1e-9)
 
 
+def test_finals_of_many_streams_rescored_in_one_batch_equal_individual(
+        model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams that end in the same decode_streams call are finalised together (one padded
+    attention-rescoring batch) and give the same finals as one by one."""
+    import qifusion.decode.recognizer as recognizer_mod
+
+    rec = Recognizer.from_model_dir(model_dir, chunk_size=4, mode="attention_rescoring", dtype="float64")
+    audios = [noise_utterance(s, sr=16000, seed=20 + i) for i, s in enumerate([2.0, 2.0, 2.0, 1.1])]
+    singles = [run_stream(rec, x, 16000).result for x in audios]
+    batches: list[int] = []
+    real = recognizer_mod.finalize
+
+    def spy(model, nbest, *args, **kwargs):
+        batches.append(len(nbest))
+        return real(model, nbest, *args, **kwargs)
+
+    monkeypatch.setattr(recognizer_mod, "finalize", spy)
+    streams = [rec.create_stream() for _ in audios]
+    for s, x in zip(streams, audios):
+        s.accept_waveform(16000, x)
+        s.input_finished()
+    while ready := [s for s in streams if rec.is_ready(s)]:
+        rec.decode_streams(ready)
+    assert max(batches) == 3  # the three 2 s streams end together
+    assert any(single.token_ids for single in singles)  # a real comparison
+    for s, single in zip(streams, singles):
+        assert s.result.is_final and s.result.token_ids == single.token_ids
+
+
 def test_reset_continues_with_fresh_segment(model_dir: Path) -> None:
     rec = Recognizer.from_model_dir(model_dir, chunk_size=4, mode="ctc_greedy", dtype="float64")
     x = np.concatenate([noise_utterance(1.5, sr=16000, seed=1), noise_utterance(2.0, sr=16000, seed=2)])
@@ -102,7 +131,7 @@ def test_reset_continues_with_fresh_segment(model_dir: Path) -> None:
     cut = s.next_frame  # fbank frame where the next segment starts
     seg = rec.reset(s)
     assert seg.text == first_text and seg.start == 0.0
-    assert seg.end == pytest.approx(cut // rec.subsampling * rec.frame_shift)
+    assert seg.end == pytest.approx(cut // rec.geometry.subsampling * rec.frame_shift)
     assert s.result.text == "" and s.result.segments == [seg]
     run_stream(rec, x[24000:], 16000, stream=s)
     hyp, _, _ = decode_features(rec, feats[cut:], chunk_size=4, left_chunks=-1)
@@ -153,13 +182,13 @@ def test_chunk_steps_run_with_chunk_threads_and_restore(model_dir: Path) -> None
     """config.chunk_threads sets torch's intra-op threads around each chunk step only."""
     rec = Recognizer.from_model_dir(model_dir, chunk_size=8, chunk_threads=1)
     seen: list[int] = []
-    real = rec.model.forward_chunk
+    real = rec.model.step
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    rec.model.forward_chunk = spy
+    rec.model.step = spy
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

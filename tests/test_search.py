@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from ctc_reference import brute_force_prefix_probs, collapse, reference_prefix_beam
 
+from qifusion.decode.ctc_reference import brute_force_prefix_probs, collapse, reference_prefix_beam
 from qifusion.decode.search import (
     Hypothesis,
     attention_beam,

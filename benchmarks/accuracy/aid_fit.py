@@ -1,6 +1,6 @@
 """Why an AID misses: does its head fit the TRAINING utterances, and is accent visible in plain fbank stats?
 
-    python benchmarks/accuracy/aid_fit.py NAME [NAME ...]   # evaluated runs with an AID head
+    python -m benchmarks.accuracy.aid_fit NAME [NAME ...]   # evaluated runs with an AID head
 
 For each run, on a balanced sample of training utterances and of dev utterances (``--per`` per accent,
 fixed seed), the utterance accent is predicted from the model's frame posteriors in two ways: the
@@ -19,17 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe import batches, fit_logreg
-from spec import BY_NAME, CORPUS, EXP, ROOT
-
+from benchmarks.accuracy.probe import batches, fit_logreg
+from benchmarks.accuracy.spec import BY_NAME, CORPUS, EXP, ROOT
 from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.fileio import atomic_write_text
 from qifusion.modeldir import load_model_dir

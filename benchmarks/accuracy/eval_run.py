@@ -1,4 +1,4 @@
-"""Evaluate one finished run of the accuracy study: ``python benchmarks/accuracy/eval_run.py NAME``.
+"""Evaluate one finished run of the accuracy study: ``python -m benchmarks.accuracy.eval_run NAME``.
 
 Averages the run's last step checkpoints into ``exp/study/NAME/model`` (a run trained on a lent GPU by
 ``gpu_train.sh`` brings that average back instead, stored as float16), decodes the test split in every
@@ -14,17 +14,24 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe import block_probe
-from spec import AVERAGE_LAST, BY_NAME, CORPUS, EXP, MAX_STEPS, RESULTS, ROOT, Run, trained_on
-
+from benchmarks.accuracy.probe import block_probe
+from benchmarks.accuracy.spec import (
+    AVERAGE_LAST,
+    BY_NAME,
+    CORPUS,
+    EXP,
+    MAX_STEPS,
+    RESULTS,
+    ROOT,
+    Run,
+    trained_on,
+)
 from qifusion.decode.run import decode_dir
 from qifusion.eval.metrics import cer_counts, cer_units
 from qifusion.fileio import atomic_write_text

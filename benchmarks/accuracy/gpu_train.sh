@@ -32,15 +32,15 @@ fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 for n in "$@"; do mkdir -p "exp/study/$n" && echo "$gpu" > "exp/study/$n/trained_on.txt"; done
 echo "setup took $((SECONDS - start)) s; training $* on $gpu"
-timeout $((budget - (SECONDS - start))) python3 benchmarks/accuracy/run_study.py --jobs "$jobs" \
+timeout $((budget - (SECONDS - start))) python3 -m benchmarks.accuracy.run_study --jobs "$jobs" \
   --device cuda --num-workers 3 --train-only "$@"
 echo "training stopped after $((SECONDS - start)) s"
 mkdir -p exp/gpu_out
-last=$(cd benchmarks/accuracy && python3 -c "from spec import MAX_STEPS; print(MAX_STEPS)")
+last=$(python3 -c "from benchmarks.accuracy.spec import MAX_STEPS; print(MAX_STEPS)")
 for n in "$@"; do
   d=exp/study/$n
   [ -f "$d/step_$last.pt" ] || { echo "$n: not finished ($(ls "$d" | grep -c '^step_') step checkpoints)"; tail -c 600 "$d.out"; continue; }
-  python3 -c "import sys; sys.path.insert(0, 'benchmarks/accuracy'); from eval_run import average; from spec import BY_NAME; average(BY_NAME['$n'], fp16=True)" || continue
+  python3 -c "from benchmarks.accuracy.eval_run import average; from benchmarks.accuracy.spec import BY_NAME; average(BY_NAME['$n'], fp16=True)" || continue
   tar -cf "exp/gpu_out/$n.tar" -C exp/study "$n.out" "$n/model" "$n/train_log.jsonl" "$n/train.log" \
     "$n/study_command.json" "$n/trained_on.txt" "$n/checkpoints.json" "$n/config.yaml" "$n/units.txt" \
     "$n/accents.txt" "$n/cmvn.json" && echo "$n: packed $(du -h "exp/gpu_out/$n.tar" | cut -f1)"

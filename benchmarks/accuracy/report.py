@@ -1,7 +1,7 @@
 """Generate ``docs/RESULTS.md`` and its plots from the accuracy study's result JSONs.
 
-    python benchmarks/accuracy/report.py            # write docs/RESULTS.md and docs/results/*.png
-    python benchmarks/accuracy/report.py --check    # exit 1 if docs/RESULTS.md is out of date
+    python -m benchmarks.accuracy.report            # write docs/RESULTS.md and docs/results/*.png
+    python -m benchmarks.accuracy.report --check    # exit 1 if docs/RESULTS.md is out of date
 
 Every number comes from ``benchmarks/results/accuracy/NAME.json`` (written by ``eval_run.py``), from
 ``spec.py`` (budget) or from the speed study's own summary; missing runs are listed as pending with the
@@ -10,15 +10,12 @@ command that makes them. The output has no timestamps, so the same inputs give t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_converge import hardware_note, section_convergence
-from report_doc import Doc, Study, cmd_for, rel_link
-from report_extra import (
+from benchmarks.accuracy.report_converge import hardware_note, section_convergence
+from benchmarks.accuracy.report_doc import Doc, Study, cmd_for, rel_link
+from benchmarks.accuracy.report_extra import (
     section_ablations,
     section_aid,
     section_layers,
@@ -26,16 +23,21 @@ from report_extra import (
     section_training,
     section_unseen,
 )
-from report_main import (
+from benchmarks.accuracy.report_main import (
     section_heldout,
     section_main,
     section_pending,
     section_streaming,
     section_targets,
 )
-from report_stats import BOOTSTRAP_B, BOOTSTRAP_SEED, MAJORITY_ACCENT, load_aid_fit, load_results
-from spec import AVERAGE_LAST, COMMON, CORPUS, HELD_OUT_ACCENT, RUNS
-
+from benchmarks.accuracy.report_stats import (
+    BOOTSTRAP_B,
+    BOOTSTRAP_SEED,
+    MAJORITY_ACCENT,
+    load_aid_fit,
+    load_results,
+)
+from benchmarks.accuracy.spec import AVERAGE_LAST, COMMON, CORPUS, HELD_OUT_ACCENT, RUNS
 from qifusion.errors import UserError
 from qifusion.fileio import atomic_write_text
 
@@ -44,24 +46,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 SPEED_RESULTS = ROOT / "benchmarks" / "results"
 OUT_MD = ROOT / "docs" / "RESULTS.md"
 PLOTS = ROOT / "docs" / "results"
-COMMAND = "python benchmarks/accuracy/report.py"
-SPEED_FALLBACK = "_The speed section comes from `benchmarks/speed/summary.py` (not available yet)._"
+COMMAND = "python -m benchmarks.accuracy.report"
 
 
 def speed_text(results_dir: Path = SPEED_RESULTS) -> str:
-    """The speed study's Markdown (``benchmarks/speed/summary.py: speed_markdown``), imported lazily."""
-    path = ROOT / "benchmarks" / "speed" / "summary.py"
-    if not path.exists():
-        return SPEED_FALLBACK
-    sys.path.insert(0, str(path.parent))  # summary.py may import its sibling modules
-    spec = importlib.util.spec_from_file_location("speed_summary", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fn: Callable[[Path], str] | None = getattr(module, "speed_markdown", None)
-    if fn is None:
-        return SPEED_FALLBACK
-    return fn(results_dir).strip()
+    """The speed study's Markdown (:func:`benchmarks.speed.summary.speed_markdown`)."""
+    from benchmarks.speed.summary import speed_markdown
+
+    return speed_markdown(results_dir).strip()
 
 
 def header(doc: Doc, study: Study) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from report_doc import DASH, RESC, SYSTEMS, Doc, Study, f2, mode_key, red
-from report_main import NOT_CONVERGED_CER, converged
-from report_stats import compare, run_cer, seed_stats
+from benchmarks.accuracy.report_doc import DASH, RESC, SYSTEMS, Doc, Study, f2, mode_key, red
+from benchmarks.accuracy.report_main import NOT_CONVERGED_CER, converged
+from benchmarks.accuracy.report_stats import compare, run_cer, seed_stats
 
 
 def trained_on(run: dict[str, Any]) -> str:

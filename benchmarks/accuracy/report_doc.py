@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from report_stats import Reduction, SeedStats
-from spec import RUNS
+from benchmarks.accuracy.report_stats import Reduction, SeedStats
+from benchmarks.accuracy.spec import RUNS
 
 RESC, GREEDY = "attention_rescoring", "ctc_greedy"
 CHUNKS = ("full", "16", "8", "4")
@@ -142,4 +142,4 @@ def red(r: Reduction | None) -> str:
 
 def cmd_for(name: str) -> str:
     """The command that produces a run's result JSON."""
-    return f"python benchmarks/accuracy/train_run.py {name} && python benchmarks/accuracy/eval_run.py {name}"
+    return f"python -m benchmarks.accuracy.train_run {name} && python -m benchmarks.accuracy.eval_run {name}"

@@ -5,13 +5,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from report_converge import converged_label, where_label
-from report_doc import CHUNKS, DASH, GREEDY, RESC, Doc, Study, f2, mode_key, mode_label, pct, red
-from report_main import NOT_CONVERGED_CER, converged, mean_aid
-from report_plots import Panel, plot_confusion, plot_grouped_bars, plot_panels
-from report_stats import aid_accuracy, compare, confusion, rel_change, run_cer, seed_stats
-from spec import BY_NAME, HELD_OUT_ACCENT, RUNS
-
+from benchmarks.accuracy.report_converge import converged_label, where_label
+from benchmarks.accuracy.report_doc import (
+    CHUNKS,
+    DASH,
+    GREEDY,
+    RESC,
+    Doc,
+    Study,
+    f2,
+    mode_key,
+    mode_label,
+    pct,
+    red,
+)
+from benchmarks.accuracy.report_main import NOT_CONVERGED_CER, converged, mean_aid
+from benchmarks.accuracy.report_plots import Panel, plot_confusion, plot_grouped_bars, plot_panels
+from benchmarks.accuracy.report_stats import aid_accuracy, compare, confusion, rel_change, run_cer, seed_stats
+from benchmarks.accuracy.spec import BY_NAME, HELD_OUT_ACCENT, RUNS
 from qifusion.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +78,7 @@ def section_aid_fit(doc: Doc, study: Study) -> None:
     per = fits[0]["per_accent"]
     doc.h(3, "Does the AID head fit its training data?")
     n_acc = len(fits[0]["train_prior"])
-    doc.p(f"`python benchmarks/accuracy/aid_fit.py NAME`: {per} utterances per accent from train and from",
+    doc.p(f"`python -m benchmarks.accuracy.aid_fit NAME`: {per} utterances per accent from train and from",
           "dev (fixed seed). *mean post.* is the model's rule (argmax of the mean frame posterior);",
           "*prior-corr.* divides the training prior out of every frame first. Chance is",
           f"{pct(1 / n_acc)} ({n_acc} accents, balanced samples). The last column is a model-free",

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from report_doc import (
+
+from benchmarks.accuracy.report_doc import (
     CHUNKS,
     DASH,
     GREEDY,
@@ -22,8 +23,8 @@ from report_doc import (
     pct,
     red,
 )
-from report_plots import Panel, plot_panels
-from report_stats import (
+from benchmarks.accuracy.report_plots import Panel, plot_panels
+from benchmarks.accuracy.report_stats import (
     BOOTSTRAP_B,
     BOOTSTRAP_SEED,
     MAJORITY_ACCENT,
@@ -34,7 +35,7 @@ from report_stats import (
     run_cer,
     seed_stats,
 )
-from spec import SHIP_DEV_MODES
+from benchmarks.accuracy.spec import SHIP_DEV_MODES
 
 WHICH_LABEL = {"all": "all accents", "minority": f"minority accents (all but {MAJORITY_ACCENT})"}
 MODE_ORDER = [(m, c) for m in (RESC, GREEDY) for c in CHUNKS]

@@ -1,4 +1,4 @@
-"""The whole accuracy study, resumable: ``python benchmarks/accuracy/run_study.py [--jobs 2] [NAME ...]``.
+"""The whole accuracy study, resumable: ``python -m benchmarks.accuracy.run_study [--jobs 2] [NAME ...]``.
 
 Runs are taken in the order given (default: ``spec.RUNS``, headline runs first); ``--jobs`` runs train side
 by side, one intra-op thread each (on a 2-core machine two 1-thread runs beat one 2-thread run). Each worker
@@ -14,12 +14,8 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec import BY_NAME, EXP, RESULTS, ROOT, RUNS
-
-HERE = Path(__file__).resolve().parent
+from benchmarks.accuracy.spec import BY_NAME, EXP, RESULTS, ROOT, RUNS
 
 
 def done(name: str) -> bool:
@@ -31,10 +27,10 @@ def work(name: str, threads: int, *, train_args: list[str], evaluate: bool) -> i
     log = EXP / f"{name}.out"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
-        for script in ("train_run.py", "eval_run.py")[: 2 if evaluate else 1]:
-            extra = train_args if script == "train_run.py" else []
-            rc = subprocess.call([sys.executable, str(HERE / script), name, *extra], cwd=ROOT, env=env,
-                                 stdout=f, stderr=subprocess.STDOUT)
+        for script in ("train_run", "eval_run")[: 2 if evaluate else 1]:
+            extra = train_args if script == "train_run" else []
+            cmd = [sys.executable, "-m", f"benchmarks.accuracy.{script}", name, *extra]
+            rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
             if rc:
                 print(f"{name}: {script} failed (rc {rc}), see {log}", flush=True)
                 return rc
@@ -62,7 +58,7 @@ def main() -> None:
         rcs = list(pool.map(lambda n: work(n, threads, train_args=train_args, evaluate=not args.train_only),
                             names))
     if not args.no_report and not args.train_only:
-        subprocess.call([sys.executable, str(HERE / "report.py")], cwd=ROOT)
+        subprocess.call([sys.executable, "-m", "benchmarks.accuracy.report"], cwd=ROOT)
     sys.exit(max(rcs, default=0))
 
 

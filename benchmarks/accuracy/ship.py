@@ -1,4 +1,4 @@
-"""Ship the study's models: ``python benchmarks/accuracy/ship.py``.
+"""Ship the study's models: ``python -m benchmarks.accuracy.ship``.
 
 For each system (baseline, qifusion) the evaluated main run with the lowest **dev** CER (attention
 rescoring, mean of full context and chunk 16; never test) becomes ``models/accents-en-<system>``: its
@@ -8,15 +8,10 @@ run's decode reports (test split and held-back set).
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "accents_en" / "local"))
-from eval_run import average
-from model_card import build_card, report_rows
-from spec import BY_NAME, CORPUS, EXP, RESULTS, ROOT, RUNS, SHIP_DEV_MODES, trained_on
-
+from benchmarks.accuracy.eval_run import average
+from benchmarks.accuracy.spec import BY_NAME, CORPUS, EXP, RESULTS, ROOT, RUNS, SHIP_DEV_MODES, trained_on
+from qifusion.eval.model_card import build_card, report_rows
 from qifusion.fileio import atomic_write_text
 
 
@@ -32,7 +27,7 @@ def pick(system: str) -> tuple[str, dict[str, float]]:
         if r.group == "main" and r.name.startswith(f"{system}_s") and (RESULTS / f"{r.name}.json").exists():
             scores[r.name] = dev_cer(json.loads((RESULTS / f"{r.name}.json").read_text()))
     if not scores:
-        raise SystemExit(f"no evaluated {system} run yet: run benchmarks/accuracy/run_study.py first")
+        raise SystemExit(f"no evaluated {system} run yet: run python -m benchmarks.accuracy.run_study first")
     return min(scores, key=scores.__getitem__), scores
 
 

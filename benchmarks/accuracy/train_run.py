@@ -1,4 +1,4 @@
-"""Train one run of the accuracy study (resumable): ``python benchmarks/accuracy/train_run.py NAME``.
+"""Train one run of the accuracy study (resumable): ``python -m benchmarks.accuracy.train_run NAME``.
 
 Reruns continue from the newest checkpoint; a finished run (``max_steps`` reached) returns at once.
 """
@@ -11,10 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.accuracy.spec import BY_NAME, CORPUS, EXP, MAX_STEPS, ROOT, Run, trained_on
 from qifusion.data.manifest import load_data_dir, write_kaldi_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec import BY_NAME, CORPUS, EXP, MAX_STEPS, ROOT, Run, trained_on
 
 
 def data_dir(run: Run) -> Path:

@@ -20,6 +20,7 @@ import torch
 
 from qifusion.data.manifest import load_data_dir
 from qifusion.decode.backend import load_for_decoding
+from qifusion.decode.options import DEFAULT_BEAM, DEFAULT_CTC_WEIGHT, DecodeOptions
 from qifusion.decode.run import load_feature_batch
 from qifusion.decode.search import search_batch
 from qifusion.eval.metrics import ErrorCounts, cer_counts, wer_counts
@@ -68,20 +69,20 @@ class _Enc:
 
 
 def run_search(loaded: Any, rows: list[dict[str, Any]], *, mode: str, lm: Any = None,
-               hotwords: tuple[Any, ...] | None = None, beam_size: int = 10,
-               ctc_weight: float = 0.5) -> dict[str, Any]:
+               hotwords: tuple[Any, ...] | None = None, beam_size: int = DEFAULT_BEAM,
+               ctc_weight: float = DEFAULT_CTC_WEIGHT) -> dict[str, Any]:
     """Decode cached ``rows`` with one search setting; CER/WER (%), search-only RTF and hypotheses."""
     tok = loaded.tokenizer
-    rw = loaded.config.model.reverse_weight
+    options = DecodeOptions(mode=mode, beam_size=beam_size, ctc_weight=ctc_weight,
+                            reverse_weight=loaded.config.model.reverse_weight, hotwords=hotwords)
     cer, wer = ErrorCounts(), ErrorCounts()
     hyps: dict[str, str] = {}
     secs = sum(r["secs"] for r in rows)
     t0 = time.process_time()
     for r in rows:
         with torch.inference_mode():
-            h = search_batch(loaded.model, _Enc(r), mode=mode, beam_size=beam_size, sos_eos_id=tok.sos_eos_id,
-                             ctc_weight=ctc_weight, reverse_weight=rw, blank_id=tok.blank_id, lm=lm,
-                             hotwords=hotwords)[0]
+            h = search_batch(loaded.model, _Enc(r), options, sos_eos_id=tok.sos_eos_id, blank_id=tok.blank_id,
+                             lm=lm)[0]
         text = tok.decode(h.tokens)
         hyps[r["utt"]] = text
         cer += cer_counts(r["ref"], text)

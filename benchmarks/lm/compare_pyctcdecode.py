@@ -1,7 +1,7 @@
 """flashlight-text vs pyctcdecode on the same encodings, LM and weights (DEV split): WER and search time.
 
     pip install pyctcdecode kenlm        # not project dependencies; only for this comparison
-    PYTHONPATH=. python benchmarks/lm/compare_pyctcdecode.py --model models/accents-en-qifusion \\
+    python -m benchmarks.lm.compare_pyctcdecode --model models/accents-en-qifusion \\
         --data data/benchmark/dev --lm /tmp/lm_train --limit 320 \\
         --out benchmarks/results/lm_pyctcdecode_dev.json
 

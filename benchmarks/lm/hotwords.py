@@ -1,6 +1,6 @@
 """Hotword recall: rare words of a split with and without ``--hotwords``, and WER elsewhere.
 
-    PYTHONPATH=. python benchmarks/lm/hotwords.py --model models/accents-en-qifusion \\
+    python -m benchmarks.lm.hotwords --model models/accents-en-qifusion \\
         --data data/benchmark/test --train data/benchmark/train --lm /tmp/lm_train \\
         --boosts 3,6 --out benchmarks/results/lm_hotwords_test.json
 

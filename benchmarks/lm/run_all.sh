@@ -18,23 +18,23 @@ for o in 3 4 5; do
 done
 $PY -m qifusion lm --model "$MODEL" --english --exclude "${EVAL[@]}" --out "$WORK/english"
 # 1. tuning on dev only: order x weights at beam 50, then the beam, then weights at the chosen beam
-$PY benchmarks/lm/tune.py --model "$MODEL" --data "$DATA/dev" --lm "$WORK"/train_o{3,4,5} \
+$PY -m benchmarks.lm.tune --model "$MODEL" --data "$DATA/dev" --lm "$WORK"/train_o{3,4,5} \
   --out $R/lm_tune_dev.json
-$PY benchmarks/lm/tune.py --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" --lm-weights 1.6 \
+$PY -m benchmarks.lm.tune --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" --lm-weights 1.6 \
   --word-scores=-1 --beam-sizes 20,100,200 --ctc-weights 1,2,4 --out $R/lm_tune_dev_beam.json
-$PY benchmarks/lm/tune.py --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" --lm-weights 1.3,1.6,2 \
+$PY -m benchmarks.lm.tune --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" --lm-weights 1.3,1.6,2 \
   --word-scores=-1.5,-1,-0.5 --beam-sizes 200 --ctc-weights 4,8 --out $R/lm_tune_dev_b200.json
 # 2. with the LmOptions defaults (set from the tuning above)
-$PY benchmarks/lm/wer.py --model "$MODEL" --data "$DATA/test" --lm "$WORK/train_o4" --out $R/lm_wer_test.json
-$PY benchmarks/lm/wer.py --model "$MODEL" --data "$HELDOUT/test" --lm "$WORK/english" \
+$PY -m benchmarks.lm.wer --model "$MODEL" --data "$DATA/test" --lm "$WORK/train_o4" --out $R/lm_wer_test.json
+$PY -m benchmarks.lm.wer --model "$MODEL" --data "$HELDOUT/test" --lm "$WORK/english" \
   --out $R/lm_wer_heldout_english.json
-$PY benchmarks/lm/wer.py --model "$MODEL" --data "$HELDOUT/test" --lm "$WORK/train_o4" --chunk-sizes=-1 \
+$PY -m benchmarks.lm.wer --model "$MODEL" --data "$HELDOUT/test" --lm "$WORK/train_o4" --chunk-sizes=-1 \
   --modes attention_rescoring,lm_beam --out $R/lm_wer_heldout_train.json
 # 3. hotwords: boost chosen on dev, then test
-$PY benchmarks/lm/hotwords.py --model "$MODEL" --data "$DATA/dev" --train "$DATA/train" --lm "$WORK/train_o4" \
+$PY -m benchmarks.lm.hotwords --model "$MODEL" --data "$DATA/dev" --train "$DATA/train" --lm "$WORK/train_o4" \
   --boosts 2,4,6,8 --out $R/lm_hotwords_dev.json
-$PY benchmarks/lm/hotwords.py --model "$MODEL" --data "$DATA/test" --train "$DATA/train" --lm "$WORK/train_o4" \
+$PY -m benchmarks.lm.hotwords --model "$MODEL" --data "$DATA/test" --train "$DATA/train" --lm "$WORK/train_o4" \
   --boosts "${TEST_BOOST:-4}" --out $R/lm_hotwords_test.json
 # 4. optional (needs `pip install pyctcdecode kenlm`, not project dependencies): the decoder comparison
-# $PY benchmarks/lm/compare_pyctcdecode.py --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" \
+# $PY -m benchmarks.lm.compare_pyctcdecode --model "$MODEL" --data "$DATA/dev" --lm "$WORK/train_o4" \
 #   --out $R/lm_pyctcdecode_dev.json

@@ -1,6 +1,6 @@
 """Markdown tables of the LM benchmark results (pasted into docs/lm.md).
 
-    python benchmarks/lm/summary.py            # reads benchmarks/results/lm_*.json
+    python -m benchmarks.lm.summary            # reads benchmarks/results/lm_*.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tune the LM search on the DEV split (never test): LM dir x lm_weight x word_score x beam for
 ``lm_beam``, then the attention-rescoring ``ctc_weight`` of ``lm_rescoring`` at the best point.
 
-    PYTHONPATH=. python benchmarks/lm/tune.py --model models/accents-en-qifusion \\
+    python -m benchmarks.lm.tune --model models/accents-en-qifusion \\
         --data data/benchmark/dev --lm /tmp/lm3 /tmp/lm4 --out benchmarks/results/lm_tune_dev.json
 
 The LMs must be built without dev/test text (``qifusion lm --exclude``). Writes every grid point's dev
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.lm.common import encode_split, run_search
 from qifusion.decode.lm_search import LexiconLm
-from qifusion.decode.options import LmOptions
+from qifusion.decode.options import DEFAULT_CTC_WEIGHT, LmOptions
 from qifusion.fileio import atomic_write_text
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     loaded, rows = encode_split(a.model, a.data, a.chunk_size, a.cache, a.limit)
     grid = []
 
-    def point(lm_dir: Path, mode: str, ctc_weight: float = 0.5, **opts: float) -> dict:
+    def point(lm_dir: Path, mode: str, ctc_weight: float = DEFAULT_CTC_WEIGHT, **opts: float) -> dict:
         lm = LexiconLm(lm_dir, loaded.tokenizer, LmOptions(**opts))
         r = run_search(loaded, rows, mode=mode, lm=lm, ctc_weight=ctc_weight)
         r.pop("hyps")

@@ -1,6 +1,6 @@
 """WER/CER with and without the word LM on a split, full context and chunked, plus LM search speed.
 
-    PYTHONPATH=. python benchmarks/lm/wer.py --model models/accents-en-qifusion \\
+    python -m benchmarks.lm.wer --model models/accents-en-qifusion \\
         --data data/benchmark/test --lm /tmp/lm_train --chunk-sizes=-1,16 \\
         --out benchmarks/results/lm_wer_test.json
 

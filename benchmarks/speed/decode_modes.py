@@ -1,6 +1,6 @@
 """Decoding speed (RTF) and CER of every search mode at several chunk sizes, through ``qifusion decode``.
 
-    python benchmarks/speed/decode_modes.py --model models/accents-en-qifusion --data data/demo/test \\
+    python -m benchmarks.speed.decode_modes --model models/accents-en-qifusion --data data/demo/test \\
         --chunk-sizes=-1,16 --out benchmarks/results/decode_modes.json
 
 For each (mode, chunk size) it runs :func:`qifusion.decode.run.decode_dir` on the data dir (batch
@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from qifusion.decode.options import DEFAULT_BEAM
 from qifusion.decode.run import decode_dir
 from qifusion.fileio import atomic_write_text
 
@@ -75,7 +76,7 @@ def main() -> None:
     p.add_argument("--chunk-sizes", default="-1,16")
     p.add_argument("--left-chunks", type=int, default=-1)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--beam-size", type=int, default=10)
+    p.add_argument("--beam-size", type=int, default=DEFAULT_BEAM)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1, help="RTF = median over this many runs")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
@@ -89,12 +90,11 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.out:
-        from speed_common import command_line, machine_info
+        from benchmarks.speed.speed_common import command_line, machine_info
 
         meta = {"command": command_line(), "threads": args.threads, **machine_info()}
         atomic_write_text(args.out, json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -17,8 +17,8 @@ stream) times only some parts; ``--profile`` prints a torch.profiler op table of
 around the call; small per-chunk matrices often run faster on one thread than on two).
 Example::
 
-    .venv/bin/python benchmarks/speed/encoder.py --size small
-    .venv/bin/python benchmarks/speed/encoder.py --size base --parts infer,stream --threads 1
+    .venv/bin/python -m benchmarks.speed.encoder --size small
+    .venv/bin/python -m benchmarks.speed.encoder --size base --parts infer,stream --threads 1
 """
 
 from __future__ import annotations
@@ -30,16 +30,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.speed.speed_common import median_time
 from qifusion.config import EncoderConfig
 from qifusion.models.conformer import ConformerEncoder
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import median_time
+from qifusion.models.geometry import ChunkGeometry
 
 SIZES = {
     "small": {"output_size": 144, "attention_heads": 4, "linear_units": 576},
@@ -97,9 +95,9 @@ def run(
     if "infer" in parts:
         res["infer_10s_s"] = round(median_time(infer, repeats + 2)[0], 4)
 
-    rate, rc = enc.subsampling_rate, enc.right_context
-    t_in, stride = (chunk - 1) * rate + rc + 1, chunk * rate
-    starts = list(range(0, T - rc, stride))
+    geom = ChunkGeometry(chunk, -1, enc.subsampling_rate, enc.right_context)  # all history cached
+    starts = [s for s in range(0, T, geom.stride) if geom.next_chunk(T - s, finished=True)]
+    t_in = geom.window
 
     def stream() -> None:
         with torch.inference_mode():

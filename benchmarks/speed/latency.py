@@ -1,7 +1,7 @@
 """Streaming latency of the Recognizer: first-partial and final latency, compute time per chunk.
 
-    python benchmarks/speed/latency.py --model models/accents-en-qifusion --chunk-size 16 [--wav F.wav]
-    python benchmarks/speed/latency.py --model exp/speed/onnx --backend onnx --chunk-size 16 --wav F.wav
+    python -m benchmarks.speed.latency --model models/accents-en-qifusion --chunk-size 16 [--wav F.wav]
+    python -m benchmarks.speed.latency --model exp/speed/onnx --backend onnx --chunk-size 16 --wav F.wav
 
 Audio is fed in real-time-sized pieces (``--piece-ms``); latencies are measured in milliseconds of
 *audio*: first-partial latency = audio position when the first non-empty partial appears minus the
@@ -22,22 +22,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch im
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import command_line
+from benchmarks.speed.speed_common import command_line
+from qifusion.decode.options import DEFAULT_CHUNK
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--wav", default=None)
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     p.add_argument("--left-chunks", type=int, default=-1)
     p.add_argument("--mode", default="ctc_prefix_beam")
     p.add_argument("--piece-ms", type=float, default=100.0)

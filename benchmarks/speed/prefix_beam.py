@@ -2,7 +2,7 @@
 
 Both use the same per-frame pruning (``token_topk`` tokens, then those below ``token_min_logp``
 dropped, the frame's best kept) and give the same n-best (tokens, times; checked and reported as
-``same_nbest``). The loop is ``tests/ctc_reference.py``. Inputs (B, T', V):
+``same_nbest``). The loop is ``qifusion/decode/ctc_reference.py``. Inputs (B, T', V):
 
 * ``peaky``: softmax of N(0, 2^2) logits where ~70 % of frames get a blank bonus that makes them
   > 99.9 % blank and the others a dominant random token (plus some blank), like a trained CTC model,
@@ -13,7 +13,7 @@ only, ``floor: null``); ``mode: streaming`` rows feed one utterance to the strea
 chunks, reading the best hypothesis after each. Prints the JSON (with the command); ``--out`` also
 writes it (atomically). Example (one thread; ~1 min):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/prefix_beam.py --batch 1 16 64 --frames 250 \
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.speed.prefix_beam --batch 1 16 64 --frames 250 \
         --out benchmarks/results/prefix_beam.json
 """
 
@@ -22,17 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ctc_reference import reference_prefix_beam
-from speed_common import command_line, median_time
-
+from benchmarks.speed.speed_common import command_line, median_time
+from qifusion.decode.ctc_reference import reference_prefix_beam
 from qifusion.decode.ctc_search import ctc_prefix_beam
+from qifusion.decode.options import DEFAULT_BEAM
 from qifusion.decode.streaming_search import CtcPrefixBeamState
 from qifusion.fileio import atomic_write_text
 
@@ -91,7 +87,7 @@ def main() -> None:
     p.add_argument("--dist", nargs="+", default=["peaky", "uniform"], choices=["peaky", "uniform"])
     p.add_argument("--frames", type=int, default=250, help="T' (250 = 10 s at 40 ms)")
     p.add_argument("--vocab", type=int, default=500)
-    p.add_argument("--beam", type=int, default=10)
+    p.add_argument("--beam", type=int, default=DEFAULT_BEAM)
     p.add_argument("--repeat", type=int, default=3, help="each time is the median of this many runs")
     p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args()

@@ -1,7 +1,7 @@
 """Offline decoding RTF by backend (torch, ONNX float, ONNX int8) x threads x mode x chunk size, plus
 feature-extraction speed and peak memory; one JSON file.
 
-    python benchmarks/speed/rtf.py --model models/accents-en-qifusion --onnx exp/speed/onnx \\
+    python -m benchmarks.speed.rtf --model models/accents-en-qifusion --onnx exp/speed/onnx \\
         --data data/benchmark/test --num-utts 80 --threads 1,2 --repeats 3 \\
         --out benchmarks/results/speed_rtf.json
 
@@ -31,8 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import command_line, machine_info, median, peak_rss_mb, run_worker, write_subset
+from benchmarks.speed.speed_common import (
+    command_line,
+    machine_info,
+    median,
+    peak_rss_mb,
+    run_worker,
+    write_subset,
+)
+from qifusion.decode.options import DEFAULT_BEAM
 
 BACKENDS = ("torch", "onnx", "onnx_int8")
 
@@ -80,8 +87,8 @@ def _fbank_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _decode_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from decode_modes import decode_rows
 
+    from benchmarks.speed.decode_modes import decode_rows
     from qifusion.data.manifest import load_data_dir, write_kaldi_dir
 
     torch.set_num_threads(spec["threads"])
@@ -154,7 +161,7 @@ def main() -> None:
     ap.add_argument("--chunk-sizes", default="-1,16")
     ap.add_argument("--left-chunks", type=int, default=-1, help="torch backend (ONNX: the exported value)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--beam-size", type=int, default=10)
+    ap.add_argument("--beam-size", type=int, default=DEFAULT_BEAM)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results/speed_rtf.json")
     args = ap.parse_args()
@@ -173,12 +180,12 @@ def main() -> None:
         result["data"] = {"source": args.data, "num_utts": n, "audio_s": secs}
         for t in [int(x) for x in args.threads.split(",")]:
             spec = {"kind": "fbank", "data": str(data), "repeats": args.repeats}
-            fb = run_worker(__file__, spec, threads=t)
+            fb = run_worker(__spec__.name, spec, threads=t)
             result["fbank"].append(fb)
             result["memory"].append({"what": "fbank", "threads": t, "peak_rss_mb": fb["peak_rss_mb"]})
             print(f"rtf: fbank {t} thread(s): {fb['offline_audio_s_per_s']} s audio/s", file=sys.stderr)
             for job in jobs:
-                out = run_worker(__file__, {**job, "data": str(data)}, threads=t)
+                out = run_worker(__spec__.name, {**job, "data": str(data)}, threads=t)
                 result["runs"].extend(out["runs"])
                 result["memory"].append({"what": f"decode {job['backend']}", "threads": t,
                                          "peak_rss_mb": out["peak_rss_mb"]})

@@ -78,7 +78,7 @@ if [[ -z $onnx ]]; then
 fi
 # the test subset shared by rtf.py (which picks the same one itself), latency and serve_load
 subset=$work/test_subset
-$py benchmarks/speed/speed_common.py subset --data "$data" --num "$num" --out "$subset"
+$py -m benchmarks.speed.speed_common subset --data "$data" --num "$num" --out "$subset"
 wav=$($py - "$subset" <<'PY'
 import sys
 from pathlib import Path
@@ -91,42 +91,42 @@ PY
 # encoder shapes of the developers' guide (WeNet comparison), 2 threads
 for size in small base; do
   step "$res/encoder_$size.json" capture "$res/encoder_$size.json" \
-    $py benchmarks/speed/encoder.py --size "$size" "${enc_args[@]}"
+    $py -m benchmarks.speed.encoder --size "$size" "${enc_args[@]}"
 done
 # the same streaming pass with 1 intra-op thread per chunk step (the Recognizer's default chunk_threads)
 for size in small base; do
   step "$res/encoder_${size}_ct1.json" capture "$res/encoder_${size}_ct1.json" \
-    $py benchmarks/speed/encoder.py --size "$size" --chunk-threads 1 --parts infer,stream "${enc_args[@]}"
+    $py -m benchmarks.speed.encoder --size "$size" --chunk-threads 1 --parts infer,stream "${enc_args[@]}"
 done
 # offline RTF: torch / ONNX / ONNX int8 x 1, 2 threads x modes x full, chunk 16; fbank speed; memory
-step "$res/speed_rtf.json" $py benchmarks/speed/rtf.py --model "$model" --onnx "$onnx" --data "$data" \
+step "$res/speed_rtf.json" $py -m benchmarks.speed.rtf --model "$model" --onnx "$onnx" --data "$data" \
   --num-utts "$num" --threads 1,2 --repeats "$repeats" --out "$res/speed_rtf.json"
 # training throughput of the study's two configs, 1 and 2 threads
-step "$res/speed_train.json" $py benchmarks/speed/train_throughput.py --data "$train_data" --threads 1,2 \
+step "$res/speed_train.json" $py -m benchmarks.speed.train_throughput --data "$train_data" --threads 1,2 \
   "${train_args[@]}" --out "$res/speed_train.json"
 # streaming latency, one stream, 1 thread: torch at chunk 16, 8, 4; ONNX float / int8 at the exported chunk
 latency_all() {
   for c in 16 8 4; do
-    $py benchmarks/speed/latency.py --model "$model" --chunk-size "$c" --wav "$wav" --threads 1 \
+    $py -m benchmarks.speed.latency --model "$model" --chunk-size "$c" --wav "$wav" --threads 1 \
       --repeats "$lat_repeats"
   done
   for d in "$onnx" "$onnx/int8"; do
-    $py benchmarks/speed/latency.py --model "$d" --backend onnx --chunk-size 16 --wav "$wav" --threads 1 \
+    $py -m benchmarks.speed.latency --model "$d" --backend onnx --chunk-size 16 --wav "$wav" --threads 1 \
       --repeats "$lat_repeats"
   done
 }
 step "$res/latency.jsonl" capture "$res/latency.jsonl" latency_all
 # CTC prefix beam search: vectorised vs the reference loop, 1 thread
-step "$res/prefix_beam.json" env OMP_NUM_THREADS=1 $py benchmarks/speed/prefix_beam.py "${pb_args[@]}" \
+step "$res/prefix_beam.json" env OMP_NUM_THREADS=1 $py -m benchmarks.speed.prefix_beam "${pb_args[@]}" \
   --out "$res/prefix_beam.json" > /dev/null
 # server load: 1..32 real-time streams, torch / ONNX float / ONNX int8
-step "$res/serve_load_torch.json" $py benchmarks/speed/serve_load.py --model "$model" --data "$subset" \
+step "$res/serve_load_torch.json" $py -m benchmarks.speed.serve_load --model "$model" --data "$subset" \
   --streams "$streams" --utts 1 --out "$res/serve_load_torch.json"
-step "$res/serve_load_onnx.json" $py benchmarks/speed/serve_load.py --model "$onnx" --backend onnx \
+step "$res/serve_load_onnx.json" $py -m benchmarks.speed.serve_load --model "$onnx" --backend onnx \
   --data "$subset" --streams "$streams" --utts 1 --out "$res/serve_load_onnx.json"
-step "$res/serve_load_onnx_int8.json" $py benchmarks/speed/serve_load.py --model "$onnx/int8" --backend onnx \
+step "$res/serve_load_onnx_int8.json" $py -m benchmarks.speed.serve_load --model "$onnx/int8" --backend onnx \
   --data "$subset" --streams "$streams" --utts 1 --out "$res/serve_load_onnx_int8.json"
 
 # the Markdown section (benchmarks/speed/summary.py:speed_markdown), always regenerated
-capture "$res/speed.md" $py benchmarks/speed/summary.py "$res"
+capture "$res/speed.md" $py -m benchmarks.speed.summary "$res"
 echo "run_all: done; summary in $res/speed.md"

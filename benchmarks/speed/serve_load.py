@@ -12,7 +12,7 @@ level and writes them all to ``--out``:
 
 Example::
 
-    python benchmarks/speed/serve_load.py --model models/accents-en-qifusion --data data/demo/test \\
+    python -m benchmarks.speed.serve_load --model models/accents-en-qifusion --data data/demo/test \\
         --streams 1,8,16,32 --out benchmarks/results/serve_load_torch.json
 """
 
@@ -32,11 +32,10 @@ import numpy as np
 import soundfile as sf
 from websockets.asyncio.client import connect
 
+from benchmarks.speed.speed_common import command_line
+from qifusion.decode.options import DEFAULT_CHUNK
 from qifusion.fileio import atomic_write_text
 from qifusion.serve.protocol import parse_server_message
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import command_line
 
 FRAME = 1600  # 100 ms at 16 kHz
 
@@ -121,7 +120,7 @@ def main() -> None:
     ap.add_argument("--streams", default="1,8,16,32")
     ap.add_argument("--utts", type=int, default=2, help="utterances per client per level")
     ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
-    ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     ap.add_argument("--no-realtime", action="store_true", help="send audio as fast as possible")
     ap.add_argument("--out", help="write the results JSON here")
     ap.add_argument("--verbose", action="store_true", help="show the server log")

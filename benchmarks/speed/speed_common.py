@@ -25,10 +25,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def command_line() -> str:
-    """The command that is running, as a pasteable shell line (``python`` + script + arguments)."""
-    return shlex.join(["python", *sys.argv])
+    """The command that is running, as a pasteable shell line (``python -m module`` + arguments)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    head = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+    return shlex.join([*head, *sys.argv[1:]])
 
 
 def median_time(fn: Any, repeats: int, *, warmup: int = 1) -> tuple[float, Any]:
@@ -98,12 +102,13 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(script: str | Path, spec: dict[str, Any], *, threads: int) -> dict[str, Any]:
-    """Run ``python script --worker JSON(spec)`` in a fresh process at ``threads`` threads; returns the
-    JSON object of its last stdout line. Its stderr goes to ours (progress, warnings). Exits with a
-    message naming the worker when it fails."""
-    cmd = [sys.executable, str(script), "--worker", json.dumps({**spec, "threads": threads})]
-    proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.PIPE, text=True, check=False)
+def run_worker(module: str, spec: dict[str, Any], *, threads: int) -> dict[str, Any]:
+    """Run ``python -m module --worker JSON(spec)`` in a fresh process at ``threads`` threads (from the
+    repository root); returns the JSON object of its last stdout line. Its stderr goes to ours
+    (progress, warnings). Exits with a message naming the worker when it fails."""
+    cmd = [sys.executable, "-m", module, "--worker", json.dumps({**spec, "threads": threads})]
+    proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.PIPE, text=True, check=False,
+                          cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         sys.exit(f"worker failed (exit {proc.returncode}): {shlex.join(cmd)}")
@@ -140,7 +145,7 @@ def write_subset(data_dir: Path, out_dir: Path, num: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    """``python benchmarks/speed/speed_common.py subset --data D --num N --out DIR``."""
+    """``python -m benchmarks.speed.speed_common subset --data D --num N --out DIR``."""
     import argparse
 
     ap = argparse.ArgumentParser(description="write a balanced test subset (N utterances over accents)")

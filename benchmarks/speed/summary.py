@@ -1,8 +1,8 @@
 """Markdown section of the speed study from the result files in ``benchmarks/results/``.
 
-    from summary import speed_markdown            # or load this file with importlib
+    from benchmarks.speed.summary import speed_markdown            # or load this file with importlib
     text = speed_markdown(Path("benchmarks/results"))
-    python benchmarks/speed/summary.py [RESULTS_DIR]   # prints it
+    python -m benchmarks.speed.summary [RESULTS_DIR]   # prints it
 
 Standard library only (a report generator can import it cheaply). Every table names the command that
 produced it (the ``command`` stored in the result file, else the one ``run_all.sh`` uses); a missing or
@@ -20,25 +20,25 @@ from typing import Any
 RUN_ALL = "benchmarks/speed/run_all.sh"
 # The commands of run_all.sh (used when a result file does not record its own command line).
 COMMANDS = {
-    "encoder_small.json": "python benchmarks/speed/encoder.py --size small",
-    "encoder_base.json": "python benchmarks/speed/encoder.py --size base",
-    "encoder_small_ct1.json": "python benchmarks/speed/encoder.py --size small --chunk-threads 1 "
+    "encoder_small.json": "python -m benchmarks.speed.encoder --size small",
+    "encoder_base.json": "python -m benchmarks.speed.encoder --size base",
+    "encoder_small_ct1.json": "python -m benchmarks.speed.encoder --size small --chunk-threads 1 "
                               "--parts infer,stream",
-    "encoder_base_ct1.json": "python benchmarks/speed/encoder.py --size base --chunk-threads 1 "
+    "encoder_base_ct1.json": "python -m benchmarks.speed.encoder --size base --chunk-threads 1 "
                              "--parts infer,stream",
-    "speed_rtf.json": "python benchmarks/speed/rtf.py --model models/accents-en-qifusion "
+    "speed_rtf.json": "python -m benchmarks.speed.rtf --model models/accents-en-qifusion "
                       "--onnx exp/speed/onnx --data data/benchmark/test "
                       "--out benchmarks/results/speed_rtf.json",
-    "speed_train.json": "python benchmarks/speed/train_throughput.py "
+    "speed_train.json": "python -m benchmarks.speed.train_throughput "
                         "--out benchmarks/results/speed_train.json",
-    "latency.jsonl": "python benchmarks/speed/latency.py --model models/accents-en-qifusion --chunk-size C "
+    "latency.jsonl": "python -m benchmarks.speed.latency --model models/accents-en-qifusion --chunk-size C "
                      "--wav WAV --threads 1  (one line per backend / chunk size)",
-    "prefix_beam.json": "python benchmarks/speed/prefix_beam.py --out benchmarks/results/prefix_beam.json",
-    "serve_load_torch.json": "python benchmarks/speed/serve_load.py --model models/accents-en-qifusion "
+    "prefix_beam.json": "python -m benchmarks.speed.prefix_beam --out benchmarks/results/prefix_beam.json",
+    "serve_load_torch.json": "python -m benchmarks.speed.serve_load --model models/accents-en-qifusion "
                              "--data exp/speed/test_subset --out benchmarks/results/serve_load_torch.json",
-    "serve_load_onnx.json": "python benchmarks/speed/serve_load.py --model exp/speed/onnx --backend onnx "
+    "serve_load_onnx.json": "python -m benchmarks.speed.serve_load --model exp/speed/onnx --backend onnx "
                             "--data exp/speed/test_subset --out benchmarks/results/serve_load_onnx.json",
-    "serve_load_onnx_int8.json": "python benchmarks/speed/serve_load.py --model exp/speed/onnx/int8 "
+    "serve_load_onnx_int8.json": "python -m benchmarks.speed.serve_load --model exp/speed/onnx/int8 "
                                  "--backend onnx --data exp/speed/test_subset "
                                  "--out benchmarks/results/serve_load_onnx_int8.json",
 }
@@ -257,9 +257,10 @@ def _encoder(results_dir: Path) -> str:
             rows.append([size, label, ours, ref, ours / ref if isinstance(ours, int | float) else None])
         rows.append([size, "chunk 16, whole 10 s, s", d.get("stream_10s_s"), None, None])
         rows += _stream_ratio_rows(size, d, "2 threads")
-        if isinstance(ct1, dict):
-            rows.append([size, "chunk 16, 1 thread per chunk step, ms/chunk", ct1.get("per_chunk_ms"),
-                         WENET[size]["per_chunk_ms"], None])
+        if isinstance(ct1, dict):  # how the Recognizer runs chunk steps (chunk_threads=1): compared too
+            ours, ref = ct1.get("per_chunk_ms"), WENET[size]["per_chunk_ms"]
+            rows.append([size, "chunk 16, 1 thread per chunk step (Recognizer default), ms/chunk", ours, ref,
+                         ours / ref if isinstance(ours, int | float) else None])
             rows += _stream_ratio_rows(size, ct1, "1 thread per chunk step")
         rows.append([size, "encoder params M", d.get("params_M"), None, None])
     if rows:

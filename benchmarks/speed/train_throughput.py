@@ -1,6 +1,6 @@
 """Training throughput (seconds of audio per second) of the study's configs through qifusion's Trainer.
 
-    python benchmarks/speed/train_throughput.py --configs conf/qifusion_small.yaml,conf/baseline_small.yaml \\
+    python -m benchmarks.speed.train_throughput --configs conf/qifusion_small.yaml,conf/baseline_small.yaml \\
         --data data/benchmark/train --threads 1,2 --steps 5 --out benchmarks/results/speed_train.json
 
 Each (config, thread count) runs in a fresh subprocess (``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY=PASSIVE``
@@ -36,8 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import command_line, machine_info, median, peak_rss_mb, run_worker
+from benchmarks.speed.speed_common import command_line, machine_info, median, peak_rss_mb, run_worker
 
 
 class TimedLoader:
@@ -176,7 +175,7 @@ def main() -> None:
         for config in args.configs.split(","):
             spec = {"config": config, "data": args.data, "steps": args.steps, "warmup": args.warmup,
                     "max_duration": args.max_duration}
-            row = run_worker(__file__, spec, threads=t)
+            row = run_worker(__spec__.name, spec, threads=t)
             print(f"train_throughput: {config}, {t} thread(s): {row['audio_per_s']} s audio/s "
                   f"({row['step_s_median']} s/step, peak {row['peak_rss_mb']} MiB)", file=sys.stderr)
             result["runs"].append(row)

@@ -23,18 +23,14 @@ import numpy as np
 import soxr
 import torch
 
-from qifusion.data.cmvn import compute_cmvn, load_cmvn, save_cmvn
 from qifusion.errors import DataError
 
 __all__ = [
     "FEATURE_SAMPLE_RATE",
     "INT16_SCALE",
     "OnlineFbank",
-    "compute_cmvn",
     "compute_fbank",
     "fbank_options",
-    "load_cmvn",
-    "save_cmvn",
 ]
 
 FEATURE_SAMPLE_RATE = 16000

@@ -159,9 +159,11 @@ def load_data_dir(
     elif kind == "jsonl":
         utts, text_file = _load_jsonl(src), src
     else:
-        from qifusion.data.manifest_lhotse import load_lhotse_cuts
+        from qifusion.data.manifest_lhotse import read_lhotse_cuts
 
-        utts, text_file = load_lhotse_cuts(src), src
+        cuts = read_lhotse_cuts(src)
+        utts = [Utterance(**{**f, "audio": resolve_audio(f["audio"], src.parent)}) for f in cuts]
+        text_file = src
     out = []
     for u in utts:
         if require_text and (u.text is None or not u.text.strip()):

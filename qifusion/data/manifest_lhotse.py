@@ -1,4 +1,5 @@
-"""lhotse cuts manifests -> :class:`~qifusion.data.manifest.Utterance` (used by ``load_data_dir``).
+"""lhotse cuts manifests -> utterance fields (``load_data_dir`` makes the
+:class:`~qifusion.data.manifest.Utterance` objects and resolves the audio paths).
 
 The accent is read from the first supervision's ``custom["accent"]`` (as ``qifusion synth`` writes
 it); fallbacks: ``custom["dialect"]``/``["subdialect"]``, the cut's own ``custom``, then the
@@ -11,15 +12,18 @@ import gzip
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qifusion.data.manifest import Utterance, resolve_audio
 from qifusion.errors import DataError
 from qifusion.fileio import atomic_write_bytes
 
+if TYPE_CHECKING:  # manifest imports this module
+    from qifusion.data.manifest import Utterance
 
-def load_lhotse_cuts(path: Path) -> list[Utterance]:
-    """Utterances of a lhotse cuts manifest (one per cut; segment = the cut's span of its recording)."""
+
+def read_lhotse_cuts(path: Path) -> list[dict[str, Any]]:
+    """:class:`~qifusion.data.manifest.Utterance` fields of each cut of a lhotse cuts manifest (segment =
+    the cut's span of its recording; ``audio`` as written in the manifest, or a pipe command)."""
     try:
         from lhotse import CutSet
     except ImportError as e:  # pragma: no cover - lhotse is a dependency
@@ -28,8 +32,7 @@ def load_lhotse_cuts(path: Path) -> list[Utterance]:
         cuts = CutSet.from_file(path)
     except Exception as e:  # lhotse raises many types on malformed files
         raise DataError(f"{path}: cannot read lhotse cuts manifest: {e}") from e
-    utts: list[Utterance] = []
-    base = path.parent
+    utts: list[dict[str, Any]] = []
     for cut in cuts:
         rec = cut.recording
         if rec is None or not rec.sources:
@@ -40,7 +43,7 @@ def load_lhotse_cuts(path: Path) -> list[Utterance]:
         if src.type == "command":
             audio = src.source.rstrip() + " |"
         elif src.type == "file":
-            audio = resolve_audio(src.source, base)
+            audio = str(src.source)
         else:
             raise DataError(f"{path}: cut '{cut.id}': audio source type '{src.type}' not supported")
         sup = cut.supervisions[0] if cut.supervisions else None
@@ -50,10 +53,9 @@ def load_lhotse_cuts(path: Path) -> list[Utterance]:
         start = float(cut.start)
         end = start + float(cut.duration)
         full = abs(start) < 1e-6 and abs(float(cut.duration) - float(rec.duration)) < 1e-3
-        utts.append(
-            Utterance(cut.id, audio, text, accent, speaker, start, None if full else round(end, 4),
-                      round(float(cut.duration), 4))
-        )
+        utts.append({"utt_id": cut.id, "audio": audio, "text": text, "accent": accent, "speaker": speaker,
+                     "start": start, "end": None if full else round(end, 4),
+                     "duration": round(float(cut.duration), 4)})
     return utts
 
 

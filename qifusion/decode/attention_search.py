@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from qifusion.decode.streaming_search import Hypothesis
+from qifusion.decode.hypothesis import Hypothesis
+from qifusion.decode.options import DEFAULT_BEAM, DEFAULT_CTC_WEIGHT
 from qifusion.decode.timestamps import ctc_force_align
 
 
@@ -38,7 +39,7 @@ def attention_beam(
     memory: torch.Tensor,
     lens: torch.Tensor,
     *,
-    beam_size: int = 10,
+    beam_size: int = DEFAULT_BEAM,
     sos_eos_id: int,
     max_len: int | None = None,
     ctc_log_probs: torch.Tensor | None = None,
@@ -115,7 +116,7 @@ def attention_rescoring(
     lens: torch.Tensor,
     nbest: Sequence[Sequence[Hypothesis]],
     *,
-    ctc_weight: float = 0.5,
+    ctc_weight: float = DEFAULT_CTC_WEIGHT,
     reverse_weight: float = 0.0,
 ) -> list[Hypothesis]:
     """Rescore CTC n-best lists with the attention decoder(s).

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from qifusion.decode.hypothesis import Hypothesis
+from qifusion.decode.options import DEFAULT_BEAM
 
 _M1, _P1 = 2147483647, 1000003  # 2^31 - 1
 _M2, _P2 = 2147483629, 998244353 % 2147483629
@@ -77,7 +78,7 @@ def ctc_prefix_beam(
     log_probs: torch.Tensor,
     lens: torch.Tensor,
     *,
-    beam_size: int = 10,
+    beam_size: int = DEFAULT_BEAM,
     token_topk: int | None = None,
     token_min_logp: float | None = TOKEN_MIN_LOGP,
     blank_id: int = 0,
@@ -108,7 +109,7 @@ class CtcPrefixBeamSearch:
     probabilities of the prefix ending in blank / non-blank, its last token, hash and parent hash.
     """
 
-    def __init__(self, batch_size: int, *, beam_size: int = 10, token_topk: int | None = None,
+    def __init__(self, batch_size: int, *, beam_size: int = DEFAULT_BEAM, token_topk: int | None = None,
                  token_min_logp: float | None = TOKEN_MIN_LOGP, blank_id: int = 0) -> None:
         if beam_size < 1 or (token_topk is not None and token_topk < 1):
             raise ValueError(f"beam_size and token_topk must be >= 1, got {beam_size}, {token_topk}")

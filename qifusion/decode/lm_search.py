@@ -58,14 +58,14 @@ class LexiconLm:
 
         self.lm_dir = Path(lm_dir)
         self.options = options or LmOptions()
-        if getattr(tokenizer, "token_type", "char") != "char":
+        if tokenizer.token_type != "char":
             raise UserError("LM decoding supports character-unit models only (this model uses BPE units)")
         self.units = [tokenizer.id2token(i) for i in range(tokenizer.vocab_size)]
         if SPACE not in self.units:
             raise UserError(f"LM decoding needs the word-boundary unit {SPACE!r} among the model's units")
         self.unit_ids = {u: i for i, u in enumerate(self.units)}
         self.sil_id = self.unit_ids[SPACE]
-        self.blank_id = int(getattr(tokenizer, "blank_id", 0))
+        self.blank_id = int(tokenizer.blank_id)
         lm_file = self.lm_dir / LM_FILE
         if not lm_file.is_file() and (self.lm_dir / "lm.arpa").is_file():
             lm_file = self.lm_dir / "lm.arpa"

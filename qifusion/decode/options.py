@@ -1,6 +1,9 @@
-"""Decoding modes and the LM search options: defined once, imported by search, Recognizer and the CLI.
+"""Decoding modes, their defaults and options: defined once, imported by search, Recognizer and the CLI.
 
-Kept free of torch imports so the command-line parser stays fast.
+Kept free of torch imports so the command-line parser stays fast. A new decoding mode is added to
+:data:`MODES` (and :attr:`DecodeOptions.final_mode`) here and to :func:`qifusion.decode.search.first_pass`
+/ :func:`~qifusion.decode.search.finalize`: every caller (offline, streaming, ``decode``, ``transcribe``,
+``serve``) goes through those two.
 
 Modes: ``ctc_greedy``, ``ctc_prefix_beam``, ``attention`` (attention beam search), ``attention_rescoring``
 (CTC prefix-beam n-best rescored by the attention decoder), ``lm_beam`` (CTC lexicon beam search with a
@@ -10,12 +13,19 @@ attention decoder).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from qifusion.errors import UserError
+from qifusion.models.geometry import DEFAULT_CHUNK  # torch-free
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring", "lm_beam", "lm_rescoring")
 LM_MODES = ("lm_beam", "lm_rescoring")
+__all__ = ["DEFAULT_BEAM", "DEFAULT_CHUNK", "DEFAULT_CTC_WEIGHT", "DEFAULT_MODE", "LM_MODES", "MODES",
+           "DecodeOptions", "LmOptions", "check_mode", "legacy_mode"]
+DEFAULT_MODE = "attention_rescoring"
+DEFAULT_BEAM = 10
+DEFAULT_CTC_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,3 +63,51 @@ def check_mode(mode: str) -> None:
     """Raise :class:`UserError` for an unknown decoding mode."""
     if mode not in MODES:
         raise UserError(f"unknown decoding mode '{mode}' (choose from {', '.join(MODES)})")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What to search for, the same offline and streaming.
+
+    ``mode``: one of :data:`MODES`. Streaming partial results always come from the CTC side (greedy for
+    ``ctc_greedy``, prefix beam for the others, the LM beam for the LM modes); the final result is
+    chosen by :attr:`final_mode`. ``beam_size``: CTC prefix beam and attention beam width;
+    ``token_topk``: tokens per frame in the prefix beam (None: ``beam_size``); ``ctc_weight`` /
+    ``reverse_weight``: the rescoring mix; ``lm_options`` / ``hotwords``: the LM modes.
+    """
+
+    mode: str = DEFAULT_MODE
+    beam_size: int = DEFAULT_BEAM
+    token_topk: int | None = None
+    ctc_weight: float = DEFAULT_CTC_WEIGHT
+    reverse_weight: float = 0.0
+    lm_options: LmOptions = field(default_factory=LmOptions)
+    hotwords: tuple[Any, ...] | None = None  # qifusion.lm.files.Hotword entries (LM modes)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.beam_size < 1 or (self.token_topk is not None and self.token_topk < 1):
+            raise UserError(f"beam_size and token_topk must be at least 1, got {self.beam_size}, "
+                            f"{self.token_topk}")
+        if self.hotwords and self.mode not in LM_MODES:
+            raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
+
+    @property
+    def final_mode(self) -> str:
+        """How the final result is chosen: ``ctc`` (the search's best), ``attention_rescoring`` (its
+        n-best rescored by the attention decoder) or ``attention`` (attention beam search)."""
+        if self.mode == "attention":
+            return "attention"
+        if self.mode in ("attention_rescoring", "lm_rescoring"):
+            return "attention_rescoring"
+        return "ctc"
+
+    @property
+    def uses_lm(self) -> bool:
+        return self.mode in LM_MODES
+
+
+def legacy_mode(mode: str, rescore: bool) -> str:
+    """The mode meant by the Recognizer's older ``(mode, rescore)`` pair: ``ctc_prefix_beam`` with
+    ``rescore=True`` is ``attention_rescoring``; every other pair is ``mode`` itself."""
+    return "attention_rescoring" if (rescore and mode == "ctc_prefix_beam") else mode

@@ -14,12 +14,13 @@ Example::
         rec.decode(s)
     print(s.result.text)                       # final (attention-rescored) text
 
-Feature windowing follows WeNet's ``forward_chunk_by_chunk``: a chunk of ``chunk_size`` output frames
-reads ``(chunk_size - 1) * subsampling + right_context + 1`` fbank frames and the window advances by
-``subsampling * chunk_size``; at ``input_finished`` the last, shorter chunk is decoded. So the
-streaming result equals the chunk-masked offline forward (``model.encode``) with the same chunk size
-and left chunks followed by the same search. :meth:`Recognizer.decode_streams` decodes many streams
-at different positions in one batch (caches joined with ``StreamState.stack``).
+Feature windowing is the model's :class:`~qifusion.models.geometry.ChunkGeometry` (WeNet's
+``forward_chunk_by_chunk``); at ``input_finished`` the last, shorter chunk is decoded. So the streaming
+result equals the chunk-masked offline forward (``model.encode``) with the same chunk size and left
+chunks followed by the same search (:func:`qifusion.decode.search.finalize`).
+:meth:`Recognizer.decode_streams` decodes many streams at different positions in one batch (caches
+joined with the state's ``stack``). The model is any :class:`~qifusion.models.protocol.DecodingModel`
+(the torch model or the ONNX backend).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +36,38 @@ import torch
 
 from qifusion.decode.backend import load_for_decoding
 from qifusion.decode.endpoint import EndpointConfig, SilenceTracker
-from qifusion.decode.options import LM_MODES, MODES, LmOptions, check_mode
+from qifusion.decode.options import DEFAULT_CHUNK, MODES, DecodeOptions, legacy_mode
+from qifusion.decode.search import finalize
 from qifusion.decode.stream import Segment, Stream, StreamResult
-from qifusion.decode.streaming_search import CtcGreedyState, CtcPrefixBeamState, Hypothesis
+from qifusion.decode.streaming_search import CtcGreedyState, CtcPrefixBeamState, Hypothesis, StreamSearch
 from qifusion.decode.text import words_from_tokens
 from qifusion.errors import UserError
 from qifusion.models.aid import frame_evidence, pooled_posterior
+from qifusion.models.protocol import DecodingModel
 
-__all__ = ["MODES", "Recognizer", "RecognizerConfig", "Segment", "Stream", "StreamResult"]
+__all__ = ["MODES", "DecodeOptions", "Recognizer", "RecognizerConfig", "Segment", "Stream", "StreamResult"]
+
+_DECODE_FIELDS = {f.name for f in fields(DecodeOptions)}
 
 
 @dataclass
 class RecognizerConfig:
-    """Decoding options of a :class:`Recognizer`.
+    """Settings of a :class:`Recognizer`, grouped: what to search for (``decode``), the chunk geometry
+    (``chunk_size``, ``left_chunks``), endpointing, the speech gate and the runtime.
 
-    ``mode``: partial results always come from the CTC search (greedy for ``ctc_greedy``, prefix beam
-    otherwise); the final result is the best CTC hypothesis, or with ``rescore`` (``ctc_prefix_beam``)
-    / ``attention_rescoring`` the CTC n-best rescored by the attention decoder over the whole
-    segment's memory, or with ``attention`` an attention beam search over that memory.
-    ``lm_beam`` / ``lm_rescoring``: partials and finals from the lexicon + word LM beam search
-    (``lm_options``; the LM dir ``lm``, default ``<model dir>/lm``), the final n-best attention-rescored
-    with ``lm_rescoring``; ``hotwords`` bias every stream (:meth:`Recognizer.create_stream` can override).
+    ``decode``: :class:`~qifusion.decode.options.DecodeOptions` (mode, beams, rescoring weights, LM
+    options, hotwords); ``lm``: the LM dir of the LM modes (default ``<model dir>/lm``).
     """
 
-    chunk_size: int = 16
+    chunk_size: int = DEFAULT_CHUNK
     left_chunks: int = -1
-    mode: str = "ctc_prefix_beam"
-    rescore: bool = True
-    beam_size: int = 10
-    token_topk: int | None = None  # tokens per frame in the prefix beam (default beam_size)
-    ctc_weight: float = 0.5  # weight of the CTC score in attention rescoring
-    reverse_weight: float = 0.0  # right-to-left decoder weight in rescoring (when the model has one)
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    # silence / non-speech segments give an empty result (see qifusion.decode.gate); the confidence
+    # threshold is the model dir's calibrated one (aid_calibration.json) unless given
+    speech_gate: bool = True
+    gate_min_confidence: float | None = None
+    lm: str | None = None
     device: str = "cpu"
     dtype: str = "float32"  # model compute dtype: float32, or float64 for exact parity checks
     backend: str = "torch"
@@ -74,128 +75,109 @@ class RecognizerConfig:
     # is a handful of small matmuls: waking a second thread costs more than it saves (per-chunk time
     # 2-thread vs 1-thread in benchmarks/speed/encoder.py --chunk-threads), so 1 is the default.
     chunk_threads: int | None = 1
-    # silence / non-speech segments give an empty result (see qifusion.decode.gate); the confidence
-    # threshold is the model dir's calibrated one (aid_calibration.json) unless given
-    speech_gate: bool = True
-    gate_min_confidence: float | None = None
-    lm: str | None = None  # LM dir (LM modes; default <model dir>/lm)
-    lm_options: LmOptions = field(default_factory=LmOptions)
-    hotwords: tuple[Any, ...] | None = None  # qifusion.lm.files.Hotword entries
 
     def __post_init__(self) -> None:
-        check_mode(self.mode)
         if self.chunk_size <= 0:
             raise UserError(f"streaming needs a positive chunk size, got chunk_size={self.chunk_size}")
         if self.backend not in ("torch", "onnx"):
             raise UserError(f"unknown backend '{self.backend}' (choose torch or onnx)")
         if self.chunk_threads is not None and self.chunk_threads < 1:
             raise UserError(f"chunk_threads must be None or >= 1, got {self.chunk_threads}")
+        if self.dtype not in ("float32", "float64"):
+            raise UserError(f"unknown dtype '{self.dtype}' (choose float32 or float64)")
 
-    @property
-    def final_mode(self) -> str:
-        """How the final result is chosen: ctc, attention_rescoring or attention."""
-        if self.mode == "attention":
-            return "attention"
-        if self.mode in ("attention_rescoring", "lm_rescoring") or (
-                self.mode == "ctc_prefix_beam" and self.rescore):
-            return "attention_rescoring"
-        return "ctc"
+    @classmethod
+    def from_options(cls, *, mode: str, rescore: bool = False, **options: Any) -> RecognizerConfig:
+        """A config from flat keyword options: :class:`DecodeOptions` fields (``beam_size``,
+        ``ctc_weight``, ``lm_options``, ...) go to ``decode``, the others are config fields.
+        ``rescore`` is the older switch (see :func:`~qifusion.decode.options.legacy_mode`)."""
+        dec = {k: options.pop(k) for k in list(options) if k in _DECODE_FIELDS}
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UserError(f"unknown recognizer option(s): {', '.join(unknown)}")
+        return cls(decode=DecodeOptions(mode=legacy_mode(mode, rescore), **dec), **options)
 
 
 class Recognizer:
     """Owns the model; decodes :class:`Stream` objects (one or many per call).
 
-    ``model`` is a ``QifusionModel`` (or a backend with the same ``init_state``/``forward_chunk``/
-    ``attention_scores`` interface); ``tokenizer`` maps ids to text; ``accents`` names the accent ids.
+    ``model`` is a :class:`~qifusion.models.protocol.DecodingModel` (torch or ONNX); ``tokenizer`` maps
+    ids to text; ``accents`` names the accent ids; ``lm`` is the LM of the LM modes.
     """
 
-    def __init__(self, *, model: Any, tokenizer: Any, accents: list[str], config: RecognizerConfig,
+    def __init__(self, *, model: DecodingModel, tokenizer: Any, accents: list[str], config: RecognizerConfig,
                  num_mel_bins: int = 80, lm: Any = None) -> None:
-        if config.mode in LM_MODES and lm is None:
-            raise UserError(f"mode '{config.mode}' needs an LM (a qifusion.decode.lm_search.LexiconLm)")
-        if config.hotwords and lm is None:
-            raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
+        opts = config.decode
+        if opts.uses_lm and lm is None:
+            raise UserError(f"mode '{opts.mode}' needs an LM (a qifusion.decode.lm_search.LexiconLm)")
         self.lm = lm  # LexiconLm (LM modes), shared by all streams
         self.model = model
         self.tokenizer = tokenizer
         self.accents = list(accents)
-        self.aid_pooling: str = model.aid_pooling  # torch model and ONNX backend both have it
+        self.aid_pooling: str = model.aid_pooling
         self.config = config
+        self.options = opts
         self.num_mel_bins = num_mel_bins
-        enc = getattr(model, "encoder", model)
-        self.subsampling = int(enc.subsampling_rate)
-        self.right_context = int(enc.right_context)
-        self.context = self.right_context + 1  # fbank frames needed for one output frame
-        self.window = (config.chunk_size - 1) * self.subsampling + self.context
-        self.stride = self.subsampling * config.chunk_size
-        self.frame_shift = 0.01 * self.subsampling  # seconds per output frame
-        self.blank_id = int(getattr(tokenizer, "blank_id", 0))
-        self.keep_memory = config.final_mode != "ctc"
+        self.geometry = model.chunk_geometry(config.chunk_size, config.left_chunks)
+        self.frame_shift = self.geometry.frame_shift  # seconds per output frame
+        self.blank_id = int(tokenizer.blank_id)
+        self.keep_memory = opts.final_mode != "ctc"
         self.device = torch.device(config.device)
-        self.dtype = {"float32": torch.float32, "float64": torch.float64}.get(config.dtype)
-        if self.dtype is None:
-            raise UserError(f"unknown dtype '{config.dtype}' (choose float32 or float64)")
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
         if isinstance(model, torch.nn.Module):
             model.to(device=self.device, dtype=self.dtype)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_model_dir(cls, path: str | Path, *, chunk_size: int = 16, left_chunks: int = -1,
+    def from_model_dir(cls, path: str | Path, *, chunk_size: int = DEFAULT_CHUNK, left_chunks: int = -1,
                        mode: str = "ctc_prefix_beam", rescore: bool = True, backend: str = "torch",
-                       device: str = "cpu", beam_size: int = 10, **options: Any) -> Recognizer:
+                       device: str = "cpu", **options: Any) -> Recognizer:
         """Load a model dir (``model.pt``, ``config.yaml``, ``units.txt``, ``accents.txt``, ...).
 
-        Extra ``options`` are :class:`RecognizerConfig` fields (``ctc_weight``, ``endpoint``, ...).
+        ``mode="ctc_prefix_beam"`` with ``rescore=True`` (the defaults) is ``attention_rescoring``
+        (:func:`~qifusion.decode.options.legacy_mode`). Extra ``options`` are :class:`DecodeOptions`
+        fields (``beam_size``, ``ctc_weight``, ``lm_options``, ``hotwords``, ...) or
+        :class:`RecognizerConfig` fields (``endpoint``, ``dtype``, ``lm``, ...).
         """
-        config = RecognizerConfig(chunk_size=chunk_size, left_chunks=left_chunks, mode=mode, rescore=rescore,
-                                  backend=backend, device=device, beam_size=beam_size, **options)
+        config = RecognizerConfig.from_options(mode=mode, rescore=rescore, chunk_size=chunk_size,
+                                               left_chunks=left_chunks, backend=backend, device=device,
+                                               **options)
         loaded = load_for_decoding(path, backend=backend, device=device)
         if config.gate_min_confidence is None:
             from qifusion.eval.calibration import load_calibration
 
             cal = load_calibration(Path(path))
             config.gate_min_confidence = cal.gate_min_confidence if cal is not None else 0.0
-        num_mel_bins = int(getattr(getattr(loaded.config, "data", None), "num_mel_bins", 80))
         lm = None
-        if config.mode in LM_MODES:
+        if config.decode.uses_lm:
             from qifusion.decode.lm_search import LexiconLm
             from qifusion.lm.files import resolve_lm_dir
 
-            lm = LexiconLm(resolve_lm_dir(path, config.lm), loaded.tokenizer, config.lm_options)
+            lm = LexiconLm(resolve_lm_dir(path, config.lm), loaded.tokenizer, config.decode.lm_options)
         return cls(model=loaded.model, tokenizer=loaded.tokenizer, accents=loaded.accents, config=config,
-                   num_mel_bins=num_mel_bins, lm=lm)
+                   num_mel_bins=loaded.config.data.num_mel_bins, lm=lm)
 
     def create_stream(self, hotwords: tuple[Any, ...] | None = None) -> Stream:
-        """A new, empty stream; ``hotwords`` (LM modes) replace the config's for this stream."""
-        hw = tuple(hotwords) if hotwords else self.config.hotwords
+        """A new, empty stream; ``hotwords`` (LM modes) replace the options' for this stream."""
         if hotwords and self.lm is None:
             raise UserError("hotwords need an LM decoding mode (lm_beam or lm_rescoring)")
-        s = Stream(num_mel_bins=self.num_mel_bins, model_state=self._init_state(),
-                   search=self._new_search(hw),
-                   silence=SilenceTracker(self.config.endpoint, frame_shift=self.frame_shift))
-        s.hotwords = hw
-        return s
+        hw = tuple(hotwords) if hotwords else self.options.hotwords
+        return Stream(num_mel_bins=self.num_mel_bins, model_state=self.model.init_state(1),
+                      search=self._new_search(hw), partial=self._partial_result, hotwords=hw,
+                      silence=SilenceTracker(self.config.endpoint, frame_shift=self.frame_shift))
 
-    def _init_state(self) -> Any:
-        return self.model.init_state(batch_size=1)
-
-    def _new_search(self, hotwords: tuple[Any, ...] | None = None) -> Any:
+    def _new_search(self, hotwords: tuple[Any, ...] | None = None) -> StreamSearch:
         if self.lm is not None:
             return self.lm.new_search(hotwords)
-        if self.config.mode == "ctc_greedy":
+        if self.options.mode == "ctc_greedy":
             return CtcGreedyState(blank_id=self.blank_id)
-        return CtcPrefixBeamState(beam_size=self.config.beam_size, token_topk=self.config.token_topk,
+        return CtcPrefixBeamState(beam_size=self.options.beam_size, token_topk=self.options.token_topk,
                                   blank_id=self.blank_id)
 
     # ---- readiness ----------------------------------------------------------------------------
     def _chunk_frames(self, s: Stream) -> int:
         """Fbank frames of the next chunk of ``s`` (0 = none available now)."""
-        avail = s.fbank.num_frames_ready - s.next_frame
-        if avail >= self.window:
-            return self.window
-        if s.is_input_finished and avail >= self.context:
-            return avail
-        return 0
+        return self.geometry.next_chunk(s.fbank.num_frames_ready - s.next_frame, finished=s.is_input_finished)
 
     def is_ready(self, s: Stream) -> bool:
         """True when ``decode(s)`` has work: a full chunk, or the tail/finalisation after input_finished."""
@@ -211,8 +193,8 @@ class Recognizer:
         """Decode one chunk of every ready stream in ``streams``, batched.
 
         Streams whose next chunk has the same number of fbank frames (all full chunks) run in one
-        ``model.forward_chunk`` call with their caches stacked; the last, shorter chunks of finished
-        streams are grouped by length.
+        ``model.step`` call with their caches stacked; the last, shorter chunks of finished streams are
+        grouped by length.
         """
         groups: dict[int, list[Stream]] = defaultdict(list)
         for s in streams:
@@ -221,11 +203,9 @@ class Recognizer:
                 groups[n].append(s)
         for n, group in groups.items():
             self._forward_group(group, n)
-        for s in streams:
-            if s.is_input_finished and not s.finalized and self._chunk_frames(s) == 0:
-                self._finalize(s)
-            elif not s.finalized:
-                s._result = self._partial_result(s)
+        done = [s for s in streams if s.is_input_finished and not s.finalized and self._chunk_frames(s) == 0]
+        if done:
+            self._finalize(done)
 
     @contextlib.contextmanager
     def _chunk_threads(self) -> Iterator[None]:
@@ -244,16 +224,14 @@ class Recognizer:
     def _forward_group(self, group: list[Stream], num_frames: int) -> None:
         feats = torch.stack([s.fbank.get_frames(s.next_frame, num_frames) for s in group])
         feats = feats.to(device=self.device, dtype=self.dtype)  # (B, T_in, F)
-        state_cls = type(group[0].model_state)
-        state = group[0].model_state if len(group) == 1 else state_cls.stack([s.model_state for s in group])
+        states = [s.model_state for s in group]
+        state = states[0] if len(group) == 1 else type(states[0]).stack(states)
         with self._chunk_threads():
-            out, new_state = self.model.forward_chunk(
-                feats, state, chunk_size=self.config.chunk_size, left_chunks=self.config.left_chunks
-            )
+            out, new_state = self.model.step(feats, state, self.geometry)
         new_states = [new_state] if len(group) == 1 else new_state.unstack()
         for i, s in enumerate(group):
             s.model_state = new_states[i]
-            s.next_frame += self.stride
+            s.next_frame += self.geometry.stride
             s.fbank.pop(min(s.next_frame, s.fbank.num_frames_ready))
             log_probs = out.ctc_log_probs[i].float().cpu()  # (T_chunk, V)
             s.search.step(log_probs)
@@ -261,7 +239,7 @@ class Recognizer:
             s.evidence.update(log_probs, self.blank_id)
             if self.keep_memory:
                 s.memory.append(out.memory[i].detach())
-            if self.config.final_mode == "attention":
+            if self.options.final_mode == "attention":
                 s.ctc_log_probs.append(log_probs)
             if out.accent_post is not None and out.accent_post.shape[1] > 0:
                 post = frame_evidence(out.accent_post[i].double().cpu(), self.aid_pooling).sum(dim=0)  # (A,)
@@ -299,14 +277,30 @@ class Recognizer:
     def _partial_result(self, s: Stream) -> StreamResult:
         return self._make_result(s, self._gated(s, s.search.nbest(1)[0]), is_final=False)
 
-    def _finalize(self, s: Stream) -> None:
-        """Choose the segment's final hypothesis (rescored when configured) and freeze the result."""
-        from qifusion.decode.final import choose_final
-
-        hyp = self._gated(s, choose_final(self, s))
-        s.final_hyp = hyp
-        s.finalized = True
-        s._result = self._make_result(s, hyp, is_final=True)
+    def _finalize(self, streams: list[Stream]) -> None:
+        """Choose the segments' final hypotheses (:func:`~qifusion.decode.search.finalize`, one batch
+        for all ``streams``: their decoder memories padded) and freeze the results."""
+        nbests = []
+        for s in streams:
+            s.search.finish()  # the LM beam search ends its search once (n-best, end of sentence)
+            nbests.append(s.search.nbest(self.options.beam_size))
+        hyps = [nb[0] for nb in nbests]
+        todo = [i for i, s in enumerate(streams) if s.memory]
+        if todo:
+            pad = torch.nn.utils.rnn.pad_sequence
+            memory = pad([torch.cat(streams[i].memory, dim=0) for i in todo], batch_first=True)  # (B, T', D)
+            lens = torch.tensor([sum(m.shape[0] for m in streams[i].memory) for i in todo],
+                                device=memory.device)
+            ctc = None
+            if self.options.final_mode == "attention":
+                ctc = pad([torch.cat(streams[i].ctc_log_probs, dim=0) for i in todo], batch_first=True)
+            final = finalize(self.model, [nbests[i] for i in todo], memory, lens, self.options,
+                             sos_eos_id=self.tokenizer.sos_eos_id, blank_id=self.blank_id, ctc_log_probs=ctc)
+            for i, h in zip(todo, final):
+                hyps[i] = h
+        for s, h in zip(streams, hyps):
+            h = self._gated(s, h)
+            s.finish_segment(h, self._make_result(s, h, is_final=True))
 
     # ---- endpointing / continuous decoding ----------------------------------------------------
     def is_endpoint(self, s: Stream) -> bool:
@@ -318,20 +312,10 @@ class Recognizer:
         """End the current segment of ``s``: finalise it (rescoring), append it to ``s.segments`` and
         return it, then start a new segment (fresh caches and search; audio position kept)."""
         if not s.finalized:
-            self._finalize(s)
+            self._finalize([s])
         r = s.result
         seg = Segment(start=r.start, end=r.end, text=r.text, tokens=r.tokens, timestamps=r.timestamps,
                       words=r.words, accent=r.accent, accent_prob=r.accent_prob, accent_probs=r.accent_probs)
         s.segments.append(seg)
-        s.frame_offset += s.silence.num_frames
-        s.model_state = self._init_state()
-        s.search = self._new_search(s.hotwords)
-        s.silence.reset()
-        s.evidence.reset()
-        s.memory, s.ctc_log_probs = [], []
-        s.accent_sum, s.accent_frames = None, 0
-        s.finalized = False
-        s.final_hyp = None
-        t0 = s.frame_offset * self.frame_shift
-        s._result = StreamResult(start=t0, end=t0, segments=list(s.segments))
+        s.start_segment(self.model.init_state(1), self._new_search(s.hotwords))
         return seg

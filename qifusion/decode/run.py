@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from qifusion.decode.options import (
+    DEFAULT_BEAM,
+    DEFAULT_CTC_WEIGHT,
+    DEFAULT_MODE,
+    LM_MODES,
+    DecodeOptions,
+    LmOptions,
+)
 from qifusion.errors import DataError, UserError
 from qifusion.eval.report import UttResult, build_report, render_markdown, render_table
 from qifusion.fileio import atomic_write_text
@@ -31,13 +39,13 @@ def decode_dir(
     model_dir: Path,
     data_dir: Path,
     out_dir: Path,
-    mode: str = "attention_rescoring",
+    mode: str = DEFAULT_MODE,
     chunk_size: int = -1,
     left_chunks: int = -1,
-    beam_size: int = 10,
+    beam_size: int = DEFAULT_BEAM,
     batch_size: int = 16,
     backend: str = "torch",
-    ctc_weight: float = 0.5,
+    ctc_weight: float = DEFAULT_CTC_WEIGHT,
     reverse_weight: float | None = None,
     device: str | None = None,
     progress: bool | None = None,
@@ -55,24 +63,24 @@ def decode_dir(
 
     from qifusion.data.manifest import LoadReport, load_data_dir
     from qifusion.decode.backend import load_for_decoding
-    from qifusion.decode.options import LM_MODES, check_mode
     from qifusion.decode.search import search_batch
 
-    check_mode(mode)
     if beam_size < 1 or batch_size < 1:
         raise UserError("--beam-size and --batch-size must be at least 1")
+    options = DecodeOptions(mode=mode, beam_size=beam_size, ctc_weight=ctc_weight,
+                            reverse_weight=reverse_weight or 0.0,
+                            lm_options=lm_options or LmOptions(), hotwords=hotwords or None)
     if chunk_size == 0 or chunk_size < -1:
         raise UserError(f"--chunk-size must be -1 (full context) or positive, got {chunk_size}")
     dev = "cpu" if backend == "onnx" else device or _pick_device()
     loaded = load_for_decoding(model_dir, backend=backend, device=dev)
     model, tok = loaded.model, loaded.tokenizer
-    rw = loaded.config.model.reverse_weight if reverse_weight is None else reverse_weight
+    if reverse_weight is None:  # the model config's
+        options = replace(options, reverse_weight=loaded.config.model.reverse_weight)
     oracle = loaded.config.model.accent.oracle_accent
     lexlm, lm_info = None, None
     if mode in LM_MODES:
-        lexlm, lm_info = load_lm_for(model_dir, lm, tok, lm_options)
-    elif hotwords:
-        raise UserError("--hotwords needs an LM decoding mode (lm_beam or lm_rescoring)")
+        lexlm, lm_info = load_lm_for(model_dir, lm, tok, options.lm_options)
     acc_ids = {a: i for i, a in enumerate(loaded.accents)}
     load_rep = LoadReport()
     utts = load_data_dir(data_dir, require_text=True, strict=False, report=load_rep)
@@ -94,9 +102,8 @@ def decode_dir(
                 extra["accents"] = torch.tensor([acc_ids.get(u.accent or "", -1) for u in kept], device=dev)
             with torch.inference_mode():
                 enc = model.encode(x, lens, chunk_size=chunk_size, left_chunks=left_chunks, **extra)
-                hyps = search_batch(model, enc, mode=mode, beam_size=beam_size, sos_eos_id=tok.sos_eos_id,
-                                    ctc_weight=ctc_weight, reverse_weight=rw, blank_id=tok.blank_id,
-                                    lm=lexlm, hotwords=hotwords)
+                hyps = search_batch(model, enc, options, sos_eos_id=tok.sos_eos_id, blank_id=tok.blank_id,
+                                    lm=lexlm)
             post = enc.accent_utt.float().cpu() if enc.accent_utt is not None else None
             for j, (u, h) in enumerate(zip(kept, hyps)):
                 pred = prob = None
@@ -128,7 +135,6 @@ def load_lm_for(model_dir: Path, lm: Path | None, tokenizer: Any, options: Any) 
     from dataclasses import asdict as dc_asdict
 
     from qifusion.decode.lm_search import LexiconLm
-    from qifusion.decode.options import LmOptions
     from qifusion.lm.files import read_meta, resolve_lm_dir
 
     lm_dir = resolve_lm_dir(model_dir, lm)

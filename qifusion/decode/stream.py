@@ -8,6 +8,7 @@ model and does the computing; streams can be at different positions and still be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from qifusion.data.features import OnlineFbank
 from qifusion.decode.endpoint import SilenceTracker
 from qifusion.decode.gate import SpeechEvidence
+from qifusion.decode.streaming_search import StreamSearch
 
 
 @dataclass
@@ -82,28 +84,55 @@ class StreamResult:
 
 
 class Stream:
-    """Audio in, partial and final results out. Create with :meth:`Recognizer.create_stream`."""
+    """Audio in, partial and final results out. Create with :meth:`Recognizer.create_stream`.
 
-    def __init__(self, *, num_mel_bins: int, model_state: Any, search: Any, silence: SilenceTracker) -> None:
+    The stream owns its per-segment state; the recognizer moves it forward only through
+    :meth:`finish_segment` and :meth:`start_segment`. ``result`` is the final result once the segment
+    is finalised, else the partial one, made on demand by the recognizer's ``partial`` function.
+    """
+
+    def __init__(self, *, num_mel_bins: int, model_state: Any, search: StreamSearch, silence: SilenceTracker,
+                 partial: Callable[[Stream], StreamResult], hotwords: tuple[Any, ...] | None = None) -> None:
         self.fbank = OnlineFbank(num_mel_bins=num_mel_bins)
-        self.model_state = model_state
-        self.search = search
         self.silence = silence
         self.evidence = SpeechEvidence()  # CTC speech evidence of the current segment (speech gate)
         self.next_frame = 0  # next fbank frame (absolute index) where a chunk starts
         self.frame_offset = 0  # model output frames before the current segment (stream time)
-        self.memory: list[torch.Tensor] = []  # (T_chunk, D) pieces of the current segment
-        self.ctc_log_probs: list[torch.Tensor] = []  # (T_chunk, V) pieces (attention mode only)
-        self.accent_sum: torch.Tensor | None = None  # (A,) sum of accent posteriors
-        self.accent_frames = 0
-        self.finalized = False  # the current segment's final result is computed
-        self.final_hyp: Any = None  # Hypothesis chosen at finalisation (rescored)
         self.segments: list[Segment] = []
-        self.hotwords: tuple[Any, ...] | None = None  # LM-mode biasing of this stream
+        self.hotwords = hotwords  # LM-mode biasing of this stream
         self.num_samples_in = 0  # input samples at the input rate
         self.sample_rate: int | None = None
         self._finished = False
-        self._result = StreamResult()
+        self._partial = partial
+        self._begin(model_state, search)
+
+    def _begin(self, model_state: Any, search: StreamSearch) -> None:
+        self.model_state = model_state
+        self.search = search
+        self.memory: list[torch.Tensor] = []  # (T_chunk, D) pieces of the current segment
+        self.ctc_log_probs: list[torch.Tensor] = []  # (T_chunk, V) pieces (attention mode only)
+        self.accent_sum: torch.Tensor | None = None  # (A,) sum of accent evidence
+        self.accent_frames = 0
+        self.final_hyp: Any = None  # Hypothesis chosen at finalisation (rescored)
+        self._final: StreamResult | None = None
+
+    # ---- segments (called by the recognizer) --------------------------------------------------
+    def finish_segment(self, hyp: Any, result: StreamResult) -> None:
+        """Freeze the current segment's final hypothesis and result."""
+        self.final_hyp = hyp
+        self._final = result
+
+    def start_segment(self, model_state: Any, search: StreamSearch) -> None:
+        """Begin a new segment after the current one (fresh caches and search; audio position kept)."""
+        self.frame_offset += self.silence.num_frames
+        self.silence.reset()
+        self.evidence.reset()
+        self._begin(model_state, search)
+
+    @property
+    def finalized(self) -> bool:
+        """True once the current segment's final result is computed."""
+        return self._final is not None
 
     # ---- audio in -----------------------------------------------------------------------------
     def accept_waveform(self, sample_rate: int, samples: np.ndarray | torch.Tensor | list[float]) -> None:
@@ -137,5 +166,5 @@ class Stream:
     # ---- results ------------------------------------------------------------------------------
     @property
     def result(self) -> StreamResult:
-        """The current (partial or final) result; set by the recognizer after each decode."""
-        return self._result
+        """The current segment's final result once finalised, else its partial result so far."""
+        return self._final if self._final is not None else self._partial(self)

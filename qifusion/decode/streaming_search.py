@@ -11,12 +11,32 @@ decoding, so tokens, times and scores agree with :func:`~qifusion.decode.ctc_sea
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from qifusion.decode.ctc_search import TOKEN_MIN_LOGP, CtcPrefixBeamSearch
 from qifusion.decode.hypothesis import Hypothesis
+from qifusion.decode.options import DEFAULT_BEAM
 
-__all__ = ["CtcGreedyState", "CtcPrefixBeamState", "Hypothesis"]
+__all__ = ["CtcGreedyState", "CtcPrefixBeamState", "Hypothesis", "StreamSearch"]
+
+
+class StreamSearch(Protocol):
+    """An incremental search of one stream (CTC greedy, CTC prefix beam, LM beam)."""
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        """Consume new frames, ``log_probs`` (T', V)."""
+        ...
+
+    def finish(self) -> None:
+        """The segment ends (the LM beam search scores the end of sentence)."""
+        ...
+
+    def nbest(self, n: int | None = None) -> list[Hypothesis]:
+        """Hypotheses best first."""
+        ...
+
 
 class CtcGreedyState:
     """Incremental CTC greedy (best path) search; ``blank_id`` tokens and repeats are collapsed."""
@@ -42,6 +62,9 @@ class CtcGreedyState:
             self._last = u
         self.num_frames += log_probs.shape[0]
 
+    def finish(self) -> None:
+        """End of the segment (nothing to do: every frame is already decided)."""
+
     def nbest(self, n: int = 1) -> list[Hypothesis]:
         """The single best path (``n`` is ignored beyond 1)."""
         return [Hypothesis(tuple(self.tokens), tuple(self.times), self.score)]
@@ -57,7 +80,7 @@ class CtcPrefixBeamState:
         blank_id: the blank token id.
     """
 
-    def __init__(self, *, beam_size: int = 10, token_topk: int | None = None,
+    def __init__(self, *, beam_size: int = DEFAULT_BEAM, token_topk: int | None = None,
                  token_min_logp: float | None = TOKEN_MIN_LOGP, blank_id: int = 0) -> None:
         self.beam_size = beam_size
         self.blank_id = blank_id
@@ -72,6 +95,9 @@ class CtcPrefixBeamState:
     def step(self, log_probs: torch.Tensor) -> None:
         """Consume new frames, ``log_probs`` (T', V) (any float dtype)."""
         self._search.advance(log_probs[None])
+
+    def finish(self) -> None:
+        """End of the segment (nothing to do: the prefix scores already sum over all paths)."""
 
     def nbest(self, n: int | None = None) -> list[Hypothesis]:
         """Hypotheses best first (at most ``n``; all kept ones by default)."""

@@ -30,7 +30,9 @@ import torch
 from qifusion.data.audio import audio_info, read_audio
 from qifusion.data.bandwidth import Bandwidth, analyse_bandwidth
 from qifusion.data.features import compute_fbank
+from qifusion.decode.backend import default_chunk_size
 from qifusion.decode.longform import decode_long, iter_audio_blocks
+from qifusion.decode.options import DEFAULT_MODE
 from qifusion.decode.recognizer import Recognizer
 from qifusion.decode.stream import Segment
 from qifusion.decode.streaming_search import Hypothesis
@@ -38,7 +40,6 @@ from qifusion.decode.text import words_from_tokens
 from qifusion.errors import DataError, UserError
 from qifusion.eval.calibration import AccentView
 
-DEFAULT_STREAMING_CHUNK = 16
 PIECE_SECONDS = 0.1
 LONG_AUDIO_SECONDS = 60.0
 MIN_SECONDS = 0.1
@@ -48,7 +49,7 @@ def transcribe_files(
     *,
     model_dir: Path,
     files: list[Path],
-    mode: str = "attention_rescoring",
+    mode: str = DEFAULT_MODE,
     chunk_size: int = -1,
     left_chunks: int = -1,
     streaming: bool = False,
@@ -63,18 +64,18 @@ def transcribe_files(
     Each line is ``{"file", "text", "accent", "accent_prob", "accent_id", "bandwidth", "duration",
     "segments"}`` or ``{"file", "error"}``.
     """
-    stream_chunk = chunk_size if chunk_size > 0 else _default_chunk(model_dir, backend)
+    stream_chunk = chunk_size if chunk_size > 0 else default_chunk_size(model_dir, backend)
     if streaming and chunk_size <= 0 and backend == "torch":
         print(f"qifusion transcribe: --streaming without --chunk-size: using --chunk-size {stream_chunk}",
               file=sys.stderr)
     rec = Recognizer.from_model_dir(
         model_dir, chunk_size=stream_chunk, left_chunks=left_chunks, mode=mode,
-        rescore=mode == "attention_rescoring", backend=backend,
+        rescore=False, backend=backend,  # the mode as given (ctc_prefix_beam: no rescoring)
         **{k: v for k, v in (decode_options or {}).items() if v is not None},
     )
     view = AccentView.for_model_dir(model_dir)
     print(f"qifusion transcribe: {view.note}", file=sys.stderr)
-    min_s = max(MIN_SECONDS, (rec.context + 1) * 0.01 + 0.015)
+    min_s = max(MIN_SECONDS, (rec.geometry.context + 1) * 0.01 + 0.015)
     failed = 0
     pending: list[tuple[Path, int, np.ndarray, Bandwidth]] = []  # short files waiting for a streaming batch
 
@@ -143,19 +144,6 @@ def _one_line(path: Path, msg: str) -> str:
 def _emit(out: IO[str], record: dict[str, Any]) -> None:
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
     out.flush()
-
-
-def _default_chunk(model_dir: Path, backend: str) -> int:
-    """The streaming chunk size when none is given: the export's for ONNX, else 16."""
-    if backend == "onnx":
-        from qifusion.export.onnx_backend import find_export_dir
-
-        try:
-            info = json.loads((find_export_dir(model_dir) / "export.json").read_text())
-            return int(info["chunk_size"])
-        except (OSError, ValueError, KeyError, TypeError, UserError):
-            pass  # loading the backend below reports what is wrong
-    return DEFAULT_STREAMING_CHUNK
 
 
 def _bandwidth(path: Path, samples: np.ndarray, sr: int) -> Bandwidth:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from qifusion.models.decoder import TransformerDecoder
+from qifusion.models.model import StepCaches
 
 CHUNK_INPUTS = ["feats", "att_cache", "cnn_cache", "cache_mask", "chunk_mask", "laf_cache", "fusion_cache"]
 CHUNK_OUTPUTS = ["ctc_log_probs", "memory", "accent_post", "new_att_cache", "new_cnn_cache", "new_laf_cache",
@@ -42,10 +43,10 @@ class ChunkStep(nn.Module):
     def __init__(self, model: nn.Module, *, chunk_size: int, left_chunks: int) -> None:
         super().__init__()
         self.model = model
+        self.geometry = model.chunk_geometry(chunk_size, left_chunks)
         self.chunk_size = chunk_size
-        self.required = chunk_size * left_chunks
-        enc = model.encoder
-        self.input_frames = (chunk_size - 1) * enc.subsampling_rate + enc.right_context + 1
+        self.required = self.geometry.cache_frames
+        self.input_frames = self.geometry.window
         self.has_laf = model.laf is not None
         self.has_fusion = model.fusion is not None
         self.has_aid = model.aid is not None
@@ -95,28 +96,19 @@ class ChunkStep(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Inputs in :attr:`input_names` order; outputs in :attr:`output_names` order."""
         x = dict(zip(self.input_names, inputs))
-        m, R = self.model, self.required
-        feats = x["feats"]
-        b = feats.size(0)
         valid = torch.cat([x["cache_mask"], x["chunk_mask"]], dim=1)  # (B, R + C)
-        out, hidden, att, cnn = m.encoder.forward_chunk(feats, 0, R, x["att_cache"], x["cnn_cache"], valid)
-        c = out.size(1)
-        parts, new_laf, kv_src = m._accent_parts(
-            out, hidden, valid.unsqueeze(1).expand(b, c, -1), accents=None,
-            laf_cache=x.get("laf_cache"), fusion_cache=x.get("fusion_cache"),
-        )
+        caches = StepCaches(x["att_cache"], x["cnn_cache"], x.get("laf_cache"), x.get("fusion_cache"))
+        out, new = self.model.chunk_forward(x["feats"], caches, valid,
+                                            cache_frames=self.geometry.cache_frames)
         res = {
-            "ctc_log_probs": m.ctc(parts.ctc_in),
-            "memory": parts.memory,
-            "new_att_cache": att,
-            "new_cnn_cache": cnn,
+            "ctc_log_probs": out.ctc_log_probs,
+            "memory": out.memory,
+            "accent_post": None if out.aid_logits is None else out.aid_logits.softmax(-1),
+            "new_att_cache": new.att,
+            "new_cnn_cache": new.cnn,
+            "new_laf_cache": new.laf,
+            "new_fusion_cache": new.fusion,
         }
-        if self.has_aid:
-            res["accent_post"] = parts.aid_logits.softmax(-1)
-        if self.has_laf:
-            res["new_laf_cache"] = new_laf
-        if self.has_fusion:
-            res["new_fusion_cache"] = kv_src[:, kv_src.size(1) - R :]
         return tuple(res[n] for n in self.output_names)
 
 

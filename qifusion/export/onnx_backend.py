@@ -1,9 +1,9 @@
-"""ONNX-runtime backend: the interface the Recognizer uses from ``QifusionModel``, run by onnxruntime.
+"""ONNX-runtime backend: :class:`~qifusion.models.protocol.DecodingModel` run by onnxruntime.
 
 ``load_onnx_model(path)`` reads an export dir written by ``qifusion export`` (``path/export.json``), or a
-model dir whose export lives in ``path/onnx``. The returned ``model`` offers ``subsampling_rate``,
-``right_context``, ``init_state``, ``forward_chunk``, ``encode`` (chunk by chunk) and, when a decoder
-was exported, ``decoder``/``attention_scores``/``decoder_step``; tensors in and out are torch tensors
+model dir whose export lives in ``path/onnx``. The returned ``model`` implements the same protocol as
+the torch model (``chunk_geometry``, ``init_state``, ``step``, ``encode`` chunk by chunk and, when a
+decoder was exported, ``attention_scores``/``decoder_step``); tensors in and out are torch tensors
 (float32 on CPU), so the search code is shared with the torch backend.
 
 Chunk size and left chunks are constants of the exported graphs: ``-1`` / ``<= 0`` (the CLI defaults)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from qifusion.errors import UserError
-from qifusion.models.aid import frame_evidence, pooled_posterior, utterance_posterior
-from qifusion.models.model import ChunkResult, EncodeResult
+from qifusion.export.onnx_state import OnnxState
+from qifusion.models.aid import frame_evidence, utterance_posterior
+from qifusion.models.protocol import ChunkGeometry, ChunkResult, EncodeResult
 
 log = logging.getLogger(__name__)
 
@@ -39,65 +40,6 @@ class LoadedOnnxModel:
     tokenizer: Any
     accents: list[str]
     card: dict[str, Any]
-
-
-@dataclass
-class OnnxState:
-    """Fixed-size caches of B streams (numpy); R = chunk_size * left_chunks.
-
-    offset (B,) frames output so far; att_cache (nb,B,H,R,2*d_k); cnn_cache (nb,B,D,K-1);
-    cache_mask (B,R) bool, True = real cached frame; laf_cache (B,L,K-1,D) | None;
-    fusion_cache (B,R,D_kv) | None; post_sum (B,A) float64 sum of the frames' accent evidence (posteriors,
-    or log-posteriors for logit pooling: :func:`qifusion.models.aid.frame_evidence`) | None.
-    """
-
-    offset: np.ndarray
-    att_cache: np.ndarray
-    cnn_cache: np.ndarray
-    cache_mask: np.ndarray
-    laf_cache: np.ndarray | None = None
-    fusion_cache: np.ndarray | None = None
-    post_sum: np.ndarray | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.offset.shape[0])
-
-    @staticmethod
-    def stack(states: list[OnnxState]) -> OnnxState:
-        """Batch states (caches have the same size, so this is a concatenation)."""
-        def cat(xs: list[np.ndarray | None], axis: int) -> np.ndarray | None:
-            return None if xs[0] is None else np.concatenate(xs, axis=axis)  # type: ignore[arg-type]
-
-        return OnnxState(
-            offset=np.concatenate([s.offset for s in states]),
-            att_cache=np.concatenate([s.att_cache for s in states], axis=1),
-            cnn_cache=np.concatenate([s.cnn_cache for s in states], axis=1),
-            cache_mask=np.concatenate([s.cache_mask for s in states]),
-            laf_cache=cat([s.laf_cache for s in states], 0),
-            fusion_cache=cat([s.fusion_cache for s in states], 0),
-            post_sum=cat([s.post_sum for s in states], 0),
-        )
-
-    def unstack(self) -> list[OnnxState]:
-        """Split into B single-stream states."""
-        def pick(x: np.ndarray | None, b: int) -> np.ndarray | None:
-            return None if x is None else x[b : b + 1]
-
-        return [
-            replace(self, offset=self.offset[b : b + 1], att_cache=self.att_cache[:, b : b + 1],
-                    cnn_cache=self.cnn_cache[:, b : b + 1], cache_mask=self.cache_mask[b : b + 1],
-                    laf_cache=pick(self.laf_cache, b), fusion_cache=pick(self.fusion_cache, b),
-                    post_sum=pick(self.post_sum, b))
-            for b in range(self.batch_size)
-        ]
-
-    def accent_posterior(self, pooling: str = "posterior") -> np.ndarray | None:
-        """Running utterance posterior (B,A), as :func:`qifusion.models.aid.pooled_posterior`."""
-        if self.post_sum is None:
-            return None
-        utt = pooled_posterior(torch.from_numpy(self.post_sum), torch.from_numpy(self.offset), pooling)
-        return utt.numpy()
 
 
 def _session(path: Path) -> Any:
@@ -115,9 +57,9 @@ def _session(path: Path) -> Any:
 
 
 class OnnxModel:
-    """Streaming chunk step (and chunk-by-chunk ``encode``) of an export dir."""
+    """Streaming chunk step (and chunk-by-chunk ``encode``) of an export dir; no attention decoder."""
 
-    decoder: Any = None
+    has_decoder = False
 
     def __init__(self, export_dir: Path, info: dict[str, Any]) -> None:
         self.export_dir = export_dir
@@ -126,9 +68,11 @@ class OnnxModel:
         self.required = self.chunk_size * self.left_chunks
         self.sess = _session(export_dir / info["files"]["chunk"])
         meta = self.sess.get_modelmeta().custom_metadata_map
-        self.subsampling_rate = int(meta["subsampling_rate"])
-        self.right_context = int(meta["right_context"])
-        self.input_frames = (self.chunk_size - 1) * self.subsampling_rate + self.right_context + 1
+        self.geometry = ChunkGeometry(self.chunk_size, self.left_chunks, int(meta["subsampling_rate"]),
+                                      int(meta["right_context"]))
+        self.subsampling_rate = self.geometry.subsampling
+        self.right_context = self.geometry.right_context
+        self.input_frames = self.geometry.window
         self.input_names = [i.name for i in self.sess.get_inputs()]
         self.output_names = [o.name for o in self.sess.get_outputs()]
         self._shapes = {i.name: i.shape for i in self.sess.get_inputs()}
@@ -137,6 +81,12 @@ class OnnxModel:
         self._warned = False
 
     # ---- options --------------------------------------------------------------------------------
+    def chunk_geometry(self, chunk_size: int = -1, left_chunks: int = -1) -> ChunkGeometry:
+        """The exported geometry; UserError unless (chunk_size, left_chunks) are the exported ones
+        (or -1 = exported)."""
+        self.check_options(chunk_size, left_chunks)
+        return self.geometry
+
     def check_options(self, chunk_size: int, left_chunks: int) -> None:
         """UserError unless (chunk_size, left_chunks) are the exported ones (or -1 = exported)."""
         ok_c = chunk_size <= 0 or chunk_size == self.chunk_size
@@ -174,18 +124,38 @@ class OnnxModel:
 
     def forward_chunk(self, feats: torch.Tensor, state: OnnxState, *, chunk_size: int,
                       left_chunks: int) -> tuple[ChunkResult, OnnxState]:
+        """:meth:`step` with the geometry given by ``chunk_size`` / ``left_chunks``."""
+        return self.step(feats, state, self.chunk_geometry(chunk_size, left_chunks))
+
+    def step(self, feats: torch.Tensor, state: OnnxState,
+             geometry: ChunkGeometry) -> tuple[ChunkResult, OnnxState]:
         """One chunk of B streams: feats (B, T_in, F) with T_in <= the graph's input length."""
-        self.check_options(chunk_size, left_chunks)
+        if geometry != self.geometry:
+            self.check_options(geometry.chunk_size, geometry.left_chunks)
         x = feats.detach().to("cpu", torch.float32).numpy()
         b, t_in, f = x.shape
         if t_in > self.input_frames or t_in < self.right_context + 1:
             raise ValueError(f"chunk has {t_in} fbank frames; the ONNX graph takes "
                              f"{self.right_context + 1}..{self.input_frames}")
-        c = (t_in - self.right_context - 1) // self.subsampling_rate + 1  # valid output frames
+        c = self.geometry.output_frames(t_in)  # valid output frames
         if t_in < self.input_frames:
             x = np.concatenate([x, np.zeros((b, self.input_frames - t_in, f), np.float32)], axis=1)
-        chunk_mask = np.zeros((b, self.chunk_size), dtype=bool)
-        chunk_mask[:, :c] = True
+        outs, new = self._run_chunk(x, state, np.full(b, c))
+        post = outs.get("accent_post")
+        utt = new.accent_posterior(self.aid_pooling)
+        res = ChunkResult(
+            ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
+            memory=torch.from_numpy(outs["memory"][:, :c]),
+            accent_post=None if post is None else torch.from_numpy(post[:, :c]),
+            accent_utt=None if utt is None else torch.from_numpy(utt.astype(np.float32)),
+        )
+        return res, new
+
+    def _run_chunk(self, x: np.ndarray, state: OnnxState,
+             counts: np.ndarray) -> tuple[dict[str, np.ndarray], OnnxState]:
+        """The graph on x (B, window, F) with ``counts[b]`` valid output frames per stream (the others
+        masked); returns the graph's outputs by name and the new state."""
+        chunk_mask = np.arange(self.chunk_size)[None, :] < counts[:, None]  # (B, C)
         feeds = {"feats": x, "att_cache": state.att_cache, "cnn_cache": state.cnn_cache,
                  "cache_mask": state.cache_mask, "chunk_mask": chunk_mask, "laf_cache": state.laf_cache,
                  "fusion_cache": state.fusion_cache}
@@ -193,11 +163,10 @@ class OnnxModel:
         post = outs.get("accent_post")
         post_sum = state.post_sum
         if post is not None and post_sum is not None:
-            post = post[:, :c]
             evidence = frame_evidence(torch.from_numpy(post), self.aid_pooling).numpy()
-            post_sum = post_sum + evidence.sum(axis=1, dtype=np.float64)
+            post_sum = post_sum + np.where(chunk_mask[..., None], evidence, 0.0).sum(axis=1, dtype=np.float64)
         new = OnnxState(
-            offset=state.offset + c,
+            offset=state.offset + counts,
             att_cache=outs["new_att_cache"],
             cnn_cache=outs["new_cnn_cache"],
             cache_mask=np.concatenate([state.cache_mask, chunk_mask], axis=1)[:, self.chunk_size :],
@@ -205,60 +174,68 @@ class OnnxModel:
             fusion_cache=outs.get("new_fusion_cache"),
             post_sum=post_sum,
         )
-        utt = new.accent_posterior(self.aid_pooling)
-        res = ChunkResult(
-            ctc_log_probs=torch.from_numpy(outs["ctc_log_probs"][:, :c]),
-            memory=torch.from_numpy(outs["memory"][:, :c]),
-            accent_post=None if post is None else torch.from_numpy(post),
-            accent_utt=None if utt is None else torch.from_numpy(utt.astype(np.float32)),
-        )
-        return res, new
+        return outs, new
 
     # ---- offline ----------------------------------------------------------------------------------
     def encode(self, feats: torch.Tensor, feats_lens: torch.Tensor, *, chunk_size: int = -1,
                left_chunks: int = -1, accents: torch.Tensor | None = None) -> EncodeResult:
-        """Chunk by chunk over each utterance of feats (B, T, F); equals the torch model's chunk-masked
-        ``encode`` with the exported chunk size and left chunks. Padded to the longest utterance."""
+        """Chunk by chunk over all utterances of feats (B, T, F) at once (B streams per graph call);
+        equals the torch model's chunk-masked ``encode`` with the exported chunk size and left chunks.
+        Outputs are zero-padded to the longest utterance."""
         del accents
         self.check_options(chunk_size, left_chunks)
-        per_utt = [self._encode_one(feats[i, : int(n)]) for i, n in enumerate(feats_lens.tolist())]
-        lens = torch.tensor([r[0].shape[0] for r in per_utt])
-        t = max(1, int(lens.max()))
+        geom = self.geometry
+        lens_in = np.array([int(n) for n in feats_lens.tolist()])
+        if lens_in.size == 0 or lens_in.min() < geom.context:
+            raise UserError(f"utterance has {int(lens_in.min(initial=0))} fbank frames; at least "
+                            f"{geom.context} are needed")
+        num_chunks = int((lens_in.max() - geom.context) // geom.stride + 1)
+        total = (num_chunks - 1) * geom.stride + geom.window
+        x = np.zeros((lens_in.size, max(total, feats.shape[1]), feats.shape[2]), np.float32)
+        for b, n in enumerate(lens_in):  # frames past an utterance's end are zeros, as in step()
+            x[b, :n] = feats[b, :n].detach().to("cpu", torch.float32).numpy()
+        state = self.init_state(lens_in.size)
+        pieces: dict[str, list[np.ndarray]] = {"ctc_log_probs": [], "memory": [], "accent_post": []}
+        out_lens = np.zeros_like(lens_in)
+        for k in range(num_chunks):
+            start = k * geom.stride
+            counts = np.array([geom.output_frames(geom.next_chunk(int(n) - start, finished=True))
+                               for n in lens_in])
+            outs, state = self._run_chunk(x[:, start : start + geom.window], state, counts)
+            out_lens += counts
+            for name, ps in pieces.items():
+                if name in outs:
+                    ps.append(outs[name])
+        t = max(1, int(out_lens.max()))
+        valid = np.arange(t)[None, :] < out_lens[:, None]  # valid frames are a prefix of each row
 
-        def pad(xs: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[0])) for x in xs])
+        def cat(name: str) -> torch.Tensor | None:
+            if not pieces[name]:
+                return None
+            y = np.concatenate(pieces[name], axis=1)[:, :t]
+            return torch.from_numpy(np.where(valid[..., None], y, 0.0).astype(np.float32))
 
-        ctc = pad([r[0] for r in per_utt])
-        memory = pad([r[1] for r in per_utt])
-        post = utt = None
-        if per_utt and per_utt[0][2] is not None:
-            post = pad([r[2] for r in per_utt])
-            valid = torch.arange(t).unsqueeze(0) < lens.unsqueeze(1)
-            utt = utterance_posterior(post.double(), valid, self.aid_pooling).float()
-        return EncodeResult(ctc, memory, lens, post, utt)
+        lens = torch.from_numpy(out_lens)
+        post = cat("accent_post")
+        utt = None
+        if post is not None:
+            utt = utterance_posterior(post.double(), torch.from_numpy(valid), self.aid_pooling).float()
+        return EncodeResult(cat("ctc_log_probs"), cat("memory"), lens, post, utt)
 
-    def _encode_one(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        state = self.init_state(1)
-        stride = self.subsampling_rate * self.chunk_size
-        outs: list[ChunkResult] = []
-        start = 0
-        while feats.shape[0] - start >= self.right_context + 1:
-            piece = feats[start : start + self.input_frames]
-            res, state = self.forward_chunk(piece[None], state, chunk_size=self.chunk_size,
-                                            left_chunks=self.left_chunks)
-            outs.append(res)
-            start += stride
-        if not outs:
-            raise UserError(f"utterance has {feats.shape[0]} fbank frames; at least "
-                            f"{self.right_context + 1} are needed")
-        ctc = torch.cat([o.ctc_log_probs[0] for o in outs])
-        mem = torch.cat([o.memory[0] for o in outs])
-        post = None if outs[0].accent_post is None else torch.cat([o.accent_post[0] for o in outs])
-        return ctc, mem, post
+    # ---- attention decoder (exported only with one: OnnxModelWithDecoder) -------------------------
+    def decoder_step(self, memory: torch.Tensor, memory_mask: torch.Tensor, ys: torch.Tensor,
+                     cache: Any) -> tuple[torch.Tensor, None]:
+        raise RuntimeError(f"the ONNX export in {self.export_dir} has no attention decoder")
+
+    def attention_scores(self, memory: torch.Tensor, lens: torch.Tensor, hyps_per_utt: list[list[list[int]]],
+                         *, reverse_weight: float = 0.0) -> list[torch.Tensor]:
+        raise RuntimeError(f"the ONNX export in {self.export_dir} has no attention decoder")
 
 
 class OnnxModelWithDecoder(OnnxModel):
     """:class:`OnnxModel` plus the attention decoder (rescoring and attention beam search)."""
+
+    has_decoder = True
 
     def __init__(self, export_dir: Path, info: dict[str, Any], *, sos_eos: int) -> None:
         super().__init__(export_dir, info)
@@ -326,6 +303,15 @@ def find_export_dir(path: Path) -> Path:
         f"no ONNX export in {path} or {path / 'onnx'} (export.json missing); run "
         f"`qifusion export --model {path} --out {path / 'onnx'}` first"
     )
+
+
+def exported_chunk_size(path: Path) -> int:
+    """The chunk size of the export in ``path`` (see :func:`find_export_dir`); UserError when unreadable."""
+    d = find_export_dir(path)
+    try:
+        return int(json.loads((d / "export.json").read_text())["chunk_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{d / 'export.json'} is not a valid export description ({e})") from e
 
 
 def load_onnx_model(path: Path) -> LoadedOnnxModel:

@@ -31,6 +31,7 @@ import torch
 
 from qifusion.errors import UserError
 from qifusion.fileio import atomic_write_bytes, atomic_write_text
+from qifusion.models.geometry import DEFAULT_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def _progress(msg: str) -> None:
     print(f"qifusion export: {msg}", file=sys.stderr, flush=True)
 
 
-def export_model(*, model_dir: Path, out_dir: Path | None = None, int8: bool = False, chunk_size: int = 16,
+def export_model(*, model_dir: Path, out_dir: Path | None = None, int8: bool = False,
+                 chunk_size: int = DEFAULT_CHUNK,
                  left_chunks: int = 4, optimize: bool = True) -> None:
     """Export the model dir ``model_dir`` to ``out_dir`` (default ``MODEL/onnx``; and ``out_dir/int8``
     with ``int8``). Progress goes to stderr, one line per graph.

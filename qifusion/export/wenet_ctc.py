@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from qifusion.errors import UserError
+from qifusion.models.model import StepCaches
 
 
 class WenetCtcModule(nn.Module):
@@ -51,13 +52,14 @@ class WenetCtcModule(nn.Module):
         self.model = model
         self.chunk_size = chunk_size
         self.left_chunks = left_chunks
-        self.required = chunk_size * left_chunks
+        self.geometry = model.chunk_geometry(chunk_size, left_chunks)
+        self.required = self.geometry.cache_frames
         self.enc_blocks = enc.num_blocks
         self.fused = bool(model.cfg.accent.fuse_into_ctc)
         self.extra_blocks = 2 if self.fused else 0
         self.num_cache_blocks = self.enc_blocks + self.extra_blocks
         self.heads, self.d_k, self.d_model = enc.num_heads, enc.d_k, enc.output_size
-        self.input_frames = (chunk_size - 1) * enc.subsampling_rate + enc.right_context + 1
+        self.input_frames = self.geometry.window
         if self.fused:
             self._check_fused_fits()
 
@@ -117,26 +119,19 @@ class WenetCtcModule(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One chunk; shapes as in the module docstring."""
         nb, R = self.enc_blocks, self.required
-        m = self.model
         valid = attn_mask[:, 0, :]  # (1, R + C)
-        out, hidden, new_att, new_cnn = m.encoder.forward_chunk(
-            x, 0, R, attn_cache[:nb].unsqueeze(1), conv_cache[:nb], valid
-        )
+        fus_cache, laf_cache = self._unpack(attn_cache) if self.fused else (None, None)
+        caches = StepCaches(attn_cache[:nb].unsqueeze(1), conv_cache[:nb], laf_cache, fus_cache)
+        out, new = self.model.chunk_forward(x, caches, valid, cache_frames=R, ctc_only=True)
         # keep the graph's inputs alive (sherpa-onnx passes them by position)
-        zero = (offset + required_cache_size).sum().to(out.dtype) * 0.0
-        new_att = new_att.squeeze(1)
+        zero = (offset + required_cache_size).sum().to(out.ctc_log_probs.dtype) * 0.0
+        new_att = new.att.squeeze(1)
         if not self.fused:
-            return m.ctc(out) + zero, new_att, new_cnn
-        fus_cache, laf_cache = self._unpack(attn_cache)
-        c = out.size(1)
-        parts, new_laf, kv_src = m._accent_parts(
-            out, hidden, valid.unsqueeze(1).expand(1, c, -1), accents=None, laf_cache=laf_cache,
-            fusion_cache=fus_cache,
-        )
-        packed = self._pack(kv_src, new_laf, attn_cache)
+            return out.ctc_log_probs + zero, new_att, new.cnn
+        packed = self._pack(new.fusion, new.laf, attn_cache)
         att_all = torch.cat([new_att, packed], dim=0)
-        cnn_all = torch.cat([new_cnn, conv_cache[nb:]], dim=0)
-        return m.ctc(parts.ctc_in) + zero, att_all, cnn_all
+        cnn_all = torch.cat([new.cnn, conv_cache[nb:]], dim=0)
+        return out.ctc_log_probs + zero, att_all, cnn_all
 
     # ---- extra cache blocks of fuse_into_ctc ------------------------------------------------------
     def _unpack(self, attn_cache: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -153,14 +148,13 @@ class WenetCtcModule(nn.Module):
             laf = flat.reshape(1, m.laf.num_layers, m.laf.kernel - 1, self.d_model)
         return fus, laf
 
-    def _pack(self, kv_src: torch.Tensor | None, new_laf: torch.Tensor | None,
+    def _pack(self, fusion: torch.Tensor | None, new_laf: torch.Tensor | None,
               attn_cache: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`_unpack` for the new state: (2, H, R, 2*d_k)."""
+        """Inverse of :meth:`_unpack` for the new state (fusion (1, R, D_kv)): (2, H, R, 2*d_k)."""
         nb, R, H, W = self.enc_blocks, self.required, self.heads, 2 * self.d_k
         blocks = []
-        if kv_src is not None:
-            kv = kv_src[:, kv_src.size(1) - R :]  # (1, R, D_kv)
-            kv = torch.nn.functional.pad(kv, (0, H * W - kv.size(2)))
+        if fusion is not None:
+            kv = torch.nn.functional.pad(fusion, (0, H * W - fusion.size(2)))
             blocks.append(kv.reshape(R, H, W).permute(1, 0, 2))
         else:
             blocks.append(attn_cache[nb])

@@ -89,7 +89,10 @@ class TransformerDecoder(nn.Module):
     def forward(
         self, memory: torch.Tensor, memory_mask: torch.Tensor, ys_in: torch.Tensor, ys_lens: torch.Tensor
     ) -> torch.Tensor:
-        """memory (B,T,D), memory_mask (B,1,T) bool, ys_in (B,L), ys_lens (B,) -> logits (B,L,V)."""
+        """memory (B,T,D), memory_mask (B,1,T) bool, ys_in (B,L), ys_lens (B,) -> logits (B,L,V).
+
+        memory/memory_mask may have B/n rows: each n consecutive rows of ys_in then read one memory row.
+        """
         tgt_mask = target_mask(ys_lens, ys_in.size(1))
         x = self._embed(ys_in, memory.dtype)
         for layer in self.layers:

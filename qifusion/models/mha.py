@@ -46,9 +46,16 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """query (B,Tq,Dq), key/value (B,Tk,Dkv), mask (B,Tq,Tk) or (B,1,Tk) bool (True = visible).
 
-        Returns (B,Tq,D).
+        Returns (B,Tq,D). Key/value may have fewer rows, B_k = B / n: each n consecutive query rows then
+        share one key/value row (and mask (B_k,1,Tk)), whose projections are computed once (attention
+        rescoring: the n-best of one utterance attend to its memory).
         """
         b, tq, _ = query.shape
+        bk = key.size(0)
+        if bk != b:
+            if b % bk:
+                raise ValueError(f"query rows {b} are not a multiple of key rows {bk}")
+            return self.forward(query.reshape(bk, (b // bk) * tq, -1), key, value, mask).reshape(b, tq, -1)
         q = self.linear_q(query).view(b, tq, self.h, self.d_k).transpose(1, 2)
         k = self.linear_k(key).view(b, -1, self.h, self.d_k).transpose(1, 2)
         v = self.linear_v(value).view(b, -1, self.h, self.d_k).transpose(1, 2)

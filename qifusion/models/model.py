@@ -14,6 +14,7 @@ The oracle baseline (``oracle_accent``) adds an embedding of the true accent lab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -29,36 +30,33 @@ from qifusion.models.decoder import (
     reverse_tokens,
 )
 from qifusion.models.fusion import AccentFusion
+from qifusion.models.geometry import ChunkGeometry
 from qifusion.models.laf import LastBlockEmbedding, LayerAdaptedFusion
+from qifusion.models.protocol import ChunkResult, EncodeResult
 from qifusion.models.state import StreamState
 
-__all__ = ["ChunkResult", "EncodeResult", "QifusionModel", "StreamState"]
+__all__ = ["ChunkResult", "EncodeResult", "QifusionModel", "StepCaches", "StepOutput", "StreamState"]
 
 
-@dataclass
-class EncodeResult:
-    """Offline (chunk-masked) encoding of a batch.
+class StepCaches(NamedTuple):
+    """Tensor caches of one chunk step (B streams, T_cache frames of history).
 
-    ctc_log_probs (B,T',V); memory (B,T',D) decoder input; lens (B,) valid frames;
-    accent_post (B,T',A) frame posteriors or None; accent_utt (B,A) utterance posterior or None.
+    att (num_blocks,B,H,T_cache,2*d_k); cnn (num_blocks,B,D,K-1); laf (B,L,K_laf-1,D) or None (no LAF);
+    fusion (B,T_cache,D_kv) or None (no fusion).
     """
 
-    ctc_log_probs: torch.Tensor
-    memory: torch.Tensor
-    lens: torch.Tensor
-    accent_post: torch.Tensor | None
-    accent_utt: torch.Tensor | None
+    att: torch.Tensor
+    cnn: torch.Tensor
+    laf: torch.Tensor | None = None
+    fusion: torch.Tensor | None = None
 
 
-@dataclass
-class ChunkResult:
-    """One streaming chunk: ctc_log_probs (B,C,V), memory (B,C,D), accent_post (B,C,A) or None,
-    accent_utt (B,A) running utterance posterior (all frames so far) or None."""
+class StepOutput(NamedTuple):
+    """One chunk's outputs: ctc_log_probs (B,C,V), memory (B,C,D), aid_logits (B,C,A) or None."""
 
     ctc_log_probs: torch.Tensor
     memory: torch.Tensor
-    accent_post: torch.Tensor | None
-    accent_utt: torch.Tensor | None = None
+    aid_logits: torch.Tensor | None
 
 
 @dataclass
@@ -209,6 +207,11 @@ class QifusionModel(nn.Module):
         return loss
 
     @property
+    def has_decoder(self) -> bool:
+        """True when the model has an attention decoder (rescoring, attention beam search)."""
+        return self.decoder is not None
+
+    @property
     def aid_pooling(self) -> str:
         """How the utterance accent decision pools frames (``model.accent.aid_pooling``; the ONNX backend has
         the same attribute)."""
@@ -257,47 +260,76 @@ class QifusionModel(nn.Module):
             else (accents if accents is not None else torch.full((batch_size,), -1, device=dev)),
         )
 
-    def forward_chunk(
-        self, feats: torch.Tensor, state: StreamState, *, chunk_size: int, left_chunks: int
-    ) -> tuple[ChunkResult, StreamState]:
-        """One chunk of B streams: feats (B,T_in,F) with T_in = (chunk-1)*rate + right_context + 1.
+    def chunk_geometry(self, chunk_size: int = -1, left_chunks: int = -1) -> ChunkGeometry:
+        """Streaming geometry of this encoder for ``chunk_size`` (> 0) output frames per chunk."""
+        enc = self.encoder
+        return ChunkGeometry(chunk_size, left_chunks, enc.subsampling_rate, enc.right_context)
 
-        Equals :meth:`encode` with the same ``chunk_size``/``left_chunks`` on the whole utterance.
+    def chunk_forward(
+        self,
+        feats: torch.Tensor,
+        caches: StepCaches,
+        valid: torch.Tensor,
+        *,
+        cache_frames: int,
+        accents: torch.Tensor | None = None,
+        ctc_only: bool = False,
+    ) -> tuple[StepOutput, StepCaches]:
+        """THE chunk step on tensors, which :meth:`step` and both ONNX exporters are built from.
+
+        feats (B,T_in,F) raw fbank; ``valid`` (B,T_cache+C) bool marks real cache and chunk frames
+        (False = empty cache slot or a padded output frame); ``cache_frames`` is the cache policy:
+        history frames kept in the returned caches (< 0 all, else that many; the fusion cache is
+        kept frame-aligned with the attention cache). ``ctc_only``: skip the accent parts when the CTC
+        head does not read them (memory is then the encoder output and ``aid_logits`` None).
         """
-        required = chunk_size * left_chunks if left_chunks >= 0 else -1
-        b, enc = feats.size(0), self.encoder
-        c = max((feats.size(1) - enc.right_context - 1) // enc.subsampling_rate + 1, 0)  # output frames
-        att_mask = torch.cat([state.cache_mask, state.cache_mask.new_ones(b, c)], dim=1)
-        out, hidden, att_cache, cnn_cache = self.encoder.forward_chunk(
-            feats, int(state.offset.max()), required, state.att_cache, state.cnn_cache, att_mask
+        b = feats.size(0)
+        enc = self.encoder
+        out, hidden, att, cnn = enc.forward_chunk(feats, 0, cache_frames, caches.att, caches.cnn, valid)
+        if ctc_only and not self.cfg.accent.fuse_into_ctc:
+            return StepOutput(self.ctc(out), out, None), StepCaches(att, cnn, caches.laf, caches.fusion)
+        parts, laf, kv_src = self._accent_parts(
+            out, hidden, valid.unsqueeze(1).expand(b, out.size(1), -1), accents=accents,
+            laf_cache=caches.laf, fusion_cache=caches.fusion,
         )
-        full_mask = att_mask  # (B,T_cache+C)
-        keep = att_cache.size(3)
-        parts, laf_cache, kv_src = self._accent_parts(
-            out,
-            hidden,
-            full_mask.unsqueeze(1).expand(b, c, -1),
-            accents=state.accents,
-            laf_cache=state.laf_cache,
-            fusion_cache=state.fusion_cache,
-        )
+        fusion = None if kv_src is None else kv_src[:, kv_src.size(1) - att.size(3):]
+        out_ = StepOutput(self.ctc(parts.ctc_in), parts.memory, parts.aid_logits)
+        return out_, StepCaches(att, cnn, laf, fusion)
+
+    def step(
+        self, feats: torch.Tensor, state: StreamState, geometry: ChunkGeometry
+    ) -> tuple[ChunkResult, StreamState]:
+        """One chunk of B streams: feats (B,T_in,F) with T_in <= ``geometry.window``.
+
+        Equals :meth:`encode` with the same chunk size / left chunks on the whole utterance.
+        """
+        c = geometry.output_frames(feats.size(1))
+        valid = torch.cat([state.cache_mask, state.cache_mask.new_ones(feats.size(0), c)], dim=1)
+        caches = StepCaches(state.att_cache, state.cnn_cache, state.laf_cache, state.fusion_cache)
+        out, new = self.chunk_forward(feats, caches, valid, cache_frames=geometry.cache_frames,
+                                      accents=state.accents)
         post = post_sum = None
-        if parts.aid_logits is not None and state.post_sum is not None:
-            post = parts.aid_logits.softmax(-1)
+        if out.aid_logits is not None and state.post_sum is not None:
+            post = out.aid_logits.softmax(-1)
             post_sum = state.post_sum + frame_evidence(post, self.cfg.accent.aid_pooling).sum(1)
         new_state = StreamState(
             offset=state.offset + c,
-            att_cache=att_cache,
-            cnn_cache=cnn_cache,
-            cache_mask=full_mask[:, full_mask.size(1) - keep :],
-            laf_cache=laf_cache,
-            fusion_cache=None if kv_src is None else kv_src[:, kv_src.size(1) - keep :],
+            att_cache=new.att,
+            cnn_cache=new.cnn,
+            cache_mask=valid[:, valid.size(1) - new.att.size(3) :],
+            laf_cache=new.laf,
+            fusion_cache=new.fusion,
             post_sum=post_sum,
             accents=state.accents,
         )
-        res = ChunkResult(self.ctc(parts.ctc_in), parts.memory, post,
-                          new_state.accent_posterior(self.cfg.accent.aid_pooling))
+        res = ChunkResult(out.ctc_log_probs, out.memory, post, new_state.accent_posterior(self.aid_pooling))
         return res, new_state
+
+    def forward_chunk(
+        self, feats: torch.Tensor, state: StreamState, *, chunk_size: int, left_chunks: int
+    ) -> tuple[ChunkResult, StreamState]:
+        """:meth:`step` with the geometry given by ``chunk_size`` / ``left_chunks``."""
+        return self.step(feats, state, self.chunk_geometry(chunk_size, left_chunks))
 
     # ------------------------------------------------------------------ decoder use by search
     def decoder_step(
@@ -333,23 +365,25 @@ class QifusionModel(nn.Module):
         if self.decoder is None:
             raise RuntimeError("this model has no attention decoder (ctc_weight = 1)")
         counts = [len(h) for h in hyps_per_utt]
-        flat = [h for hs in hyps_per_utt for h in hs]
-        if not flat:
+        n = max(counts, default=0)
+        if n == 0:
             return [memory.new_zeros(0) for _ in counts]
-        idx = torch.repeat_interleave(torch.arange(len(counts), device=memory.device), torch.tensor(counts))
-        mem = memory[idx]
-        mmask = torch.arange(memory.size(1), device=memory.device).unsqueeze(0) < lens[idx].unsqueeze(1)
-        mmask = mmask.unsqueeze(1)
+        # n rows per utterance (short lists padded with empty hypotheses): the decoder reads each
+        # utterance's memory once for its n hypotheses (MultiHeadAttention with fewer key rows)
+        flat = [h for hs in hyps_per_utt for h in [*hs, *([[]] * (n - len(hs)))]]
+        mmask = torch.arange(memory.size(1), device=memory.device).unsqueeze(0) < lens.unsqueeze(1)
+        mmask = mmask.unsqueeze(1)  # (B, 1, T')
         hl = torch.tensor([len(h) for h in flat], device=memory.device)
         toks = torch.full((len(flat), max(1, int(hl.max()))), -1, dtype=torch.long, device=memory.device)
         for i, h in enumerate(flat):
             toks[i, : len(h)] = torch.tensor(h, dtype=torch.long)
-        score = self._seq_logp(self.decoder, mem, mmask, toks, hl)
+        score = self._seq_logp(self.decoder, memory, mmask, toks, hl)
         rw = reverse_weight if self.r_decoder is not None else 0.0
         if rw > 0:
-            r = self._seq_logp(self.r_decoder, mem, mmask, reverse_tokens(toks, hl), hl)
+            r = self._seq_logp(self.r_decoder, memory, mmask, reverse_tokens(toks, hl), hl)
             score = (1.0 - rw) * score + rw * r
-        return list(torch.split(score, counts))
+        score = score.view(len(counts), n)
+        return [score[b, :c] for b, c in enumerate(counts)]
 
     def _seq_logp(
         self,

@@ -126,7 +126,15 @@ class DecodeScheduler:
                 session.stream.accept_waveform(SAMPLE_RATE, piece)
             if finish:
                 session.stream.input_finished()
-        ready = [s for s, _, _ in work if not s.closed and rec.is_ready(s.stream)][: self.max_batch]
+        ready = [s for s, _, _ in work if not s.closed and rec.is_ready(s.stream)]
+        # at most max_batch streams per round: finishing streams first (their user waits for the
+        # final), then those passed over longest; a round is short, so no one waits long for a chunk
+        ready.sort(key=lambda s: (not s.end_applied, -s.rounds_waiting))
+        for s in ready[self.max_batch :]:
+            s.rounds_waiting += 1
+        ready = ready[: self.max_batch]
+        for s in ready:
+            s.rounds_waiting = 0
         events: dict[Session, list[Event]] = {}
         if not ready:
             return events, False

@@ -33,6 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from qifusion.decode.options import DEFAULT_CHUNK, DEFAULT_MODE
 from qifusion.errors import UserError
 from qifusion.eval.calibration import AccentView
 from qifusion.serve import protocol
@@ -57,9 +58,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 10086  # 0 = any free port (tests)
     backend: str = "torch"
-    chunk_size: int = 16
+    chunk_size: int = DEFAULT_CHUNK
     left_chunks: int = -1
-    mode: str = "attention_rescoring"
+    mode: str = DEFAULT_MODE
     max_sessions: int = 32  # concurrent WebSocket sessions; extra clients get `failed` and a close
     max_message_bytes: int = 1 << 20  # largest client frame (1 MiB = 32 s of PCM)
     max_utterance_s: float = 300.0  # audio per utterance (since start or the last final)
@@ -357,7 +358,8 @@ class ServerThread:
 
 
 def serve(*, model_dir: Path, host: str = "127.0.0.1", port: int = 10086, backend: str = "torch",
-          chunk_size: int = 16, max_sessions: int = 32, token: str | None = None, **limits: Any) -> None:
+          chunk_size: int = DEFAULT_CHUNK, max_sessions: int = 32, token: str | None = None,
+          **limits: Any) -> None:
     """Load the model dir and serve until SIGINT/SIGTERM. ``limits``: other :class:`ServerConfig` fields."""
     config = ServerConfig(model_dir=Path(model_dir), host=host, port=port, backend=backend,
                           chunk_size=chunk_size, max_sessions=max_sessions, token=token, **limits)

@@ -51,6 +51,7 @@ class Session:
     samples_in: int = 0
     samples_since_final: int = 0
     compute_s: float = 0.0
+    rounds_waiting: int = 0  # decode rounds this session's ready stream was left out of (max_batch)
     num_finals: int = 0
     last_partial: tuple[str, str | None] | None = None
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)

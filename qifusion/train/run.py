@@ -267,7 +267,7 @@ def _train(
 def _calibrate(model_dir: Path, dev_dir: Path) -> None:
     """``qifusion calibrate`` of the new model dir on dev: the accent ID's measured accuracy and calibrated
     probabilities, and the speech gate's threshold, which every output that names an accent relies on."""
-    from qifusion.eval.calibration import calibrate_model
+    from qifusion.decode.calibrate import calibrate_model
 
     try:
         calibrate_model(model_dir, dev_dir, progress=False)

@@ -1,4 +1,7 @@
-"""Reference CTC searches for tests and benchmarks only: a plain per-frame Python loop and brute force.
+"""Reference CTC searches: a plain per-frame Python loop and brute force, for parity checks only.
+
+Not used by decoding; the parity tests and ``benchmarks.speed.prefix_beam`` compare the vectorised
+search against these (they live in the package so both can import them without path hacks).
 
 ``reference_prefix_beam`` is the textbook dict-based CTC prefix beam search (Hannun et al. 2014, as in
 WeNet), with the same per-frame token pruning as :func:`qifusion.decode.ctc_search.ctc_prefix_beam`

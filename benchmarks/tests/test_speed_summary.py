@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.speed import summary as summary_module
 
 
 @pytest.fixture(scope="module")
 def summary():
-    spec = importlib.util.spec_from_file_location("speed_summary", ROOT / "benchmarks/speed/summary.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return summary_module
 
 
 def _write(d: Path, name: str, obj: object) -> None:
@@ -82,7 +78,7 @@ def test_tables_contain_the_numbers(summary, tmp_path: Path) -> None:
     assert "| small | chunk 16, ms/chunk | 19.8 | 39.5 | 0.5 |" in md
     assert "| small | full context 10 s, s | 0.0735 | 0.147 | 0.5 |" in md
     # what is still missing names its command
-    assert "run `python benchmarks/speed/encoder.py --size base`" in md
+    assert "run `python -m benchmarks.speed.encoder --size base`" in md
     assert "No result `serve_load_onnx.json` yet" in md
 
 

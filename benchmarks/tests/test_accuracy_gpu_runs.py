@@ -3,16 +3,12 @@ so the CPU side must treat them as finished, evaluate that model, ship a copy of
 trained."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
-import eval_run
-import ship
-import train_run
-from spec import BY_NAME, MAX_STEPS
+from benchmarks.accuracy import eval_run, ship, train_run
+from benchmarks.accuracy.spec import BY_NAME, MAX_STEPS
 
 
 @pytest.fixture

@@ -55,3 +55,26 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     assert "| new-qifusion-s0 | new | qifusion | 0 | 20.0 | 19.5 | 18.00 | 70.0% | 500 |" in page
     assert "new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
     assert "| a | 3 | 1 |" in page
+
+
+def test_accent_settling_measures() -> None:
+    from benchmarks.accent_latency import accent_at, settle_time
+
+    pts = [(0.64, "a"), (1.28, "b"), (1.92, "a"), (2.56, "a")]
+    assert settle_time(pts) == 1.92  # "a" for good from the chunk ending at 1.92 s
+    assert settle_time([(0.64, "b"), (1.28, "b")]) == 0.64
+    assert accent_at(pts, 0.5) == "a"  # no chunk ended yet: the first chunk's decision
+    assert accent_at(pts, 1.3) == "b" and accent_at(pts, 3.0) == "a"
+
+
+def test_accent_stream_measure_and_page_row(tiny_model_dir: Path, synth_corpus: Path) -> None:
+    from benchmarks.accent_latency import measure
+
+    res = measure(tiny_model_dir, synth_corpus / "dev", chunk=4, limit=3)
+    assert res["utterances"] == 3 and res["chunk_seconds"] == pytest.approx(0.16)
+    assert 0.0 <= res["settle_s_median"] <= 10.0
+    row = {"run": "r", "recipe": "new", "system": "qifusion", "seed": 0, "minutes_to_target": None,
+           "converged": False, "curve": [], "accent_stream": res,
+           "dev": {"attention_rescoring": {"cer": 50.0, "aid_accuracy": 0.5}}}
+    page = recipe_report.render([row])
+    assert f"| r | {100 * res['accuracy_at']['1.0']:.1f}% |" in page

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy"))
-from report import generate, is_up_to_date
-from report_doc import Study
-from report_main import targets
-from report_stats import bootstrap_reduction, compare, load_results, pooled_cer, run_cer
-from spec import COMMON
-
+from benchmarks.accuracy.report import generate, is_up_to_date
+from benchmarks.accuracy.report_doc import Study
+from benchmarks.accuracy.report_main import targets
+from benchmarks.accuracy.report_stats import bootstrap_reduction, compare, load_results, pooled_cer, run_cer
+from benchmarks.accuracy.spec import COMMON
 from qifusion.errors import DataError
 
 ACCENTS = ["en-us", "en-us", "en-us", "en-gb-scotland", "en-gb-scotland", "en-gb-scotland"]
@@ -169,8 +166,8 @@ def test_report_pending_deterministic_and_check(results: Path, tmp_path: Path) -
     for name in pngs:
         assert (md1.parent / "results" / name).read_bytes() == (md2.parent / "results" / name).read_bytes()
     assert "](results/aid_confusion.png)" in text
-    pending = ("python benchmarks/accuracy/train_run.py qifusion_s1 && "
-               "python benchmarks/accuracy/eval_run.py qifusion_s1")
+    pending = ("python -m benchmarks.accuracy.train_run qifusion_s1 && "
+               "python -m benchmarks.accuracy.eval_run qifusion_s1")
     assert pending in text and "train_run.py baseline_s0 " not in text
     assert "4 of 24 runs have results." in text
     assert "| **baseline mean ± std** | 16.67 ± 0.00 |" in text
@@ -281,7 +278,7 @@ def test_not_converged_seed_is_flagged_and_dropped_pairwise(results: Path, tmp_p
 
 
 def test_per_seed_text_median_from_three_seeds() -> None:
-    from report_main import per_seed_text
+    from benchmarks.accuracy.report_main import per_seed_text
 
     assert per_seed_text([0.1, 0.5]) == "+10.0%, +50.0%"
     assert per_seed_text([0.1, 0.5, 0.2]) == "+10.0%, +50.0%, +20.0% (median +20.0%)"
@@ -311,7 +308,7 @@ def test_convergence_section_counts_separates_and_names_the_hardware(results: Pa
 
 
 def test_fisher_exact_known_values() -> None:
-    from report_converge import fisher_exact
+    from benchmarks.accuracy.report_converge import fisher_exact
 
     assert fisher_exact(6, 6, 0, 6) == pytest.approx(2 / 924)  # only the two extreme tables
     assert fisher_exact(5, 6, 3, 6) == pytest.approx(0.5455, abs=1e-4)

@@ -1,4 +1,5 @@
-"""Shared pytest fixtures. OMP_WAIT_POLICY must be set before torch loads (see DEVELOPERS)."""
+"""Shared pytest fixtures of tests/ and benchmarks/tests/ (a root conftest, so neither package imports the
+other). OMP_WAIT_POLICY must be set before torch loads (see DEVELOPERS)."""
 
 import os
 
@@ -46,7 +47,7 @@ def tiny_model_dir(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(config_path=Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml", data_dir=synth_corpus,
+        train(config_path=Path(__file__).resolve().parent / "conf" / "tiny.yaml", data_dir=synth_corpus,
               exp_dir=exp, resume=False, device="cpu", init=None,
               overrides=["train.max_epochs=40", "train.max_minutes=0",  # epochs, not machine speed
                          "train.lr=0.004", "train.warmup_steps=20", "data.max_duration=30",
