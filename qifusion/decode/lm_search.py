@@ -213,9 +213,12 @@ class LmBeamState:
         """Units (with ``▁`` between words) and their frames from a flashlight result.
 
         ``r.tokens``/``r.words`` have one entry per frame plus one before and after; ``r.words`` holds
-        a word id at the frame where the word ends. A trailing unfinished word (partials) is kept.
+        a word id at the frame where the word ends. Each word is output with its lexicon spelling (the
+        path's letters only give the frames: a repeated letter of the path can be one or two letters of
+        the word, so counting letters could split words wrongly); a letter's frame is its first frame in
+        the word's span of the path. A trailing unfinished word (partials) is kept as its letters.
         """
-        lm, path = self._lm, list(r.tokens)[1:-1]
+        lm, path, ends = self._lm, list(r.tokens)[1:-1], list(r.words)[1:-1]
         letters: list[tuple[int, int]] = []
         prev = -1
         for t, u in enumerate(path):
@@ -224,19 +227,30 @@ class LmBeamState:
             prev = u
         tokens: list[int] = []
         times: list[int] = []
-        pos = 0
-        words = [self._words[w] for w in r.words if w >= 0]
-        for w in [*words, None]:
-            n = len(w) if w is not None else len(letters) - pos
-            if n <= 0 or pos >= len(letters):
-                continue
+
+        def emit(units: list[int], span: list[tuple[int, int]]) -> None:
+            last = times[-1] if times else 0
             if tokens:
                 tokens.append(lm.sil_id)
-                times.append(letters[pos][1])
-            for u, t in letters[pos : pos + n]:
+                times.append(span[0][1] if span else last)
+            for k, u in enumerate(units):
                 tokens.append(u)
-                times.append(t)
-            pos += n
+                times.append(span[min(k, len(span) - 1)][1] if span else last)
+
+        pos = 0
+        for t, w in enumerate(ends):
+            if w < 0:
+                continue
+            span = []
+            while pos < len(letters) and letters[pos][1] <= t:
+                span.append(letters[pos])
+                pos += 1
+            word = self._words[w]
+            spelling = lm.lexicon.get(word) or list(word)
+            units = [lm.unit_ids[u] for u in spelling if u in lm.unit_ids] or [u for u, _ in span]
+            emit(units, span)
+        if pos < len(letters):
+            emit([u for u, _ in letters[pos:]], letters[pos:])
         return Hypothesis(tuple(tokens), tuple(times), float(r.score))
 
 
