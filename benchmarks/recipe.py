@@ -96,12 +96,15 @@ def log_records(exp: Path) -> list[dict[str, Any]]:
 
 def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
     """Dev points of a run's ``train_log.jsonl`` (or its ``records``): step, train_minutes, dev_cer,
-    dev_aid_acc."""
+    dev_aid_acc. The end-of-budget dev record of logs written before it carried a step gets the last
+    step logged before it."""
     points = []
+    step = 0
     for rec in log_records(exp) if records is None else records:
+        step = rec.get("step", step)
         if "dev_cer" in rec and "train_minutes" in rec:
-            keys = ("step", "train_minutes", "dev_cer", "dev_aid_acc")
-            points.append({k: rec[k] for k in keys if k in rec})
+            keys = ("train_minutes", "dev_cer", "dev_aid_acc")
+            points.append({"step": step, **{k: rec[k] for k in keys if k in rec}})
     return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
 
 

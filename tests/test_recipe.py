@@ -131,6 +131,9 @@ def test_max_minutes_stops_training_at_the_budget(tmp_path: Path) -> None:
     assert state.step == 1  # the first optimizer step spends the budget
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step_1.pt"]
     assert state.dev and state.dev[-1]["dev_cer"] == 49.0
+    recs = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    last = [r for r in recs if r["kind"] == "dev"][-1]  # the end-of-budget dev point, placed on the curve
+    assert (last["step"], last["epoch"], last["dev_cer"]) == (1, 1, 49.0) and last["train_minutes"] > 0
 
 
 # ----------------------------------------------------------------------------- one CER for train and decode

@@ -194,7 +194,7 @@ class Trainer:
         metrics = self._run_dev()
         if metrics:
             self.state.dev.append(metrics)
-            self.metrics.write({"kind": "dev", **metrics})
+            self.metrics.write({"kind": "dev", "epoch": self.state.epoch, "step": self.state.step, **metrics})
         every = self.cfg.save_interval_steps
         if not (every > 0 and self.state.step % every == 0):
             self.save(f"step_{self.state.step}.pt")
