@@ -39,7 +39,8 @@ function pct(x) {
 function showAccent(msg) {
   const aid = msg.accent_id;
   // an empty segment (silence after an endpoint) says nothing about the accent: keep what speech said
-  if (!msg.accent && !sentence(msg)) return;
+  const shown = $("accent").textContent;
+  if (!msg.accent && !sentence(msg) && shown !== "-" && shown !== "not reported") return;
   if (msg.accent && aid && aid.status === "ok") {
     $("accent").textContent = msg.accent;
     $("accent-prob").textContent =
