@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qifusion.data.synth import PRESETS, plan_corpus, render_utterance
+from qifusion.data.synth import plan_corpus, render_utterance
+from qifusion.data.synth_plan import PRESETS
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ import soundfile as sf
 from qifusion.data import synth as synth_mod
 from qifusion.data import voices
 from qifusion.data.manifest import load_data_dir
-from qifusion.data.synth import plan_corpus, split_sizes, synthesize_corpus
+from qifusion.data.synth import plan_corpus, synthesize_corpus
+from qifusion.data.synth_plan import split_sizes
 from qifusion.data.synth_text import normalize_sentence
 from qifusion.errors import DataError, UserError
 

@@ -13,8 +13,9 @@ import soundfile as sf
 
 from qifusion.data import voices_accents as va
 from qifusion.data.manifest import load_data_dir
-from qifusion.data.synth import PRESETS, plan_corpus, synthesize_corpus
+from qifusion.data.synth import plan_corpus, synthesize_corpus
 from qifusion.data.synth_accents import speaker_table, transform_effects
+from qifusion.data.synth_plan import PRESETS
 from qifusion.data.synth_text import DEMO_SHARE, demo_pool, demo_reserved, sentence_pool
 from qifusion.data.voices_nonfree import INSTALL_COMMAND, InstallPlan, debian_mirror_and_suite
 from qifusion.errors import UserError
@@ -193,7 +194,8 @@ def test_render_scottish_deterministic_with_speakers_and_licences(tmp_path: Path
 
 @needs_flite
 def test_warp_and_tempo_change_the_audio(tmp_path: Path) -> None:
-    from qifusion.data.synth import SynthItem, render_utterance
+    from qifusion.data.synth import render_utterance
+    from qifusion.data.synth_plan import SynthItem
 
     text = "the old man walked slowly along the quiet river bank"
     base = SynthItem("u0", "train", "scottish", "s", "awb", text, 50, 145, "a.wav", engine="flite")
@@ -232,7 +234,8 @@ def test_corpus_made_before_the_reservation_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival not installed (make setup)")
 def test_render_festival_voice(tmp_path: Path) -> None:
-    from qifusion.data.synth import SynthItem, render_utterance
+    from qifusion.data.synth import render_utterance
+    from qifusion.data.synth_plan import SynthItem
 
     item = SynthItem("u0", "train", "british", "s", "rab_diphone", "a cup of tea in the garden", 50, 145,
                      "a.wav", engine="festival", warp=0.95, tempo=1.05)

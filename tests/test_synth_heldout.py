@@ -12,8 +12,9 @@ import pytest
 
 from qifusion.data import voices
 from qifusion.data.manifest import load_data_dir
-from qifusion.data.synth import RATE_RANGE, plan_corpus, synthesize_corpus
+from qifusion.data.synth import plan_corpus, synthesize_corpus
 from qifusion.data.synth_heldout import FAST_RATES, SLOW_RATES
+from qifusion.data.synth_plan import RATE_RANGE
 from qifusion.errors import UserError
 
 

@@ -1,6 +1,6 @@
 """Rendering and bookkeeping for the ``accents`` / ``accents-free`` presets of ``qifusion synth``.
 
-Voices and speakers are in :mod:`.voices_accents`; planning is the shared :func:`.synth.plan_corpus`.
+Voices and speakers are in :mod:`.voices_accents`; planning is the shared :func:`.synth_plan.plan_splits`.
 Here: the flite/festival engines (MBROLA voices go through espeak-ng like the espeak presets), the sox
 effects of a derived speaker's transform, ``speakers.json`` (every speaker's accent, source voice,
 transform, split and whether its source voice is unseen in train) and the licences of a corpus.

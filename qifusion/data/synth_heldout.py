@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from qifusion.data.synth import PITCH_RANGE, Preset, SynthItem, plan_corpus
+from qifusion.data.synth_plan import PITCH_RANGE, Preset, SynthItem, plan_splits
 from qifusion.data.synth_text import corpus_pool
 from qifusion.data.voices import reserved_speakers
 from qifusion.errors import UserError
@@ -33,7 +33,7 @@ SPLIT = "test"
 def excluded_texts() -> set[str]:
     """Every sentence of the :data:`EXCLUDED_PLANS` corpora."""
     return {it.text for name, seed in EXCLUDED_PLANS
-            for it in plan_corpus(preset=name, utts_per_accent=None, seed=seed, accents=None)}
+            for it in plan_splits(preset=name, utts_per_accent=None, seed=seed, accents=None)}
 
 
 def heldout_pool(*, max_words: int) -> list[str]:
