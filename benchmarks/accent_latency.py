@@ -91,18 +91,20 @@ def measure(model_dir: Path, data_dir: Path, *, chunk: int, limit: int = 0) -> d
         rows.append({"utt": u.utt_id, "accent": u.accent, "final": pts[-1][1], "settle_s": settle_time(pts),
                      **{f"at_{t}": accent_at(pts, t) for t in CHECKPOINTS_S}})
     n = len(rows)
+    result: dict[str, Any] = {"model_dir": str(model_dir), "data_dir": str(data_dir), "chunk": chunk,
+                              "chunk_seconds": piece_s, "utterances": n}
+    if not n:
+        return result
     settle = np.array([r["settle_s"] for r in rows])
     right = np.array([r["final"] == r["accent"] for r in rows])
-    result: dict[str, Any] = {
-        "model_dir": str(model_dir), "data_dir": str(data_dir), "chunk": chunk, "chunk_seconds": piece_s,
-        "utterances": n,
-        "accuracy_final": float(right.mean()) if n else None,
-        "accuracy_at": {str(t): float(np.mean([r[f"at_{t}"] == r["accent"] for r in rows])) if n else None
+    result |= {
+        "accuracy_final": float(right.mean()),
+        "accuracy_at": {str(t): float(np.mean([r[f"at_{t}"] == r["accent"] for r in rows]))
                         for t in CHECKPOINTS_S},
-        "settle_s_median": float(np.median(settle)) if n else None,
-        "settle_s_p90": float(np.percentile(settle, 90)) if n else None,
-        "settled_within_1s": float(np.mean(settle <= 1.0)) if n else None,
-        "settled_within_2s": float(np.mean(settle <= 2.0)) if n else None,
+        "settle_s_median": float(np.median(settle)),
+        "settle_s_p90": float(np.percentile(settle, 90)),
+        "settled_within_1s": float(np.mean(settle <= 1.0)),
+        "settled_within_2s": float(np.mean(settle <= 2.0)),
         "settle_s_median_correct": float(np.median(settle[right])) if right.any() else None,
     }
     return result

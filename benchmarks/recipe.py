@@ -115,6 +115,7 @@ def evaluate(name: str) -> dict[str, Any]:
     from qifusion.fileio import atomic_write_text
 
     recipe, system, seed = parse(name)
+    dev = corpus(name) / "dev"
     exp = EXP / name
     if not (exp / "final" / "model.pt").exists():
         raise SystemExit(f"{name}: not finished (no {exp / 'final'}); run it first")
@@ -122,7 +123,7 @@ def evaluate(name: str) -> dict[str, Any]:
     reached = next((p["train_minutes"] for p in points if p["dev_cer"] <= TARGET_CER), None)
     modes = {}
     for mode in ("ctc_greedy", "attention_rescoring"):
-        rep = decode_dir(model_dir=exp / "final", data_dir=corpus(name) / "dev", out_dir=exp / f"dev_{mode}",
+        rep = decode_dir(model_dir=exp / "final", data_dir=dev, out_dir=exp / f"dev_{mode}",
                          mode=mode, progress=False)
         modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
         modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
@@ -130,8 +131,8 @@ def evaluate(name: str) -> dict[str, Any]:
     if system == "qifusion":  # how soon the streaming accent settles (chunk 16), dev
         from benchmarks.accent_latency import measure
 
-        accent_stream = measure(exp / "final", corpus(name) / "dev", chunk=16)
-    result = {"run": name, "corpus": corpus(name).name, "recipe": recipe, "system": system, "seed": seed,
+        accent_stream = measure(exp / "final", dev, chunk=16)
+    result = {"run": name, "corpus": dev.parent.name, "recipe": recipe, "system": system, "seed": seed,
               "config": CONFIGS[system],
               "overrides": overrides(name), "threads": 1, "minutes_budget": MINUTES,
               "minutes_to_target": reached, "target_cer": TARGET_CER,

@@ -126,7 +126,7 @@ def render(runs: list[dict[str, Any]]) -> str:
             cells = ", ".join(f"{a} {c:.1f}" for a, c in sorted(per.items(), key=lambda kv: kv[1]))
             lines.append(f"| {r['run']} | {cells} | {max(per.values()) / min(per.values()):.2f} |")
     lines += ["", f"![dev CER against training minutes](results/{PLOT.name})", ""]
-    streams = [r for r in runs if r.get("accent_stream")]
+    streams = [r for r in runs if (r.get("accent_stream") or {}).get("utterances")]
     if streams:
         lines += ["### Streaming accent on dev (chunk 16, `benchmarks.accent_latency`)", "",
                   "Running accent = the pooled accent posterior of the frames seen so far, read after every "
