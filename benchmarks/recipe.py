@@ -32,6 +32,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "recipe"
 CORPORA = {"benchmark": ROOT / "data" / "benchmark", "accents": ROOT / "data" / "accents"}
 MINUTES = 60.0
 DEV_EVERY = 250
+EVAL_MODES = ("ctc_greedy", "attention_rescoring", "lm_rescoring")  # dev decodes of a finished run
 TARGET_CER = 20.0  # issue 17: every seed at dev CER <= 20% within MINUTES
 CONFIGS = {"baseline": "conf/baseline_small.yaml", "qifusion": "conf/qifusion_small.yaml"}
 OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400", "train.lr=0.002",
@@ -108,8 +109,30 @@ def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[s
     return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
 
 
+def build_run_lm(model_dir: Path, corpus_dir: Path) -> Path:
+    """The word 4-gram LM + lexicon of a run (``MODEL/lm``): the corpus's training text and the general
+    English pool the synthesiser draws from (``qifusion lm --english``), with every dev and test sentence
+    excluded. Built once; about a second."""
+    from qifusion.lm.build import build_lm
+
+    out = model_dir / "lm"
+    if not (out / "lm.json").exists():
+        build_lm(model_dir=model_dir, texts=[corpus_dir / "train"], out_dir=out,
+                 exclude=[corpus_dir / "dev", corpus_dir / "test"], english=True)
+    return out
+
+
+def _finished_report(out_dir: Path, model_dir: Path) -> dict[str, Any] | None:
+    """The ``report.json`` of a dev decode of this very model (newer than its ``model.pt``), else None."""
+    rep = out_dir / "report.json"
+    if rep.exists() and rep.stat().st_mtime > (model_dir / "model.pt").stat().st_mtime:
+        return json.loads(rep.read_text())
+    return None
+
+
 def evaluate(name: str) -> dict[str, Any]:
-    """Dev decode (ctc greedy and attention rescoring, full context) of a finished run -> result JSON;
+    """Dev decode (``EVAL_MODES``, full context; the LM of :func:`build_run_lm`) of a finished run -> result
+    JSON (a decode already made of the same model is read, not redone);
     for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
     from qifusion.decode.run import decode_dir
     from qifusion.fileio import atomic_write_text
@@ -121,10 +144,15 @@ def evaluate(name: str) -> dict[str, Any]:
         raise SystemExit(f"{name}: not finished (no {exp / 'final'}); run it first")
     points = curve(exp)
     reached = next((p["train_minutes"] for p in points if p["dev_cer"] <= TARGET_CER), None)
+    final = exp / "final"
+    lm = build_run_lm(final, dev.parent)
     modes = {}
-    for mode in ("ctc_greedy", "attention_rescoring"):
-        rep = decode_dir(model_dir=exp / "final", data_dir=dev, out_dir=exp / f"dev_{mode}",
-                         mode=mode, progress=False)
+    for mode in EVAL_MODES:
+        out = exp / f"dev_{mode}"
+        rep = _finished_report(out, final)
+        if rep is None:
+            rep = decode_dir(model_dir=final, data_dir=dev, out_dir=out, mode=mode, progress=False,
+                             lm=lm if mode in ("lm_beam", "lm_rescoring") else None)
         modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
         modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
     accent_stream = None

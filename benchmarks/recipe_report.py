@@ -95,21 +95,25 @@ def render(runs: list[dict[str, Any]]) -> str:
              f"with one thread for at most {MINUTES:.0f} minutes of training time; dev CER (CTC greedy, full "
              f"context) every {DEV_EVERY} steps. Dev only: no test utterance is read. The issue's target is "
              "for two idle threads; these runs had one thread on one core while other work used the other "
-             "core.", ""]
+             "core. LM rescoring: `lm_rescoring` with a word 4-gram of the corpus's training text and the "
+             "general-English pool the synthesiser draws from, every dev and test sentence excluded "
+             "(`benchmarks.recipe.build_run_lm`), default LM weights.", ""]
     if not runs:
         pending = "No timed run has finished yet: the 60-minute check is still to be made."
         return "\n".join([*lines, pending, ""])
     lines += ["| run | corpus | recipe | system | seed | minutes to dev CER <= 20% | last dev CER (greedy) | "
-              "dev CER, attention rescoring | dev AID accuracy | steps |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "dev CER / WER, attention rescoring | dev CER / WER, LM rescoring | dev AID accuracy | steps |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         last = r["curve"][-1] if r["curve"] else {}
         resc = r["dev"]["attention_rescoring"]
+        lm = r["dev"].get("lm_rescoring")
         aid = resc.get("aid_accuracy")
         lines.append(f"| {r['run']} | {r.get('corpus', 'benchmark')} | {r['recipe']} | {r['system']} | "
                      f"{r['seed']} | "
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
-                     f"{_fmt(resc['cer'], '.2f')} | "
+                     f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
+                     f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{'-' if aid is None else f'{100 * aid:.1f}%'} | {last.get('step', '-')} |")
     for recipe in ("new", "old"):
         for system in ("baseline", "qifusion"):
@@ -232,6 +236,40 @@ def render_old_study(new_runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def render_aid_sources() -> list[str]:
+    """The ``benchmarks.aid_sources`` results: does the AID head (and a probe of each block) name the
+    accent of dev speakers whose source voice was never heard in training?"""
+    found = [json.loads(p.read_text()) for p in sorted((RESULTS.parent / "aid_sources").glob("*.json"))]
+    if not found:
+        return []
+    lines = ["## Accent or voice? (`python -m benchmarks.aid_sources`)", "",
+             "Dev accent-ID accuracy on speakers derived from a training voice (seen source) and on speakers "
+             "whose source voice is not in training (unseen source). Head: the model's AID decision "
+             "(attention-rescoring decode). Probe: a logistic regression on one pooled statistic, fitted on "
+             "training utterances; the best probe is named.", "",
+             "| run | head, seen source | head, unseen source | best probe | probe, unseen source | "
+             "fbank mean+std probe, unseen source |", "|---|---|---|---|---|---|"]
+    for r in found:
+        feats = r["probe"]["features"]
+        best = max((k for k in feats if feats[k]["unseen_source"] is not None),
+                   key=lambda k: feats[k]["unseen_source"], default=None)
+        fb = feats.get("fbank_meanstd", {}).get("unseen_source")
+        h = r["head"]
+        lines.append(f"| {r['run']} | {_pct(h['seen_source']['accuracy'])} | "
+                     f"{_pct(h['unseen_source']['accuracy'])} | {best or '-'} | "
+                     f"{_pct(feats[best]['unseen_source']) if best else '-'} | {_pct(fb)} |")
+    for r in found:
+        wrong = {s: v["predicted"] for s, v in r["head"]["per_speaker"].items() if v["unseen_source"]}
+        if wrong:
+            lines += ["", f"What {r['run']}'s head called each unseen-source dev speaker:", ""]
+            lines += [f"- {s}: " + ", ".join(f"{a} {n}" for a, n in p.items()) for s, p in wrong.items()]
+    return [*lines, ""]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def write_report() -> Path:
     """Write docs/recipe.md (and the plot when there are runs); returns the page's path."""
     from qifusion.fileio import atomic_write_text
@@ -242,7 +280,7 @@ def write_report() -> Path:
     explorations = load_explorations()
     if explorations:
         plot_explorations(explorations, EXPLORE_PLOT)
-    atomic_write_text(DOC, "\n".join([render(runs), *render_explorations(explorations),
+    atomic_write_text(DOC, "\n".join([render(runs), *render_aid_sources(), *render_explorations(explorations),
                                       *render_old_study(explorations)]))
     return DOC
 

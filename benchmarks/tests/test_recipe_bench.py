@@ -50,10 +50,15 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     confusion = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}
     result = {"run": "new-qifusion-s0", "recipe": "new", "system": "qifusion", "seed": 0,
               "minutes_to_target": 20.0, "converged": True, "curve": recipe.curve(exp),
-              "dev": {"attention_rescoring": {"cer": 18.0, "aid_accuracy": 0.7, "aid_confusion": confusion,
-                                              "per_accent_cer": {"a": 12.0, "b": 30.0}}}}
+              "dev": {"attention_rescoring": {"cer": 18.0, "wer": 40.0, "aid_accuracy": 0.7,
+                                              "aid_confusion": confusion,
+                                              "per_accent_cer": {"a": 12.0, "b": 30.0}},
+                      "lm_rescoring": {"cer": 19.0, "wer": 30.0}}}
     page = recipe_report.render([result])
-    assert "| new-qifusion-s0 | benchmark | new | qifusion | 0 | 20.0 | 19.5 | 18.00 | 70.0% | 500 |" in page
+    assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 20.0 | 19.5 | 18.00 / 40.00 | "
+            "19.00 / 30.00 | 70.0% | 500 |") in page
+    del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
+    assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
     assert "new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
     assert "| a | 3 | 1 |" in page
     assert "| new-qifusion-s0 | a 12.0, b 30.0 | 2.50 |" in page  # per-accent CER, worst / best
