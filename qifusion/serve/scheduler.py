@@ -1,4 +1,4 @@
-"""Decode scheduler: one loop batches the ready streams of all sessions into one ``decode_streams`` call.
+"""Decode scheduler: one loop batches the ready streams of all sessions into ``decode_streams`` calls.
 
 The scheduler runs on the event loop; model compute runs in a single worker thread (an executor), so
 the loop keeps accepting audio and answering other clients while a batch is computed. Each round:
@@ -54,13 +54,13 @@ class Event:
     accent_probs: dict[str, float] = field(default_factory=dict)  # raw posteriors (calibrated on delivery)
 
 
-Work = tuple[Session, list[np.ndarray], bool]
+Work = tuple[Session, list[np.ndarray], bool]  # session, new audio pieces, input finished now
 # Streams per round. On one core a chunk of the shipped model costs about the same per stream in a
 # batch of 8 as in a batch of 32 (the GEMMs are already compute-bound at 8), so small chunk rounds
 # lose no throughput and an `end` waits for little. A final round costs one unbatched tail chunk and
 # the rescoring per stream: a few per round let the first finals out while others finish.
 CHUNK_BATCH = 8
-FINAL_BATCH = 4  # session, new audio pieces, input finished now
+FINAL_BATCH = 4
 
 
 class DecodeScheduler:
