@@ -394,3 +394,27 @@ def test_fast_path_follows_weight_updates():
         ref = enc.forward_chunk(x, 0, -1, att, cnn)[0].detach()
     assert rel_err(after, ref) <= 1e-12
     assert rel_err(before, ref) > 1e-3
+
+
+def test_fast_path_follows_dtype_and_replaced_blocks():
+    """The fast path's derived weights follow ``to(dtype)`` and a replaced block (new parameters)."""
+    enc = make_encoder(dtype=torch.float64)
+    x = feats(1, 67, dtype=torch.float64)
+
+    def both(e: ConformerEncoder, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        att, cnn = e.init_cache(1, dtype=xs.dtype)
+        with torch.no_grad():
+            fast = e.forward_chunk(xs, 0, -1, att, cnn)[0]
+        with torch.enable_grad():
+            slow = e.forward_chunk(xs, 0, -1, att, cnn)[0].detach()
+        return fast, slow
+
+    fast, slow = both(enc, x)
+    assert fast.dtype == torch.float64 and rel_err(fast, slow) <= 1e-12
+    enc.to(torch.float32)
+    fast, slow = both(enc, x.float())
+    assert fast.dtype == torch.float32 and rel_err(fast, slow) <= 1e-5
+    other = make_encoder(seed=5)
+    enc.blocks[1] = other.blocks[1]
+    fast, slow = both(enc, x.float())
+    assert rel_err(fast, slow) <= 1e-5

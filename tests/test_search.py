@@ -111,6 +111,32 @@ def test_batched_search_equals_streaming_state_on_random_inputs(floor: float | N
             assert [h.score for h in got] == pytest.approx([h.score for h in batched[b]], abs=1e-9)
 
 
+@pytest.mark.parametrize("floor", [None, -3.0])
+def test_streams_stepped_together_equal_streams_stepped_alone(floor: float | None) -> None:
+    """Streams at different positions (different histories) advanced in one vectorised update per
+    chunk, as the Recognizer does for a batch, end exactly as when each is advanced alone."""
+    S, V, C = 5, 11, 8
+    lp = [(_peaky_lp if i % 2 else _rand_lp)(1, 60, V, seed=200 + i)[0] for i in range(S)]
+    alone = [CtcPrefixBeamState(beam_size=6, token_topk=4, token_min_logp=floor) for _ in range(S)]
+    together = [CtcPrefixBeamState(beam_size=6, token_topk=4, token_min_logp=floor) for _ in range(S)]
+    for i in range(S):  # stream i starts i chunks early: different frame counts and flushed paths
+        for k in range(i):
+            alone[i].step(lp[i][k * C : (k + 1) * C])
+            together[i].step(lp[i][k * C : (k + 1) * C])
+        together[i].nbest()  # one of them flushed (paths materialised) before the joint steps
+    for step in range(3):
+        chunk = torch.stack([lp[i][(i + step) * C : (i + step + 1) * C] for i in range(S)])
+        for i in range(S):
+            alone[i].step(chunk[i])
+        CtcPrefixBeamState.step_together(together, chunk)
+    for a, t in zip(alone, together):
+        assert t.num_frames == a.num_frames
+        got, want = t.nbest(), a.nbest()
+        assert [h.tokens for h in got] == [h.tokens for h in want] and len(got) > 1
+        assert [h.times for h in got] == [h.times for h in want]
+        assert [h.score for h in got] == [h.score for h in want]
+
+
 def test_prefix_beam_equals_streaming_search() -> None:
     """The incremental search of the streaming API gives the same n-best (tokens, times, scores)."""
     lp = _rand_lp(1, 80, 12, seed=7, scale=3.0)

@@ -183,6 +183,40 @@ def test_scheduler_batches_all_ready_sessions():
     assert texts == ["b", "c", "d"]
 
 
+def test_scheduler_finals_first_and_short_chunk_rounds():
+    rec = FakeRecognizer()
+
+    async def main():
+        sched = DecodeScheduler(rec, chunk_batch=2)
+        sessions = [Session() for _ in range(4)]
+        for s, amp in zip(sessions, [0.1, 0.2, 0.3, 0.4]):
+            s.stream = rec.create_stream()
+            s.pending_audio.append(burst(amp, 0.2))  # two chunks each
+            sched.add(s)
+        sessions[3].end_requested = True
+        first = await sched.step()  # the finishing session alone, both chunks and its final
+        finished = [protocol.parse_server_message(m.text) for m in _drain(sessions[3])]
+        idle = [s.outbox.empty() for s in sessions[:3]]
+        await sched.step()  # a chunk round: at most chunk_batch streams
+        second = [not s.outbox.empty() for s in sessions[:3]]
+        await sched.step()  # the one passed over goes first
+        return first, finished, idle, second, [s.stream.pos for s in sessions[:3]]
+
+    first, finished, idle, second, pos = asyncio.run(main())
+    assert first and rec.batch_sizes[:2] == [1, 1] and rec.batch_sizes[2:] == [2, 2]
+    assert [m["type"] for m in finished] == ["partial_result", "final_result", "speech_end"]
+    assert finished[1]["sentence"] == "e"
+    assert all(idle) and sum(second) == 2
+    assert sorted(pos) == [1600, 1600, 3200] and pos[second.index(False)] == 1600  # decoded third
+
+
+def _drain(session: Session) -> list:
+    out = []
+    while not session.outbox.empty():
+        out.append(session.outbox.get_nowait())
+    return out
+
+
 def test_malformed_messages_get_failed_and_server_keeps_serving(fake_server):
     srv = fake_server()
 

@@ -44,6 +44,7 @@ _M2, _P2 = 2147483629, 998244353 % 2147483629
 TOKEN_MIN_LOGP = math.log(1e-3)  # default per-frame token floor: p < 0.001 is pruned
 _NINF = -np.inf
 _PRUNED = -2  # token id of a pruned candidate: never blank (>= 0) nor an empty prefix's last (-1)
+_ROW_FIELDS = ("pb", "pnb", "last", "h1", "h2", "pkey")  # the (B, N) beam arrays of a search
 
 
 def ctc_greedy(log_probs: torch.Tensor, lens: torch.Tensor, *, blank_id: int = 0) -> list[Hypothesis]:
@@ -191,6 +192,32 @@ class CtcPrefixBeamSearch:
             tail = np.where(counts > 0, frames[b_idx, np.maximum(counts - 1, 0)] + 1, 0)
         self._blank_run(csum[:, T] - csum[b_idx, tail], ccnt[:, T] > ccnt[b_idx, tail])
         self.num_frames += T
+
+    @staticmethod
+    def advance_together(searches: list[CtcPrefixBeamSearch], log_probs: torch.Tensor) -> None:
+        """Advance single-utterance searches (batch size 1 each, the same settings) by one chunk each,
+        ``log_probs`` (S, T', V), in one vectorised update (the streams of a batched chunk step). Rows
+        never mix, so each search ends as if advanced alone; its frame count may differ from the others'.
+        """
+        if len(searches) == 1:
+            searches[0].advance(log_probs)
+            return
+        first = searches[0]
+        config = (first.beam_size, first.token_topk, first.token_min_logp, first.blank_id)
+        if any(s.pb.shape[0] != 1 or (s.beam_size, s.token_topk, s.token_min_logp, s.blank_id) != config
+               for s in searches):
+            raise ValueError("advance_together needs single-utterance searches with the same settings")
+        both = CtcPrefixBeamSearch(len(searches), beam_size=first.beam_size, token_topk=first.token_topk,
+                                   token_min_logp=first.token_min_logp, blank_id=first.blank_id)
+        for name in _ROW_FIELDS:
+            setattr(both, name, np.concatenate([getattr(s, name) for s in searches]))
+        both.num_frames = np.array([s.num_frames for s in searches])  # type: ignore[assignment]
+        both.advance(log_probs)
+        for b, s in enumerate(searches):
+            for name in _ROW_FIELDS:
+                setattr(s, name, getattr(both, name)[b : b + 1].copy())
+            s._steps.extend((sel[b : b + 1], frame[b : b + 1]) for sel, frame in both._steps)
+            s.num_frames += int(log_probs.shape[1])
 
     def _blank_run(self, total: np.ndarray, on: np.ndarray) -> None:
         """Apply a run of blank-only frames with summed log-prob ``total`` (B,) where ``on`` (B,)."""

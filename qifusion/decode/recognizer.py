@@ -229,12 +229,18 @@ class Recognizer:
         with self._chunk_threads():
             out, new_state = self.model.step(feats, state, self.geometry)
         new_states = [new_state] if len(group) == 1 else new_state.unstack()
+        all_log_probs = out.ctc_log_probs.float().cpu()  # (B, T_chunk, V)
+        searches = [s.search for s in group]
+        together = len(group) > 1 and all(type(x) is CtcPrefixBeamState for x in searches)
+        if together:  # one vectorised prefix-beam update for the whole batch (same hypotheses)
+            CtcPrefixBeamState.step_together(searches, all_log_probs)  # type: ignore[arg-type]
         for i, s in enumerate(group):
             s.model_state = new_states[i]
             s.next_frame += self.geometry.stride
             s.fbank.pop(min(s.next_frame, s.fbank.num_frames_ready))
-            log_probs = out.ctc_log_probs[i].float().cpu()  # (T_chunk, V)
-            s.search.step(log_probs)
+            log_probs = all_log_probs[i]  # (T_chunk, V)
+            if not together:
+                s.search.step(log_probs)
             s.silence.update(log_probs[:, self.blank_id])
             s.evidence.update(log_probs, self.blank_id)
             if self.keep_memory:

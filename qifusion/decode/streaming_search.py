@@ -96,6 +96,11 @@ class CtcPrefixBeamState:
         """Consume new frames, ``log_probs`` (T', V) (any float dtype)."""
         self._search.advance(log_probs[None])
 
+    @staticmethod
+    def step_together(searches: list[CtcPrefixBeamState], log_probs: torch.Tensor) -> None:
+        """``searches[i].step(log_probs[i])`` for all, in one vectorised update; log_probs (S, T', V)."""
+        CtcPrefixBeamSearch.advance_together([s._search for s in searches], log_probs)
+
     def finish(self) -> None:
         """End of the segment (nothing to do: the prefix scores already sum over all paths)."""
 

@@ -10,29 +10,19 @@ import numpy as np
 import torch
 
 from qifusion.models.aid import pooled_posterior
+from qifusion.models.state import CacheFields
 
 
 @dataclass
-class OnnxState:
-    """Fixed-size caches of B streams (numpy); R = chunk_size * left_chunks.
+class OnnxState(CacheFields[np.ndarray]):
+    """Fixed-size caches of B streams (numpy); R = chunk_size * left_chunks. The fields are
+    :class:`~qifusion.models.state.CacheFields`, the torch state's:
 
     offset (B,) frames output so far; att_cache (nb,B,H,R,2*d_k); cnn_cache (nb,B,D,K-1);
     cache_mask (B,R) bool, True = real cached frame; laf_cache (B,L,K-1,D) | None;
     fusion_cache (B,R,D_kv) | None; post_sum (B,A) float64 sum of the frames' accent evidence (posteriors,
     or log-posteriors for logit pooling: :func:`qifusion.models.aid.frame_evidence`) | None.
     """
-
-    offset: np.ndarray
-    att_cache: np.ndarray
-    cnn_cache: np.ndarray
-    cache_mask: np.ndarray
-    laf_cache: np.ndarray | None = None
-    fusion_cache: np.ndarray | None = None
-    post_sum: np.ndarray | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.offset.shape[0])
 
     @staticmethod
     def stack(states: list[OnnxState]) -> OnnxState:

@@ -3,11 +3,16 @@
 All caches hold the last ``T_cache`` frames (after sub-sampling) that the next chunk may attend to.
 Streams of different lengths are batched by left-padding their caches; ``cache_mask`` (B,T_cache)
 marks the real frames (always a suffix of each row), and is what the encoder receives as ``att_mask``.
+
+:class:`CacheFields` is the field spec that every backend's state shares (torch tensors here, numpy
+arrays in the ONNX backend's :class:`~qifusion.export.onnx_state.OnnxState`): one list of caches, so a
+new cache is added in one place and both states carry it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import torch
 
@@ -32,9 +37,30 @@ def _pick(x: torch.Tensor | None, b: int, *, keep: tuple[int, int, int] | None =
     return x if keep is None else x.narrow(*keep)
 
 
+A = TypeVar("A")  # the array type of a backend: torch.Tensor or numpy.ndarray
+
+
 @dataclass
-class StreamState:
-    """Caches of B streams.
+class CacheFields(Generic[A]):
+    """The caches of B streams, shared by the torch and the ONNX state (shapes: :class:`StreamState`;
+    the ONNX state's caches have the fixed exported length)."""
+
+    offset: A
+    att_cache: A
+    cnn_cache: A
+    cache_mask: A
+    laf_cache: A | None = None
+    fusion_cache: A | None = None
+    post_sum: A | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.offset.shape[0])  # type: ignore[attr-defined]
+
+
+@dataclass
+class StreamState(CacheFields[torch.Tensor]):
+    """Caches of B streams (torch tensors).
 
     Attributes:
         offset: (B,) frames (after sub-sampling) already output per stream.
@@ -48,18 +74,7 @@ class StreamState:
         accents: (B,) oracle accent ids (-1 unknown), or None (only oracle_accent models).
     """
 
-    offset: torch.Tensor
-    att_cache: torch.Tensor
-    cnn_cache: torch.Tensor
-    cache_mask: torch.Tensor
-    laf_cache: torch.Tensor | None = None
-    fusion_cache: torch.Tensor | None = None
-    post_sum: torch.Tensor | None = None
     accents: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.offset.numel())
 
     def accent_posterior(self, pooling: str = "posterior") -> torch.Tensor | None:
         """Running utterance-level accent posterior (B,A) over the frames so far (``aid_pooling``)."""

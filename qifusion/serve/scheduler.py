@@ -1,16 +1,24 @@
-"""Decode scheduler: one loop batches the ready streams of all sessions into one ``decode_streams`` call.
+"""Decode scheduler: one loop batches the ready streams of all sessions into ``decode_streams`` calls.
 
 The scheduler runs on the event loop; model compute runs in a single worker thread (an executor), so
 the loop keeps accepting audio and answering other clients while a batch is computed. Each round:
 
 1. on the loop: hand every session's pending audio / end flag over (see :mod:`.session`);
-2. in the worker: ``accept_waveform`` / ``input_finished`` on the streams, then one
-   ``recognizer.decode_streams(ready)`` over all ready streams of all sessions, then endpoint checks
-   (``is_endpoint`` -> ``reset`` for continuous decoding); results are copied into plain events;
+2. in the worker: ``accept_waveform`` / ``input_finished`` on the streams, then either a *final
+   round* or a *chunk round* (below), then endpoint checks (``is_endpoint`` -> ``reset`` for continuous
+   decoding); results are copied into plain events;
 3. on the loop: events become protocol messages in each session's outbox.
 
+Finals first: the user of a finishing stream (its client sent ``end``) is the one waiting, so when any
+ready stream is finishing, the round decodes only finishing streams (at most ``final_batch``), all their
+remaining chunks and their finalisation (rescoring), and their finals go out before other streams' next
+chunks are touched.
+A chunk round decodes one chunk of at most ``chunk_batch`` ready streams (those passed over longest
+first) in one ``recognizer.decode_streams`` call; the cap keeps a round short, so an ``end`` that
+arrives during a round waits for little chunk work before its final round. Batching many streams per
+step follows sherpa-onnx's online websocket server.
+
 Rounds repeat while any stream is ready, else the scheduler sleeps until a session signals new input.
-The idea of batching concurrent streams per step follows sherpa-onnx's online websocket server.
 """
 
 from __future__ import annotations
@@ -47,16 +55,25 @@ class Event:
 
 
 Work = tuple[Session, list[np.ndarray], bool]  # session, new audio pieces, input finished now
+# Streams per round. On one core a chunk of the shipped model costs about the same per stream in a
+# batch of 8 as in a batch of 32 (the GEMMs are already compute-bound at 8), so small chunk rounds
+# lose no throughput and an `end` waits for little. A final round costs one unbatched tail chunk and
+# the rescoring per stream: a few per round let the first finals out while others finish.
+CHUNK_BATCH = 8
+FINAL_BATCH = 4
 
 
 class DecodeScheduler:
     """Batches all sessions' ready streams; ``recognizer`` follows the Recognizer/Stream contract."""
 
-    def __init__(self, recognizer: Any, *, max_batch: int = 64, executor: Executor | None = None,
+    def __init__(self, recognizer: Any, *, max_batch: int = 64, chunk_batch: int = CHUNK_BATCH,
+                 final_batch: int = FINAL_BATCH, executor: Executor | None = None,
                  accent_view: AccentView | None = None) -> None:
         self.recognizer = recognizer
         self.accent_view = accent_view or AccentView(None)  # how accents are shown (calibration)
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # most streams per decode_streams call
+        self.chunk_batch = min(chunk_batch, max_batch)  # most streams per chunk round
+        self.final_batch = min(final_batch, max_batch)  # most finishing streams per final round
         self.sessions: set[Session] = set()
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="qifusion-decode")
         self._own_executor = executor is None
@@ -127,25 +144,32 @@ class DecodeScheduler:
             if finish:
                 session.stream.input_finished()
         ready = [s for s, _, _ in work if not s.closed and rec.is_ready(s.stream)]
-        # at most max_batch streams per round: finishing streams first (their user waits for the
-        # final), then those passed over longest; a round is short, so no one waits long for a chunk
-        ready.sort(key=lambda s: (not s.end_applied, -s.rounds_waiting))
-        for s in ready[self.max_batch :]:
-            s.rounds_waiting += 1
-        ready = ready[: self.max_batch]
-        for s in ready:
-            s.rounds_waiting = 0
         events: dict[Session, list[Event]] = {}
         if not ready:
             return events, False
+        finishing = [s for s in ready if s.end_applied]
+        # a final round (finishing streams alone, to their final result) or a chunk round (one chunk of
+        # at most chunk_batch streams); either way those passed over longest go first
+        batch = finishing or ready
+        batch.sort(key=lambda s: -s.rounds_waiting)
+        cap = self.final_batch if finishing else self.chunk_batch
+        for s in batch[cap:]:
+            s.rounds_waiting += 1
+        batch = batch[:cap]
+        for s in batch:
+            s.rounds_waiting = 0
         t0 = time.perf_counter()
-        rec.decode_streams([s.stream for s in ready])
+        todo = batch
+        while todo:  # a final round repeats until its streams are finalised
+            rec.decode_streams([s.stream for s in todo])
+            self.batch_sizes.append(len(todo))
+            for s in todo:  # after every chunk: endpoints of continuous decoding are checked per chunk
+                events.setdefault(s, []).extend(self._collect(s))
+            todo = [s for s in todo if rec.is_ready(s.stream)] if finishing else []
         elapsed = time.perf_counter() - t0
         self.compute_s += elapsed
-        self.batch_sizes.append(len(ready))
-        for s in ready:
-            s.compute_s += elapsed / len(ready)
-            events[s] = self._collect(s)
+        for s in batch:
+            s.compute_s += elapsed / len(batch)
         more = any(not s.closed and rec.is_ready(s.stream) for s, _, _ in work)
         return events, more
 
