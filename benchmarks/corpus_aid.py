@@ -49,10 +49,13 @@ class AidConfig:
     var_norm: bool = False  # per-input mean + variance normalisation inside the model
     pooling: str = "stats"  # "stats" (mean + std) or "attentive"
     average_last: int = 0  # also try the average of the last N epochs' weights (0: off)
+    cepstra: int = 0  # keep the first N cepstral coefficients of each frame (0: all): drops pitch harmonics
 
     def __post_init__(self) -> None:
         if self.pooling not in ("stats", "attentive"):
             raise ValueError(f"AidConfig.pooling must be 'stats' or 'attentive', got {self.pooling!r}")
+        if not 0 <= self.cepstra <= 80:
+            raise ValueError(f"AidConfig.cepstra must be in 0..80, got {self.cepstra}")
         if self.warp < 1.0 or self.tempo < 1.0:
             raise ValueError(f"AidConfig.warp and .tempo must be >= 1, got {self.warp}, {self.tempo}")
 
@@ -69,6 +72,17 @@ class TrainResult:
     avg_dev_focus_acc: float | None = None
     steps: int = 0
     minutes: float = 0.0
+
+
+def cepstral_smoother(dim: int, keep: int) -> torch.Tensor:
+    """(dim, dim) matrix S: ``frames @ S`` keeps the first ``keep`` coefficients of the orthonormal DCT-II
+    of each log-mel frame (its cepstrum, as MFCCs) and maps back to ``dim`` bins: a smoothed spectral
+    envelope without the fine structure of the pitch harmonics."""
+    n = np.arange(dim)
+    dct = np.cos(np.pi / dim * (n[None, :] + 0.5) * n[:, None]) * np.sqrt(2.0 / dim)
+    dct[0] /= np.sqrt(2.0)
+    low = dct[:keep]  # (keep, dim), orthonormal rows
+    return torch.from_numpy(low.T @ low).float()
 
 
 def utterance_features(path: str) -> torch.Tensor:
@@ -95,9 +109,10 @@ class XVector(nn.Module):
     """TDNN + statistics pooling. ``forward``: (B, T, 80) -> (B, num_classes) logits."""
 
     def __init__(self, num_classes: int, *, channels: int = 256, embed: int = 128, feat_dim: int = 80,
-                 pooling: str = "stats", var_norm: bool = False):
+                 pooling: str = "stats", var_norm: bool = False, cepstra: int = 0):
         super().__init__()
         self.var_norm = var_norm
+        self.smoother = cepstral_smoother(feat_dim, cepstra) if 0 < cepstra < feat_dim else None
         layers: list[nn.Module] = []
         spec = ((feat_dim, channels, 5, 1), (channels, channels, 3, 2), (channels, channels, 3, 3),
                 (channels, channels, 1, 1), (channels, 2 * channels, 1, 1))
@@ -109,6 +124,8 @@ class XVector(nn.Module):
                                   nn.Dropout(0.2), nn.Linear(embed, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.smoother is not None:
+            x = x @ self.smoother
         if self.var_norm:
             x = (x - x.mean(dim=1, keepdim=True)) / (x.std(dim=1, keepdim=True) + 1e-5)
         h = self.frames(x.transpose(1, 2))  # (B, 2C, T')
@@ -183,7 +200,7 @@ def train_classifier(train: list[torch.Tensor], train_y: list[int], dev: list[to
     focus = list(range(len(dev))) if dev_focus is None else list(dev_focus)
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = XVector(num_classes, pooling=cfg.pooling, var_norm=cfg.var_norm)
+    model = XVector(num_classes, pooling=cfg.pooling, var_norm=cfg.var_norm, cepstra=cfg.cepstra)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.max_lr / 2, weight_decay=1e-4)
     counts = np.bincount(train_y, minlength=num_classes)
     weights = [1.0 / counts[y] for y in train_y]

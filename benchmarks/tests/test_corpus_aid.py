@@ -17,6 +17,7 @@ from benchmarks.corpus_aid import (
     TrainResult,
     XVector,
     augment_batch,
+    cepstral_smoother,
     predict,
     train_classifier,
     warp_fbank,
@@ -147,3 +148,25 @@ def test_keep_asr_copies_only_from_the_same_corpus(tmp_path):
     assert corpus_check.previous_asr(out, tmp_path) == {"per_accent": {"a": 1}, "kept_from": "x"}
     with pytest.raises(SystemExit, match="not"):
         corpus_check.previous_asr(out, tmp_path / "other")
+
+
+def test_cepstral_smoother_keeps_the_envelope_and_drops_the_harmonics():
+    bins = torch.arange(80, dtype=torch.float32)
+    envelope = torch.exp(-((bins - 25) / 15) ** 2)  # smooth: one broad formant
+    harmonics = 0.5 * torch.cos(torch.pi * 40 * (bins + 0.5) / 80)  # fine structure, period 4 bins
+    s = cepstral_smoother(80, 20)
+    assert torch.allclose(s @ s, s, atol=1e-5)  # a projection
+    out = (envelope + harmonics) @ s
+    assert torch.allclose(out, envelope @ s, atol=1e-4)  # harmonics gone
+    assert (out - envelope).abs().max() < 0.05  # envelope kept
+    assert torch.allclose(cepstral_smoother(80, 80), torch.eye(80), atol=1e-5)  # all coefficients: identity
+
+
+def test_table_reports_the_dev_accuracy_of_the_model_kept():
+    from benchmarks.corpus_table import kept_dev
+
+    run = {"dev_acc_by_epoch": [0.5, 0.9, 0.8], "dev_acc_unseen_source_by_epoch": [0.2, 0.6, 0.7],
+           "dev_acc_avg_last": 0.85, "dev_acc_unseen_source_avg_last": 0.75, "config": {"average_last": 2}}
+    assert kept_dev({**run, "kept_by_dev": 3}) == (0.8, 0.7, "epoch 3")
+    assert kept_dev({**run, "kept_by_dev": "avg"}) == (0.85, 0.75, "avg of last 2")
+    assert kept_dev({"dev_acc_by_epoch": [0.4, 0.6], "best_epoch_by_dev": 2}) == (0.6, None, "epoch 2")
