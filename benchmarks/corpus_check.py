@@ -1,12 +1,14 @@
 """Does a corpus have accents you can hear? Two measurements on a ``qifusion synth`` corpus dir (issue 16).
 
 1. **Identifiable**: the x-vector classifier of :mod:`benchmarks.corpus_aid`, trained on ``train``
-   (at most ``--train-per-accent`` utterances per accent), epoch chosen on ``dev``, scored once on
-   ``test``: accuracy over all test speakers (all unseen in train) and, as the headline, over the test
-   speakers whose *source voice* is unseen in train (``speakers.json`` of an ``accents`` corpus; for the
-   espeak presets a speaker's source is its espeak-ng variant).
+   (all of it, or at most ``--train-per-accent`` utterances per accent), the model kept chosen on
+   ``dev`` alone (accuracy on the dev speakers whose source voice is unseen in train; all of dev when
+   there are none), scored once on ``test``: accuracy over all test speakers (all unseen in train) and,
+   as the headline, over the test speakers whose *source voice* is unseen in train (``speakers.json``
+   of an ``accents`` corpus; for the espeak presets a speaker's source is its espeak-ng variant).
 2. **Hurts a recogniser**: pocketsphinx's US-English model (PyPI ``pocketsphinx``, extra ``corpus``)
-   WER per accent on ``--asr-per-accent`` test utterances per accent (first in id order).
+   WER per accent on ``--asr-per-accent`` test utterances per accent (first in id order). It does not
+   depend on the classifier: ``--keep-asr`` copies it from the existing ``--out`` JSON of the same corpus.
 
 ```bash
 OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.corpus_check data/accents \
@@ -21,13 +23,14 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.corpus_aid import accuracy, predict, train_classifier, utterance_features
+from benchmarks.corpus_aid import AidConfig, accuracy, predict, train_classifier, utterance_features
 from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.data.synth_accents import load_speakers
 from qifusion.eval.metrics import ErrorCounts, wer_counts
@@ -58,9 +61,16 @@ def take_per_accent(utts: list[Utterance], n: int | None, seed: int) -> list[Utt
     return out
 
 
-def identifiability(corpus: Path, *, train_per_accent: int | None, epochs: int, max_minutes: float,
+def unseen_source_indices(utts: list[Utterance], train: list[Utterance],
+                          table: dict[str, dict[str, Any]]) -> list[int]:
+    """Indices of ``utts`` whose (accent, source voice) pair does not occur in ``train``."""
+    seen = {(u.accent, source_of(u, table)) for u in train}
+    return [i for i, u in enumerate(utts) if (u.accent, source_of(u, table)) not in seen]
+
+
+def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidConfig, max_minutes: float,
                     seed: int) -> dict[str, Any]:
-    """Train the classifier and score it (see the module doc)."""
+    """Train the classifier (model selection on dev only) and score it on test (see the module doc)."""
     table = load_speakers(corpus)
     splits = {s: load_data_dir(corpus / s) for s in ("train", "dev", "test")}
     train = take_per_accent(splits["train"], train_per_accent, seed)
@@ -72,13 +82,16 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, epochs: int, 
     feat_min = (time.time() - t0) / 60
     labels = {name: [index[u.accent] for u in utts]
               for name, utts in (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))}
+    dev_focus = unseen_source_indices(splits["dev"], splits["train"], table) or None
     res = train_classifier(feats["train"], labels["train"], feats["dev"], labels["dev"],
-                           num_classes=len(accents), epochs=epochs, max_minutes=max_minutes, seed=seed)
+                           num_classes=len(accents), config=config, dev_focus=dev_focus,
+                           max_minutes=max_minutes, seed=seed)
     test = splits["test"]
     pred = predict(res.model, feats["test"])
-    train_sources = {(u.accent, source_of(u, table)) for u in splits["train"]}
-    unseen = [(u.accent, source_of(u, table)) not in train_sources for u in test]
-    sel = [i for i, flag in enumerate(unseen) if flag]
+    sel = unseen_source_indices(test, splits["train"], table)
+    unseen = [False] * len(test)
+    for i in sel:
+        unseen[i] = True
 
     def acc(idx: list[int]) -> float | None:
         return round(accuracy([pred[i] for i in idx], [labels["test"][i] for i in idx]), 4) if idx else None
@@ -96,12 +109,16 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, epochs: int, 
         per_speaker[spk] = {"accent": test[idx[0]].accent, "source": source_of(test[idx[0]], table),
                             "unseen_source": unseen[idx[0]], "n": len(idx), "acc": acc(idx)}
     return {
-        "classifier": "x-vector TDNN on 80-dim fbank with per-utterance CMN, mean+std pooling "
-                      "(benchmarks/corpus_aid.py)",
+        "classifier": f"x-vector TDNN on 80-dim fbank, {config.pooling} pooling (benchmarks/corpus_aid.py)",
+        "config": asdict(config),
         "accents": accents, "chance": round(1 / len(accents), 4),
         "train_utts": len(train), "dev_utts": len(splits["dev"]), "test_utts": len(test),
-        "epochs_run": len(res.dev_acc), "best_epoch_by_dev": res.best_epoch, "steps": res.steps,
-        "dev_acc_by_epoch": res.dev_acc, "train_minutes": res.minutes, "feature_minutes": round(feat_min, 2),
+        "selected_on": "dev, unseen-source speakers" if dev_focus else "dev, all speakers",
+        "dev_selection_speakers": sorted({splits["dev"][i].speaker for i in dev_focus or []}),
+        "epochs_run": len(res.dev_acc), "kept_by_dev": res.kept, "steps": res.steps,
+        "dev_acc_by_epoch": res.dev_acc, "dev_acc_unseen_source_by_epoch": res.dev_focus_acc,
+        "dev_acc_avg_last": res.avg_dev_acc, "dev_acc_unseen_source_avg_last": res.avg_dev_focus_acc,
+        "train_minutes": res.minutes, "feature_minutes": round(feat_min, 2),
         "params": sum(p.numel() for p in res.model.parameters()),
         "test_acc": acc(list(range(len(test)))), "test_acc_unseen_source": acc(sel),
         "test_utts_unseen_source": len(sel),
@@ -143,15 +160,31 @@ def pocketsphinx_wer(corpus: Path, *, per_accent: int) -> dict[str, Any]:
             "minutes": round((time.time() - t0) / 60, 2)}
 
 
+def previous_asr(path: Path, corpus: Path) -> dict[str, Any]:
+    """The pocketsphinx section of the corpus-check JSON ``path``, which must be of ``corpus``."""
+    if not path.is_file():
+        raise SystemExit(f"--keep-asr: {path} does not exist (run once without --keep-asr)")
+    old = json.loads(path.read_text())
+    if "pocketsphinx" not in old:
+        raise SystemExit(f"--keep-asr: {path} has no 'pocketsphinx' section")
+    if Path(old.get("corpus", "")).resolve() != corpus.resolve():
+        raise SystemExit(f"--keep-asr: {path} is of corpus {old.get('corpus')!r}, not {str(corpus)!r}")
+    return {**old["pocketsphinx"], "kept_from": old.get("command")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", type=Path, help="a qifusion synth corpus dir (train/ dev/ test/)")
     ap.add_argument("--out", type=Path, required=True, help="JSON to write")
-    ap.add_argument("--train-per-accent", type=int, default=600, help="classifier train utts per accent")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--train-per-accent", type=int, default=None,
+                    help="classifier train utts per accent (default: all of train)")
+    ap.add_argument("--epochs", type=int, default=AidConfig.epochs)
     ap.add_argument("--max-minutes", type=float, default=25.0, help="classifier training budget")
     ap.add_argument("--asr-per-accent", type=int, default=30, help="pocketsphinx test utts per accent")
     ap.add_argument("--no-asr", action="store_true", help="skip the pocketsphinx WER")
+    ap.add_argument("--keep-asr", action="store_true",
+                    help="copy the pocketsphinx section of the existing --out JSON (same corpus) "
+                         "instead of re-running it")
     ap.add_argument("--no-aid", action="store_true", help="skip the classifier")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -165,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                               "seed": summary.get("seed"), "command": " ".join(sys.argv)}
     if not args.no_aid:
         result["identifiability"] = identifiability(args.corpus, train_per_accent=args.train_per_accent,
-                                                    epochs=args.epochs, max_minutes=args.max_minutes,
-                                                    seed=args.seed)
-    if not args.no_asr:
+                                                    config=replace(AidConfig(), epochs=args.epochs),
+                                                    max_minutes=args.max_minutes, seed=args.seed)
+    if args.keep_asr:
+        result["pocketsphinx"] = previous_asr(args.out, args.corpus)
+    elif not args.no_asr:
         result["pocketsphinx"] = pocketsphinx_wer(args.corpus, per_accent=args.asr_per_accent)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")

@@ -18,21 +18,34 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def kept_dev(i: dict[str, Any]) -> tuple[float | None, float | None, str]:
+    """(dev acc, dev acc on unseen-source speakers, label) of the model a corpus-check run kept: an epoch
+    (``kept_by_dev``, 1-based; older JSONs: ``best_epoch_by_dev``) or ``"avg"`` of the last epochs."""
+    kept = i.get("kept_by_dev", i.get("best_epoch_by_dev", 0))
+    if kept == "avg":
+        n = i.get("config", {}).get("average_last")
+        return i.get("dev_acc_avg_last"), i.get("dev_acc_unseen_source_avg_last"), f"avg of last {n}"
+    if not kept:
+        return None, None, "-"
+    focus = i.get("dev_acc_unseen_source_by_epoch") or []
+    return i["dev_acc_by_epoch"][kept - 1], focus[kept - 1] if focus else None, f"epoch {kept}"
+
+
 def summary_rows(results: list[dict[str, Any]]) -> list[str]:
     """One row per corpus: classifier accuracy overall / unseen source, chance, training, ASR range."""
     rows = ["| corpus | accents (chance) | test acc, unseen speakers | test acc, unseen source voices "
-            "(utts) | dev acc (best epoch) | classifier training | pocketsphinx WER per accent |",
+            "(utts) | dev acc, all / unseen source (model kept) | classifier training | "
+            "pocketsphinx WER per accent |",
             "|---|---|---|---|---|---|---|"]
     for r in results:
         i = r.get("identifiability", {})
         asr = r.get("pocketsphinx", {}).get("per_accent", {})
         wers = sorted((v["wer"], a) for a, v in asr.items())
         wer = f"{wers[0][0]:.0f}% ({wers[0][1]}) .. {wers[-1][0]:.0f}% ({wers[-1][1]})" if wers else "-"
-        best = i.get("best_epoch_by_dev", 0)
-        dev = i["dev_acc_by_epoch"][best - 1] if best else None
+        dev, dev_focus, kept = kept_dev(i)
         rows.append(f"| `{r.get('preset')}` | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
                     f"{_pct(i.get('test_acc'))} | {_pct(i.get('test_acc_unseen_source'))} "
-                    f"({i.get('test_utts_unseen_source', 0)}) | {_pct(dev)} ({best}) | "
+                    f"({i.get('test_utts_unseen_source', 0)}) | {_pct(dev)} / {_pct(dev_focus)} ({kept}) | "
                     f"{i.get('epochs_run')} epochs, {i.get('steps')} steps, {i.get('train_minutes')} min | "
                     f"{wer} |")
     return rows

@@ -1,0 +1,172 @@
+"""benchmarks/corpus_aid.py and corpus_check.py: augmentation, pooling, normalisation, dev-only selection."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import corpus_check
+from benchmarks.corpus_aid import (
+    CROP_FRAMES,
+    AidConfig,
+    AttentiveStats,
+    TrainResult,
+    XVector,
+    augment_batch,
+    cepstral_smoother,
+    predict,
+    train_classifier,
+    warp_fbank,
+)
+from qifusion.data.manifest import Utterance
+
+
+def test_warp_identity_tempo_and_direction():
+    f = torch.randn(100, 80)
+    assert torch.allclose(warp_fbank(f, 1.0, 1.0), f, atol=1e-5)
+    assert warp_fbank(f, 1.0, 1.1).shape == (round(100 / 1.1), 80)
+    assert warp_fbank(f, 1.0, 0.9).shape == (round(100 / 0.9), 80)
+    peak = torch.zeros(10, 80)
+    peak[:, 30] = 1.0
+    # alpha > 1 (shorter vocal tract): energy moves to higher bins; alpha < 1: lower
+    assert int(warp_fbank(peak, 1.2, 1.0)[0].argmax()) > 30
+    assert int(warp_fbank(peak, 1 / 1.2, 1.0)[0].argmax()) < 30
+
+
+def test_augment_batch_shapes_for_short_and_long_inputs():
+    feats = [torch.randn(40, 80).half(), torch.randn(700, 80).half(), torch.randn(CROP_FRAMES, 80).half()]
+    x = augment_batch(feats, AidConfig(warp=1.3, tempo=1.2), random.Random(0))
+    assert x.shape == (3, CROP_FRAMES, 80) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    # deterministic for a seed
+    assert torch.equal(x, augment_batch(feats, AidConfig(warp=1.3, tempo=1.2), random.Random(0)))
+
+
+def test_attentive_pooling_with_uniform_weights_is_mean_and_std():
+    pool = AttentiveStats(6)
+    torch.nn.init.zeros_(pool.att[2].weight)
+    torch.nn.init.zeros_(pool.att[2].bias)
+    h = torch.randn(2, 6, 50)
+    out = pool(h)
+    assert out.shape == (2, 12)
+    assert torch.allclose(out[:, :6], h.mean(dim=2), atol=1e-5)
+    assert torch.allclose(out[:, 6:], h.std(dim=2, unbiased=False), atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["stats", "attentive"])
+def test_var_norm_makes_the_model_blind_to_per_bin_gain_and_offset(pooling):
+    torch.manual_seed(0)
+    model = XVector(3, channels=16, embed=8, pooling=pooling, var_norm=True).eval()
+    x = torch.randn(1, 120, 80)
+    gain, offset = torch.rand(80) * 3 + 0.5, torch.randn(80) * 5
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(x * gain + offset), atol=1e-3)
+        plain = XVector(3, channels=16, embed=8, pooling=pooling).eval()
+        assert not torch.allclose(plain(x), plain(x * gain + offset), atol=1e-3)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="pooling"):
+        AidConfig(pooling="max")
+    with pytest.raises(ValueError, match="warp"):
+        AidConfig(warp=0.9)
+
+
+def _toy(n: int, seed: int) -> tuple[list[torch.Tensor], list[int]]:
+    """Two classes told apart by the level of the low mel bins (survives CMN-free training)."""
+    g = torch.Generator().manual_seed(seed)
+    feats, labels = [], []
+    for i in range(n):
+        y = i % 2
+        f = torch.randn(80 + i % 30, 80, generator=g)
+        f[:, :20] += 3.0 if y else -3.0
+        feats.append(f.half())
+        labels.append(y)
+    return feats, labels
+
+
+def test_model_selection_keeps_the_best_epoch_on_the_dev_focus():
+    train, train_y = _toy(32, 0)
+    dev, dev_y = _toy(12, 1)
+    focus = [1, 2, 5, 8]
+    cfg = AidConfig(epochs=3, batch_size=8, var_norm=False, average_last=2)
+    res = train_classifier(train, train_y, dev, dev_y, num_classes=2, config=cfg, dev_focus=focus, log=False)
+    assert len(res.dev_acc) == len(res.dev_focus_acc) == 3 and res.steps == 12
+    candidates = [(f, a, e) for e, (f, a) in enumerate(zip(res.dev_focus_acc, res.dev_acc), start=1)]
+    candidates.append((res.avg_dev_focus_acc, res.avg_dev_acc, "avg"))
+    best = max((f, a) for f, a, _ in candidates)
+    kept = [e for f, a, e in candidates if (f, a) == best][-1]  # ties: the later candidate
+    assert res.kept == kept
+    pred = predict(res.model, dev)
+    assert sum(pred[i] == dev_y[i] for i in focus) / len(focus) == pytest.approx(best[0], abs=1e-4)
+
+
+def _utt(uid: str, accent: str, speaker: str) -> Utterance:
+    return Utterance(utt_id=uid, audio=f"/nonexistent/{uid}.wav", accent=accent, speaker=speaker)
+
+
+def test_identifiability_selects_on_dev_unseen_sources_and_never_passes_test(monkeypatch, tmp_path):
+    table = {s: {"source": s.split("_")[1]} for s in
+             ("a_v1", "a_v2", "b_v3", "a_v1x", "a_v9", "b_v8", "a_v7", "b_v3y")}
+    splits = {
+        "train": [_utt("t1", "a", "a_v1"), _utt("t2", "a", "a_v2"), _utt("t3", "b", "b_v3")],
+        "dev": [_utt("d1", "a", "a_v1x"), _utt("d2", "a", "a_v9"), _utt("d3", "b", "b_v8")],
+        "test": [_utt("e1", "a", "a_v7"), _utt("e2", "b", "b_v3y")],
+    }
+    table["a_v1x"]["source"] = "v1"  # a transform of a training voice: not an unseen source
+    table["b_v3y"]["source"] = "v3"
+    monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: table)
+    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: splits[Path(d).name])
+    monkeypatch.setattr(corpus_check, "utterance_features", lambda path: torch.zeros(5, 80))
+    seen: dict = {}
+
+    def fake_train(train, train_y, dev, dev_y, **kw):
+        seen.update(n_train=len(train), n_dev=len(dev), dev_y=dev_y, **kw)
+        return TrainResult(model=torch.nn.Linear(1, 1), kept=1, dev_acc=[1.0], dev_focus_acc=[1.0], steps=1)
+
+    monkeypatch.setattr(corpus_check, "train_classifier", fake_train)
+    monkeypatch.setattr(corpus_check, "predict", lambda model, feats: [0] * len(feats))
+    out = corpus_check.identifiability(tmp_path, train_per_accent=None, config=AidConfig(), max_minutes=1,
+                                       seed=0)
+    assert seen["n_train"] == 3 and seen["n_dev"] == 3 and seen["dev_y"] == [0, 0, 1]
+    assert seen["dev_focus"] == [1, 2]  # a_v9, b_v8: sources unseen in train; a_v1x is a training voice
+    assert out["dev_selection_speakers"] == ["a_v9", "b_v8"]
+    assert out["test_utts_unseen_source"] == 1 and out["test_acc_unseen_source"] == 1.0  # e1 (a, v7)
+    assert out["per_speaker"]["b_v3y"]["unseen_source"] is False
+
+
+def test_keep_asr_copies_only_from_the_same_corpus(tmp_path):
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit, match="does not exist"):
+        corpus_check.previous_asr(out, tmp_path)
+    out.write_text(json.dumps({"corpus": str(tmp_path), "command": "x",
+                               "pocketsphinx": {"per_accent": {"a": 1}}}))
+    assert corpus_check.previous_asr(out, tmp_path) == {"per_accent": {"a": 1}, "kept_from": "x"}
+    with pytest.raises(SystemExit, match="not"):
+        corpus_check.previous_asr(out, tmp_path / "other")
+
+
+def test_cepstral_smoother_keeps_the_envelope_and_drops_the_harmonics():
+    bins = torch.arange(80, dtype=torch.float32)
+    envelope = torch.exp(-((bins - 25) / 15) ** 2)  # smooth: one broad formant
+    harmonics = 0.5 * torch.cos(torch.pi * 40 * (bins + 0.5) / 80)  # fine structure, period 4 bins
+    s = cepstral_smoother(80, 20)
+    assert torch.allclose(s @ s, s, atol=1e-5)  # a projection
+    out = (envelope + harmonics) @ s
+    assert torch.allclose(out, envelope @ s, atol=1e-4)  # harmonics gone
+    assert (out - envelope).abs().max() < 0.05  # envelope kept
+    assert torch.allclose(cepstral_smoother(80, 80), torch.eye(80), atol=1e-5)  # all coefficients: identity
+
+
+def test_table_reports_the_dev_accuracy_of_the_model_kept():
+    from benchmarks.corpus_table import kept_dev
+
+    run = {"dev_acc_by_epoch": [0.5, 0.9, 0.8], "dev_acc_unseen_source_by_epoch": [0.2, 0.6, 0.7],
+           "dev_acc_avg_last": 0.85, "dev_acc_unseen_source_avg_last": 0.75, "config": {"average_last": 2}}
+    assert kept_dev({**run, "kept_by_dev": 3}) == (0.8, 0.7, "epoch 3")
+    assert kept_dev({**run, "kept_by_dev": "avg"}) == (0.85, 0.75, "avg of last 2")
+    assert kept_dev({"dev_acc_by_epoch": [0.4, 0.6], "best_epoch_by_dev": 2}) == (0.6, None, "epoch 2")
