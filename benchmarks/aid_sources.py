@@ -1,7 +1,7 @@
 """Does a model's accent ID recognise the accent or the voice? (issue 17)
 
-    python -m benchmarks.aid_sources exp/recipe/new-qifusion-s0-accents \\
-        --data data/accents --per-accent 150 --out benchmarks/results/aid_sources/new-qifusion-s0-accents.json
+    python -m benchmarks.aid_sources exp/recipe/v3-qifusion-s0-accents \\
+        --data data/accents --per-accent 150 --out benchmarks/results/aid_sources/v3-qifusion-s0-accents.json
 
 For a corpus with ``speakers.json`` (the ``accents`` preset), dev speakers are split by whether their
 *source voice* was heard in training (derived speakers of a training voice) or not. Two measurements:

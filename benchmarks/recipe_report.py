@@ -45,6 +45,7 @@ def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig, ax = _figure()
     colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+               ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
     for r in runs:
@@ -115,7 +116,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{'-' if aid is None else f'{100 * aid:.1f}%'} | {last.get('step', '-')} |")
-    for recipe in ("new", "old"):
+    for recipe in ("new", "v3", "old"):
         for system in ("baseline", "qifusion"):
             group = [r for r in runs if r["recipe"] == recipe and r["system"] == system]
             if group:

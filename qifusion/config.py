@@ -201,6 +201,14 @@ class SpecAugConfig:
     max_freq_width: int = 10
     num_time_masks: int = 2
     max_time_width: int = 50
+    # first training epoch (1-based) that is masked: a short run that still underfits learns faster without
+    # SpecAugment, a long run gets it from this epoch on (docs/train.md "Recipe")
+    start_epoch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.start_epoch < 1:
+            raise ConfigError(f"config key 'data.spec_aug.start_epoch' must be >= 1 (epochs count from 1), "
+                              f"got {self.start_epoch}")
 
 
 @dataclass

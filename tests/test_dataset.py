@@ -223,3 +223,20 @@ def test_pad_silence_is_seeded_and_quiet():
     pad = np.concatenate([a[:start], a[start + 1600 :]])
     assert pad.size == a.size - 1600 and np.sqrt(np.mean(pad**2)) < 10 ** (-49 / 20)
     np.testing.assert_array_equal(pad_silence(x, max_seconds=1.0, prob=0.0, rng=utt_rng(1, 2, "u")), x)
+
+
+def test_spec_augment_starts_at_its_epoch():
+    from qifusion.config import ConfigError
+    from qifusion.data.dataset import utterance_features
+
+    x = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    late = DataConfig(speed_perturb=[1.0], spec_aug=SpecAugConfig(start_epoch=3, max_time_width=30))
+    off = DataConfig(speed_perturb=[1.0], spec_aug=SpecAugConfig(enabled=False))
+
+    def feats(cfg: DataConfig, epoch: int) -> torch.Tensor:
+        return utterance_features(x, cfg=cfg, train=True, seed=0, epoch=epoch, utt_id="u")[0]
+
+    assert torch.equal(feats(late, 2), feats(off, 2))  # before its epoch: the same draws, no masks
+    assert not torch.equal(feats(late, 3), feats(off, 3))  # from its epoch on: masked
+    with pytest.raises(ConfigError, match=r"data\.spec_aug\.start_epoch"):
+        SpecAugConfig(start_epoch=0)

@@ -112,7 +112,8 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
                        utt_id: str) -> tuple[torch.Tensor, float]:
     """(T, F) fbank of ``samples`` (N,) and the audio seconds after augmentation.
 
-    Training: silence padding -> speed perturbation -> fbank with dither -> SpecAugment, every draw from
+    Training: silence padding -> speed perturbation -> fbank with dither -> SpecAugment (from epoch
+    ``cfg.spec_aug.start_epoch`` on), every draw from
     ``utt_rng(seed, epoch, utt_id)``; otherwise plain fbank. Shared by the file and the shard loaders.
     """
     if not train:
@@ -124,7 +125,7 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
     samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
     feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
                           dither=cfg.dither, rng=rng)
-    if cfg.spec_aug.enabled:
+    if cfg.spec_aug.enabled and epoch >= cfg.spec_aug.start_epoch:
         feats = spec_augment(feats, cfg.spec_aug, rng)
     return feats, samples.shape[0] / cfg.sample_rate
 
