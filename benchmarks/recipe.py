@@ -139,6 +139,7 @@ def evaluate(name: str) -> dict[str, Any]:
     """Dev decode (``EVAL_MODES``, full context; the LM of :func:`build_run_lm`) of a finished run -> result
     JSON (a decode already made of the same model is read, not redone);
     for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
+    from qifusion.decode.options import LM_MODES
     from qifusion.decode.run import decode_dir
     from qifusion.fileio import atomic_write_text
 
@@ -157,7 +158,7 @@ def evaluate(name: str) -> dict[str, Any]:
         rep = _finished_report(out, final)
         if rep is None:
             rep = decode_dir(model_dir=final, data_dir=dev, out_dir=out, mode=mode, progress=False,
-                             lm=lm if mode in ("lm_beam", "lm_rescoring") else None)
+                             lm=lm if mode in LM_MODES else None)
         modes[mode] = {k: rep[k] for k in ("cer", "wer", "aid_accuracy", "aid_confusion")}
         modes[mode]["per_accent_cer"] = {a: v["cer"] for a, v in rep["per_accent"].items()}
     accent_stream = None
