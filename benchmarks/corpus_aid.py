@@ -31,6 +31,7 @@ from qifusion.config import SpecAugConfig
 from qifusion.data.audio import read_audio
 from qifusion.data.augment import spec_augment
 from qifusion.data.features import compute_fbank
+from qifusion.train.average import average_state_dicts
 
 CROP_FRAMES = 200  # 2 s training crops
 MEL_LOW, MEL_HIGH = 20.0, 7600.0  # the project's fbank range (qifusion.data.features)
@@ -235,8 +236,7 @@ def train_classifier(train: list[torch.Tensor], train_y: list[int], dev: list[to
         if minutes > max_minutes:
             break
     if len(recent) > 1:
-        avg = {k: sum(s[k].float() for s in recent) / len(recent) for k in recent[0]}
-        model.load_state_dict({k: v.to(recent[0][k].dtype) for k, v in avg.items()})
+        model.load_state_dict(average_state_dicts(recent))
         acc, focus_acc = _dev_scores(model, dev, dev_y, focus)
         result.avg_dev_acc, result.avg_dev_focus_acc = round(acc, 4), round(focus_acc, 4)
         if log:
