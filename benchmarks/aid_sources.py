@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.accuracy.probe import batches, fit_logreg
+from benchmarks.accuracy.probe import encoded, fit_logreg, masked_mean
 from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.data.synth_accents import load_speakers
 from qifusion.fileio import atomic_write_text
@@ -72,22 +72,19 @@ def pooled_stats(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: 
     spks: list[str] = []
 
     def add(name: str, h: torch.Tensor, m: torch.Tensor) -> None:  # h (B,T,D), m (B,T,1)
-        n = m.sum(1)
-        mu = (h * m).sum(1) / n
-        sd = (((h - mu[:, None]) ** 2 * m).sum(1) / n).sqrt()
+        mu = masked_mean(h, m)
+        sd = masked_mean((h - mu[:, None]) ** 2, m).sqrt()
         feats[f"{name}_mean"].append(mu)
         feats[f"{name}_std"].append(sd)
         feats[f"{name}_meanstd"].append(torch.cat([mu, sd], 1))
 
-    with torch.no_grad():
-        for _, kept, x, lens in batches(utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
-            eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
-            m = eo.mask.unsqueeze(-1).to(x.dtype)
-            for b, h in enumerate(eo.hidden):
-                add(f"block{b + 1}", h, m)
-            add("fbank", x, (torch.arange(x.shape[1])[None] < lens[:, None]).unsqueeze(-1).to(x.dtype))
-            labels += [accents.index(u.accent) for u in kept]
-            spks += [u.speaker or speaker_of(u.utt_id) for u in kept]
+    for _, kept, x, lens, eo in encoded(model, utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
+        m = eo.mask.unsqueeze(-1).to(x.dtype)
+        for b, h in enumerate(eo.hidden):
+            add(f"block{b + 1}", h, m)
+        add("fbank", x, (torch.arange(x.shape[1])[None] < lens[:, None]).unsqueeze(-1).to(x.dtype))
+        labels += [accents.index(u.accent) for u in kept]
+        spks += [u.speaker or speaker_of(u.utt_id) for u in kept]
     return {k: torch.cat(v).float() for k, v in feats.items()}, torch.tensor(labels), spks
 
 

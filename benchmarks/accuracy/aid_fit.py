@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.accuracy.probe import batches, fit_logreg
+from benchmarks.accuracy.probe import batches, encoded, fit_logreg
 from benchmarks.accuracy.spec import BY_NAME, CORPUS, EXP, ROOT
 from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.fileio import atomic_write_text
@@ -82,13 +82,11 @@ class PooledHead(torch.nn.Module):
         return self.out(torch.stack([torch.cat([zi.mean(0), zi.std(0)]) for zi in z]))
 
 
-@torch.no_grad()
 def block_frames(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Utterance]]:
     """Per kept utterance: all encoder blocks' outputs concatenated (T', blocks*D) and its fbank (T, F)."""
     enc, fb, kept_all = [], [], []
-    for feats, kept, x, lens in batches(utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
-        eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
+    for feats, kept, _, _, eo in encoded(model, utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins):
         hidden, n = torch.cat(eo.hidden, -1), eo.mask.sum(1)
         enc += [hidden[b, : int(n[b])].float() for b in range(len(kept))]
         fb += [f.float() for f in feats]

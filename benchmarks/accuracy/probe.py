@@ -33,17 +33,30 @@ def batches(utts: list[Utterance], *, sample_rate: int, num_mel_bins: int, batch
 
 
 @torch.no_grad()
+def encoded(model: torch.nn.Module, utts: list[Utterance], *, sample_rate: int, num_mel_bins: int,
+            batch_size: int = 16,
+            ) -> Iterator[tuple[list[torch.Tensor], list[Utterance], torch.Tensor, torch.Tensor, Any]]:
+    """:func:`batches` with the full-context encoder pass of each: (fbank list (T, F), kept utterances,
+    padded (B, T, F), lens (B,), the ``EncoderOutput``: ``hidden`` blocks (B, T', D), ``mask`` (B, T'))."""
+    for feats, kept, x, lens in batches(utts, sample_rate=sample_rate, num_mel_bins=num_mel_bins,
+                                        batch_size=batch_size):
+        yield feats, kept, x, lens, model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
+
+
+def masked_mean(h: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: h (B, T, D), m (B, T, 1) 0/1 -> (B, D)."""
+    return (h * m).sum(1) / m.sum(1)
+
+
 def pooled_blocks(model: torch.nn.Module, data_dir: Path, *, config: Config, accents: list[str],
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled output of every encoder block: features (N, blocks, D) and accent ids (N,)."""
     utts = [u for u in load_data_dir(data_dir) if u.accent in accents]
     feats_all, labels = [], []
-    for _, kept, x, lens in batches(utts, sample_rate=config.data.sample_rate,
-                                    num_mel_bins=config.data.num_mel_bins, batch_size=batch_size):
-        eo = model.encoder(x, lens, chunk_size=-1, left_chunks=-1)
+    for _, kept, x, _, eo in encoded(model, utts, sample_rate=config.data.sample_rate,
+                                  num_mel_bins=config.data.num_mel_bins, batch_size=batch_size):
         m = eo.mask.unsqueeze(-1).to(x.dtype)  # (B, T', 1)
-        pooled = torch.stack([(h * m).sum(1) / m.sum(1) for h in eo.hidden], dim=1)  # (B, blocks, D)
-        feats_all.append(pooled.float())
+        feats_all.append(torch.stack([masked_mean(h, m) for h in eo.hidden], dim=1).float())  # (B, blocks, D)
         labels += [accents.index(u.accent) for u in kept]
     return torch.cat(feats_all), torch.tensor(labels)
 
