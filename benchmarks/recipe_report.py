@@ -115,7 +115,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
-                     f"{'-' if aid is None else f'{100 * aid:.1f}%'} | {last.get('step', '-')} |")
+                     f"{_pct(aid)} | {last.get('step', '-')} |")
     for recipe in ("new", "v3", "old"):
         for system in ("baseline", "qifusion"):
             group = [r for r in runs if r["recipe"] == recipe and r["system"] == system]
@@ -141,9 +141,8 @@ def render(runs: list[dict[str, Any]]) -> str:
         for r in streams:
             a = r["accent_stream"]
             at = a["accuracy_at"]
-            lines.append(f"| {r['run']} | {100 * at['1.0']:.1f}% | {100 * at['2.0']:.1f}% | "
-                         f"{100 * at['3.0']:.1f}% | {100 * a['accuracy_final']:.1f}% | "
-                         f"{100 * a['settled_within_2s']:.1f}% | {a['settle_s_median']:.2f} |")
+            cells = [at["1.0"], at["2.0"], at["3.0"], a["accuracy_final"], a["settled_within_2s"]]
+            lines.append(f"| {r['run']} | {' | '.join(map(_pct, cells))} | {a['settle_s_median']:.2f} |")
         lines.append("")
     for r in runs:
         conf = r["dev"]["attention_rescoring"].get("aid_confusion")
