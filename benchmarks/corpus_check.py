@@ -89,9 +89,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
     test = splits["test"]
     pred = predict(res.model, feats["test"])
     sel = unseen_source_indices(test, splits["train"], table)
-    unseen = [False] * len(test)
-    for i in sel:
-        unseen[i] = True
+    unseen = set(sel)
 
     def acc(idx: list[int]) -> float | None:
         return round(accuracy([pred[i] for i in idx], [labels["test"][i] for i in idx]), 4) if idx else None
@@ -99,7 +97,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
     per_accent: dict[str, dict[str, Any]] = {}
     for a in accents:
         idx = [i for i, u in enumerate(test) if u.accent == a]
-        idx_unseen = [i for i in idx if unseen[i]]
+        idx_unseen = [i for i in idx if i in unseen]
         per_accent[a] = {"n": len(idx), "acc": acc(idx), "n_unseen_source": len(idx_unseen),
                          "acc_unseen_source": acc(idx_unseen),
                          "predicted": dict(Counter(accents[pred[i]] for i in idx).most_common())}
@@ -107,7 +105,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
     for spk in sorted({u.speaker for u in test}):
         idx = [i for i, u in enumerate(test) if u.speaker == spk]
         per_speaker[spk] = {"accent": test[idx[0]].accent, "source": source_of(test[idx[0]], table),
-                            "unseen_source": unseen[idx[0]], "n": len(idx), "acc": acc(idx)}
+                            "unseen_source": idx[0] in unseen, "n": len(idx), "acc": acc(idx)}
     return {
         "classifier": f"x-vector TDNN on 80-dim fbank, {config.pooling} pooling (benchmarks/corpus_aid.py)",
         "config": asdict(config),
