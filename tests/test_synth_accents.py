@@ -91,9 +91,23 @@ def test_unseen_source_bookkeeping() -> None:
     unseen = {r["accent"] for r in rows if r["split"] == "test" and r["unseen_source"]}
     assert unseen == {"us", "german", "french"}  # the accents with 3+ source voices
     test_src = {(r["accent"], r["source"]) for r in rows if r["split"] == "test" and r["unseen_source"]}
-    assert ("german", "mbrola-de5") in test_src and ("german", "mbrola-de6") in test_src
+    assert test_src == {("us", "flite-kal16"), ("us", "mbrola-us3"), ("german", "mbrola-de3"),
+                        ("german", "mbrola-de7"), ("french", "mbrola-fr4"), ("french", "mbrola-fr5")}
     items = _plan()
     assert {i.speaker for i in items} == {r["speaker"] for r in rows}  # every planned speaker is listed
+
+
+@pytest.mark.parametrize("free_only", [False, True])
+def test_test_only_voices_have_two_train_voices_of_their_synthesiser(free_only: bool) -> None:
+    # an unseen-source speaker must test accent, not a synthesiser no train voice of its accent used
+    for accent in va.ACCENT_VOICES:
+        voices = va.accent_voices(accent, free_only=free_only)
+        if not voices:
+            continue
+        roles = va.voice_roles(voices)
+        for v in roles["test"]:
+            if v not in roles["train"]:
+                assert sum(t.engine == v.engine for t in roles["train"]) >= 2, (accent, v)
 
 
 def test_transform_effects() -> None:
