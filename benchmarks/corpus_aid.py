@@ -29,12 +29,11 @@ from torch import nn
 
 from qifusion.config import SpecAugConfig
 from qifusion.data.audio import read_audio
-from qifusion.data.augment import spec_augment
+from qifusion.data.augment import spec_augment, vtlp_warp
 from qifusion.data.features import compute_fbank
 from qifusion.train.average import average_state_dicts
 
 CROP_FRAMES = 200  # 2 s training crops
-MEL_LOW, MEL_HIGH = 20.0, 7600.0  # the project's fbank range (qifusion.data.features)
 SPEC_AUG = SpecAugConfig(num_freq_masks=1, max_freq_width=12, num_time_masks=1, max_time_width=30)
 
 
@@ -144,22 +143,10 @@ def crop(f: torch.Tensor, rng: random.Random, frames: int = CROP_FRAMES) -> torc
     return f[start:start + frames]
 
 
-def _mel(f: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log1p(f / 700.0)
-
-
 def warp_fbank(f: torch.Tensor, alpha: float, tempo: float) -> torch.Tensor:
     """(T, D) fbank -> (round(T / tempo), D): the fbank of a speaker whose spectrum is scaled by ``alpha``
-    (bin i takes the interpolated value at frequency center_i / alpha) and whose rate is ``tempo``."""
-    d = f.shape[1]
-    lo, hi = _mel(np.array(MEL_LOW)), _mel(np.array(MEL_HIGH))
-    step = (hi - lo) / (d + 1)
-    centers_hz = 700.0 * np.expm1((lo + step * np.arange(1, d + 1)) / 1127.0)
-    src = np.clip((_mel(centers_hz / alpha) - lo) / step - 1, 0, d - 1)
-    i0 = np.floor(src).astype(int)
-    i1 = np.minimum(i0 + 1, d - 1)
-    w = torch.from_numpy(src - i0).float()
-    out = f[:, i0] * (1 - w) + f[:, i1] * w
+    (:func:`qifusion.data.augment.vtlp_warp`) and whose rate is ``tempo``."""
+    out = vtlp_warp(f, alpha)
     frames = max(1, round(f.shape[0] / tempo))
     return nn.functional.interpolate(out.T.unsqueeze(0), size=frames, mode="linear").squeeze(0).T
 

@@ -230,7 +230,15 @@ class DataConfig:
     silence_pad_prob: float = 0.5
     silence_pad_max: float = 2.0
     spec_aug: SpecAugConfig = field(default_factory=SpecAugConfig)
+    # training only: vocal-tract-length perturbation of the fbank, factor log-uniform in [1/vtlp, vtlp];
+    # 1 = off (qifusion.data.augment.vtlp_warp)
+    vtlp: float = 1.0
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.vtlp >= 1.0:
+            raise ConfigError(f"config key 'data.vtlp' must be >= 1 (warps in [1/vtlp, vtlp]; 1 = off), "
+                              f"got {self.vtlp}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -240,3 +240,43 @@ def test_spec_augment_starts_at_its_epoch():
     assert not torch.equal(feats(late, 3), feats(off, 3))  # from its epoch on: masked
     with pytest.raises(ConfigError, match=r"data\.spec_aug\.start_epoch"):
         SpecAugConfig(start_epoch=0)
+
+
+def test_vtlp_moves_a_tone_like_a_scaled_vocal_tract():
+    from qifusion.data.augment import vtlp_warp
+    from qifusion.data.features import compute_fbank
+
+    t = np.arange(16000) / 16000
+
+    def tone(hz: float) -> torch.Tensor:
+        return compute_fbank((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), sample_rate=16000)
+
+    peak = lambda f: int(f.mean(0).argmax())  # noqa: E731
+    f = tone(1000.0)
+    assert torch.equal(vtlp_warp(f, 1.0), f)
+    for alpha in (0.8, 1.2):  # the 1 kHz tone lands in the bin of a 1 kHz x alpha tone, +-1 bin
+        warped = vtlp_warp(f, alpha)
+        assert warped.shape == f.shape
+        assert abs(peak(warped) - peak(tone(1000.0 * alpha))) <= 1, alpha
+        assert peak(warped) != peak(f)
+    with pytest.raises(ValueError, match="VTLP factor"):
+        vtlp_warp(f, 0.0)
+
+
+def test_vtlp_in_training_features_is_drawn_per_utterance():
+    from qifusion.config import ConfigError
+    from qifusion.data.dataset import utterance_features
+
+    x = np.random.default_rng(2).standard_normal(16000).astype(np.float32) * 0.1
+    base = dict(speed_perturb=[1.0], spec_aug=SpecAugConfig(enabled=False))
+    on, off = DataConfig(vtlp=1.2, **base), DataConfig(**base)
+
+    def feats(cfg: DataConfig, utt: str, *, train: bool = True) -> torch.Tensor:
+        return utterance_features(x, cfg=cfg, train=train, seed=0, epoch=1, utt_id=utt)[0]
+
+    assert not torch.equal(feats(on, "u"), feats(off, "u"))
+    assert torch.equal(feats(on, "u"), feats(on, "u"))  # a pure function of (seed, epoch, utterance)
+    assert not torch.equal(feats(on, "u"), feats(on, "v"))
+    assert torch.equal(feats(on, "u", train=False), feats(off, "u", train=False))  # decoding: never
+    with pytest.raises(ConfigError, match=r"data\.vtlp"):
+        DataConfig(vtlp=0.9)

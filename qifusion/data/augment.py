@@ -12,6 +12,9 @@ exact resume needs (issue 4).
   ``SpecAugment`` draws from Python's global ``random``, so the masks are drawn here from the
   utterance's Generator instead; like lhotse, masked cells get the utterance's feature mean (the
   features are raw log-mel, CMVN is applied inside the model). Time warping is not applied.
+* Vocal-tract-length perturbation (VTLP; Jaitly & Hinton 2013): the fbank's frequency axis scaled by a
+  factor drawn per utterance, a speaker with a longer or shorter vocal tract, formants moved without
+  the tempo change that speed perturbation brings; for corpora with few speakers.
 * Silence padding: random stretches of near-silence before and after the speech, so the model learns
   to emit blanks over pauses longer than the few hundred ms a corpus' utterances start and end with
   (endpoint detection in streaming and long-audio decoding relies on blank-dominated pauses).
@@ -27,6 +30,7 @@ import soxr
 import torch
 
 from qifusion.config import SpecAugConfig
+from qifusion.data.features import HIGH_FREQ, LOW_FREQ
 
 MAX_TIME_MASK_FRACTION = 0.2  # one time mask covers at most this share of the frames
 
@@ -74,6 +78,37 @@ def pad_silence(
         noise = (rng.standard_normal(n) * level).astype(np.float32)
         parts.insert(0 if where == 0 else len(parts), noise)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _mel(hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(hz / 700.0)
+
+
+def vtlp_warp(feats: torch.Tensor, alpha: float, *, sample_rate: int = 16000) -> torch.Tensor:
+    """(T, F) log-mel fbank -> (T, F): the fbank of a speaker whose spectrum is scaled by ``alpha``
+    (vocal-tract-length perturbation, Jaitly & Hinton 2013, done on the filterbank): bin i takes the
+    value, interpolated between bins, at frequency ``center_i / alpha`` (edge bins repeat). The bin centres
+    are those of :mod:`qifusion.data.features` (``LOW_FREQ`` .. ``sample_rate / 2 + HIGH_FREQ``)."""
+    if alpha == 1.0:
+        return feats
+    if alpha <= 0:
+        raise ValueError(f"VTLP factor must be > 0, got {alpha}")
+    d = feats.shape[1]
+    lo, hi = _mel(np.array(LOW_FREQ)), _mel(np.array(sample_rate / 2 + HIGH_FREQ))
+    step = (hi - lo) / (d + 1)
+    centers_hz = 700.0 * np.expm1((lo + step * np.arange(1, d + 1)) / 1127.0)
+    src = np.clip((_mel(centers_hz / alpha) - lo) / step - 1, 0, d - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, d - 1)
+    w = torch.from_numpy(src - i0).to(feats.dtype)
+    return feats[:, i0] * (1 - w) + feats[:, i1] * w
+
+
+def choose_vtlp(max_factor: float, rng: np.random.Generator) -> float:
+    """A warp factor log-uniform in [1 / max_factor, max_factor] (1.0, no draw, when ``max_factor`` is 1)."""
+    if max_factor == 1.0:
+        return 1.0
+    return float(np.exp(rng.uniform(-np.log(max_factor), np.log(max_factor))))
 
 
 def spec_augment(feats: torch.Tensor, cfg: SpecAugConfig, rng: np.random.Generator) -> torch.Tensor:

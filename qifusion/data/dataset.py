@@ -26,7 +26,15 @@ from torch.nn.utils.rnn import pad_sequence
 
 from qifusion.config import DataConfig
 from qifusion.data.audio import audio_info, read_audio
-from qifusion.data.augment import choose_speed, pad_silence, spec_augment, speed_perturb, utt_rng
+from qifusion.data.augment import (
+    choose_speed,
+    choose_vtlp,
+    pad_silence,
+    spec_augment,
+    speed_perturb,
+    utt_rng,
+    vtlp_warp,
+)
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import make_batches, shard_batches
@@ -112,8 +120,8 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
                        utt_id: str) -> tuple[torch.Tensor, float]:
     """(T, F) fbank of ``samples`` (N,) and the audio seconds after augmentation.
 
-    Training: silence padding -> speed perturbation -> fbank with dither -> SpecAugment (from epoch
-    ``cfg.spec_aug.start_epoch`` on), every draw from
+    Training: silence padding -> speed perturbation -> fbank with dither -> VTLP (``cfg.vtlp``) ->
+    SpecAugment (from epoch ``cfg.spec_aug.start_epoch`` on), every draw from
     ``utt_rng(seed, epoch, utt_id)``; otherwise plain fbank. Shared by the file and the shard loaders.
     """
     if not train:
@@ -125,6 +133,7 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
     samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
     feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
                           dither=cfg.dither, rng=rng)
+    feats = vtlp_warp(feats, choose_vtlp(cfg.vtlp, rng), sample_rate=cfg.sample_rate)
     if cfg.spec_aug.enabled and epoch >= cfg.spec_aug.start_epoch:
         feats = spec_augment(feats, cfg.spec_aug, rng)
     return feats, samples.shape[0] / cfg.sample_rate
