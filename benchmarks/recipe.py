@@ -1,6 +1,7 @@
 """Does the training recipe converge on every seed within an hour of this CPU? (issue 17)
 
     python -m benchmarks.recipe run new-baseline-s0 new-qifusion-s0 --jobs 2   # resumable; 1 thread each
+    python -m benchmarks.recipe run new-baseline-s0 --jobs 1 --threads 2      # the issue's "2 threads, idle"
     python -m benchmarks.recipe eval new-baseline-s0                         # dev decode + result JSON
     python -m benchmarks.recipe_report                                       # docs/recipe.md + curve PNG
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
@@ -12,8 +13,8 @@ of the hour; ``old`` adds to that the overrides of the first accuracy study (700
 (``qifusion synth --out data/benchmark --preset benchmark --seed 0``), or with a ``-accents`` suffix
 (``new-qifusion-s0-accents``) on the ``accents`` preset (``--out data/accents --preset accents``),
 for at most ``MINUTES`` minutes of training time (``train.max_minutes``; dev passes excluded) with
-one thread, two runs side by side, and evaluates dev every ``DEV_EVERY`` steps: the same greedy search
-and CER as ``qifusion decode``. Dev only: the test split is never read here.
+one thread, two runs side by side (``--threads``, ``--jobs``), and evaluates dev every ``DEV_EVERY`` steps:
+the same greedy search and CER as ``qifusion decode``. Dev only: the test split is never read here.
 Results: ``benchmarks/results/recipe/RUN.json``.
 """
 from __future__ import annotations
@@ -75,8 +76,9 @@ def overrides(name: str) -> list[str]:
             "train.log_interval=25"]
 
 
-def train(name: str, *, core: int | None = None) -> int:
-    """Train (or resume) one run with one thread; returns the exit code."""
+def train(name: str, *, core: int | None = None, threads: int = 1) -> int:
+    """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
+    its thread count to ``EXP/NAME/threads.json`` (the result JSON reports them)."""
     _, system, _ = parse(name)
     exp = EXP / name
     if (exp / "final" / "model.pt").exists():
@@ -89,10 +91,18 @@ def train(name: str, *, core: int | None = None) -> int:
         cmd.append("--resume")
     if core is not None and hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", str(core), *cmd]
-    exp.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    starts = [*run_threads(exp), threads]
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "threads.json").write_text(json.dumps(starts) + "\n")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
     with open(EXP / f"{name}.log", "a") as log:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_threads(exp: Path) -> list[int]:
+    """Thread counts of a run's starts (``[1]`` for runs made before ``--threads`` existed)."""
+    path = exp / "threads.json"
+    return json.loads(path.read_text()) if path.exists() else ([1] if exp.exists() else [])
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:
@@ -168,7 +178,7 @@ def evaluate(name: str) -> dict[str, Any]:
         accent_stream = measure(exp / "final", dev, chunk=16)
     result = {"run": name, "corpus": dev.parent.name, "recipe": recipe, "system": system, "seed": seed,
               "config": CONFIGS[system],
-              "overrides": overrides(name), "threads": 1, "minutes_budget": MINUTES,
+              "overrides": overrides(name), "threads": max(run_threads(exp)), "minutes_budget": MINUTES,
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "dev": modes, "accent_stream": accent_stream}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -207,6 +217,8 @@ def main() -> None:
     r.add_argument("--jobs", type=int, default=2, help="runs side by side, one core each")
     r.add_argument("--cores", default="", help="comma-separated cores for the workers (default 0..jobs-1; "
                    "none pinned when --jobs 1)")
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run ('--jobs 1 --threads 2' on an idle machine: issue 17)")
     e = sub.add_parser("eval", help="evaluate finished runs on dev")
     e.add_argument("names", nargs="+")
     x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
@@ -227,7 +239,7 @@ def main() -> None:
 
         def worker(k: int) -> None:  # worker k trains names k, k+jobs, ... on its core, one after another
             for n in args.names[k::args.jobs]:
-                rc = train(n, core=cores[k] if (args.jobs > 1 or args.cores) else None)
+                rc = train(n, core=cores[k] if (args.jobs > 1 or args.cores) else None, threads=args.threads)
                 if rc == 0:
                     evaluate(n)
                 status = "done" if rc == 0 else f"failed (exit {rc}), see {EXP / n}.log"
