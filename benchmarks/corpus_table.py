@@ -35,19 +35,25 @@ def summary_rows(results: list[dict[str, Any]]) -> list[str]:
     """One row per corpus: classifier accuracy overall / unseen source, chance, training, ASR range."""
     rows = ["| corpus | accents (chance) | test acc, unseen speakers | test acc, unseen source voices "
             "(utts) | dev acc, all / unseen source (model kept) | classifier training | "
-            "pocketsphinx WER per accent |",
-            "|---|---|---|---|---|---|---|"]
+            "pocketsphinx WER per accent | baseline test CER, worst / majority accent |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in results:
         i = r.get("identifiability", {})
         asr = r.get("pocketsphinx", {}).get("per_accent", {})
         wers = sorted((v["wer"], a) for a, v in asr.items())
         wer = f"{wers[0][0]:.0f}% ({wers[0][1]}) .. {wers[-1][0]:.0f}% ({wers[-1][1]})" if wers else "-"
         dev, dev_focus, kept = kept_dev(i)
+        b = r.get("baseline")
+        hurt = "-"
+        if b:
+            per = b["per_accent_cer"]
+            hurt = (f"{per[b['worst']]:.1f}% ({b['worst']}) / {per[b['majority']]:.1f}% ({b['majority']}) = "
+                    f"{b['worst_over_majority']:.2f}x")
         rows.append(f"| `{r.get('preset')}` | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
                     f"{_pct(i.get('test_acc'))} | {_pct(i.get('test_acc_unseen_source'))} "
                     f"({i.get('test_utts_unseen_source', 0)}) | {_pct(dev)} / {_pct(dev_focus)} ({kept}) | "
                     f"{i.get('epochs_run')} epochs, {i.get('steps')} steps, {i.get('train_minutes')} min | "
-                    f"{wer} |")
+                    f"{wer} | {hurt} |")
     return rows
 
 
@@ -56,14 +62,16 @@ def accent_rows(r: dict[str, Any]) -> list[str]:
     i = r.get("identifiability", {})
     asr = r.get("pocketsphinx", {}).get("per_accent", {})
     rows = [f"`{r.get('preset')}` per accent:", "",
-            "| accent | test acc | unseen-source acc (utts) | predicted as | pocketsphinx WER (words) |",
-            "|---|---:|---:|---|---:|"]
+            "| accent | test acc | unseen-source acc (utts) | predicted as | pocketsphinx WER (words) | "
+            "baseline test CER |",
+            "|---|---:|---:|---|---:|---:|"]
+    cer = r.get("baseline", {}).get("per_accent_cer", {})
     for a, v in sorted(i.get("per_accent", {}).items(), key=lambda kv: asr.get(kv[0], {}).get("wer", 0)):
         pred = ", ".join(f"{k} {n}" for k, n in list(v["predicted"].items())[:3])
         w = asr.get(a)
         wer = f"{w['wer']:.1f}% ({w['words']})" if w else "-"
         rows.append(f"| {a} | {_pct(v['acc'])} | {_pct(v['acc_unseen_source'])} ({v['n_unseen_source']}) | "
-                    f"{pred} | {wer} |")
+                    f"{pred} | {wer} | {f'{cer[a]:.1f}%' if a in cer else '-'} |")
     return rows
 
 

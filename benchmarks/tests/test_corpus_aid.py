@@ -109,7 +109,8 @@ def _utt(uid: str, accent: str, speaker: str) -> Utterance:
     return Utterance(utt_id=uid, audio=f"/nonexistent/{uid}.wav", accent=accent, speaker=speaker)
 
 
-def test_identifiability_selects_on_dev_unseen_sources_and_never_passes_test(monkeypatch, tmp_path):
+@pytest.mark.parametrize("select_on", ["unseen-source", "all"])
+def test_identifiability_selects_on_dev_and_never_passes_test(monkeypatch, tmp_path, select_on):
     table = {s: {"source": s.split("_")[1]} for s in
              ("a_v1", "a_v2", "b_v3", "a_v1x", "a_v9", "b_v8", "a_v7", "b_v3y")}
     splits = {
@@ -131,23 +132,53 @@ def test_identifiability_selects_on_dev_unseen_sources_and_never_passes_test(mon
     monkeypatch.setattr(corpus_check, "train_classifier", fake_train)
     monkeypatch.setattr(corpus_check, "predict", lambda model, feats: [0] * len(feats))
     out = corpus_check.identifiability(tmp_path, train_per_accent=None, config=AidConfig(), max_minutes=1,
-                                       seed=0)
+                                       seed=0, select_on=select_on)
     assert seen["n_train"] == 3 and seen["n_dev"] == 3 and seen["dev_y"] == [0, 0, 1]
-    assert seen["dev_focus"] == [1, 2]  # a_v9, b_v8: sources unseen in train; a_v1x is a training voice
-    assert out["dev_selection_speakers"] == ["a_v9", "b_v8"]
+    if select_on == "unseen-source":
+        assert seen["dev_focus"] == [1, 2]  # a_v9, b_v8: sources unseen in train; a_v1x is a training voice
+        assert out["dev_selection_speakers"] == ["a_v9", "b_v8"]
+    else:  # every dev utterance
+        assert seen["dev_focus"] is None and out["selected_on"] == "dev, all speakers"
     assert out["test_utts_unseen_source"] == 1 and out["test_acc_unseen_source"] == 1.0  # e1 (a, v7)
     assert out["per_speaker"]["b_v3y"]["unseen_source"] is False
 
 
-def test_keep_asr_copies_only_from_the_same_corpus(tmp_path):
+def test_keep_sections_copy_only_from_the_same_corpus(tmp_path):
     out = tmp_path / "r.json"
-    with pytest.raises(SystemExit, match="does not exist"):
-        corpus_check.previous_asr(out, tmp_path)
+    with pytest.raises(SystemExit, match=r"--keep-asr: .* does not exist"):
+        corpus_check.previous_section(out, tmp_path, "pocketsphinx", "--keep-asr")
     out.write_text(json.dumps({"corpus": str(tmp_path), "command": "x",
-                               "pocketsphinx": {"per_accent": {"a": 1}}}))
-    assert corpus_check.previous_asr(out, tmp_path) == {"per_accent": {"a": 1}, "kept_from": "x"}
-    with pytest.raises(SystemExit, match="not"):
-        corpus_check.previous_asr(out, tmp_path / "other")
+                               "pocketsphinx": {"per_accent": {"a": 1}},
+                               "identifiability": {"test_acc": 0.9, "kept_from": "y"}}))
+    assert (corpus_check.previous_section(out, tmp_path, "pocketsphinx", "--keep-asr")
+            == {"per_accent": {"a": 1}, "kept_from": "x"})
+    # a section kept twice names the run that measured it, not the run that copied it
+    assert corpus_check.previous_section(out, tmp_path, "identifiability", "--keep-aid")["kept_from"] == "y"
+    with pytest.raises(SystemExit, match=r"--keep-aid: .* is of corpus"):
+        corpus_check.previous_section(out, tmp_path / "other", "identifiability", "--keep-aid")
+    with pytest.raises(SystemExit, match="no 'baseline' section"):
+        corpus_check.previous_section(out, tmp_path, "baseline", "--keep-x")
+
+
+def test_baseline_hurt_compares_the_worst_accent_with_the_majority(monkeypatch, tmp_path):
+    train = [_utt(f"t{i}", a, f"{a}_v1") for i, a in enumerate("aaab")] + [_utt("t9", "c", "c_v1")]
+    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: train)
+    report = {"cer": 20.0, "per_accent": {"a": {"cer": 10.0}, "b": {"cer": 30.0}, "c": {"cer": 20.0}}}
+    calls: dict = {}
+
+    def fake_decode(**kw):
+        calls.update(kw)
+        return report
+
+    import qifusion.decode.run
+
+    monkeypatch.setattr(qifusion.decode.run, "decode_dir", fake_decode)
+    asr = {"per_accent": {"a": {"wer": 40.0}, "b": {"wer": 90.0}, "c": {"wer": 60.0}}}
+    out = corpus_check.baseline_hurt(tmp_path, tmp_path / "m" / "final", asr)
+    assert calls["data_dir"] == tmp_path / "test" and calls["mode"] == "attention_rescoring"
+    assert (out["majority"], out["worst"], out["worst_over_majority"]) == ("a", "b", 3.0)
+    assert out["pocketsphinx_worst_over_majority"] == 2.25 and out["spearman_with_pocketsphinx"] == 1.0
+    assert "pocketsphinx_worst_over_majority" not in corpus_check.baseline_hurt(tmp_path, tmp_path, None)
 
 
 def test_cepstral_smoother_keeps_the_envelope_and_drops_the_harmonics():
