@@ -134,7 +134,8 @@ def render(runs: list[dict[str, Any]]) -> str:
         per = r["dev"]["attention_rescoring"].get("per_accent_cer") or {}
         if per:
             cells = ", ".join(f"{a} {c:.1f}" for a, c in sorted(per.items(), key=lambda kv: kv[1]))
-            major = per.get(PRESETS[r["corpus"]].majority or "") if r["corpus"] in PRESETS else None
+            preset = PRESETS.get(r.get("corpus", "benchmark"))
+            major = per.get(preset.majority or "") if preset else None
             vs_major = f"{max(per.values()) / major:.2f}" if major else "-"
             spread = max(per.values()) / min(per.values())
             lines.append(f"| {r['run']} | {cells} | {spread:.2f} | {vs_major} |")

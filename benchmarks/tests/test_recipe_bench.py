@@ -55,13 +55,16 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
                                               "per_accent_cer": {"a": 12.0, "b": 30.0}},
                       "lm_rescoring": {"cer": 19.0, "wer": 30.0}}}
     page = recipe_report.render([result])
-    assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 20.0 | 19.5 | 18.00 / 40.00 | "
-            "19.00 / 30.00 | 70.0% | 500 |") in page
+    assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 1 | 20.0 | 19.5 | 18.00 / 40.00 | "
+            "19.00 / 30.00 | 70.0% | 500 |") in page  # threads: 1 for results written before --threads
     del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
     assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
-    assert "new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
+    assert "benchmark corpus, new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
     assert "| a | 3 | 1 |" in page
-    assert "| new-qifusion-s0 | a 12.0, b 30.0 | 2.50 |" in page  # per-accent CER, worst / best
+    assert "| new-qifusion-s0 | a 12.0, b 30.0 | 2.50 | - |" in page  # worst / best; no majority accent here
+    result["dev"]["attention_rescoring"]["per_accent_cer"] = {"en-us": 12.0, "b": 30.0}  # majority: en-us
+    assert "| en-us 12.0, b 30.0 | 2.50 | 2.50 |" in recipe_report.render([result])
+    assert "- new-qifusion-s0: a note" in recipe_report.render([{**result, "note": "a note"}])
 
 
 def test_accent_settling_measures() -> None:
