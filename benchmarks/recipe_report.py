@@ -84,6 +84,11 @@ def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
     _save(fig, ax, out, title="Exploratory runs, seed 2 (the old recipe's plateau seed)", legend_size=7)
 
 
+def _corpus(r: dict[str, Any]) -> str:
+    """A result's corpus preset (results written before the key existed are ``benchmark`` runs)."""
+    return r.get("corpus", "benchmark")
+
+
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -112,17 +117,16 @@ def render(runs: list[dict[str, Any]]) -> str:
         resc = r["dev"]["attention_rescoring"]
         lm = r["dev"].get("lm_rescoring")
         aid = resc.get("aid_accuracy")
-        lines.append(f"| {r['run']} | {r.get('corpus', 'benchmark')} | {r['recipe']} | {r['system']} | "
+        lines.append(f"| {r['run']} | {_corpus(r)} | {r['recipe']} | {r['system']} | "
                      f"{r['seed']} | {r.get('threads', 1)} | "
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{_pct(aid)} | {last.get('step', '-')} |")
     lines += ["", *(f"- {r['run']}: {r['note']}" for r in runs if r.get("note"))]
-    for corpus in sorted({r.get("corpus", "benchmark") for r in runs}):
+    for corpus in sorted({_corpus(r) for r in runs}):
         for recipe, system in [(rc, sy) for rc in ("new", "v3", "old") for sy in ("baseline", "qifusion")]:
-            group = [r for r in runs if (r["recipe"], r["system"], r.get("corpus", "benchmark"))
-                     == (recipe, system, corpus)]
+            group = [r for r in runs if (r["recipe"], r["system"], _corpus(r)) == (recipe, system, corpus)]
             if group:
                 ok = sum(r["converged"] for r in group)
                 lines.append(f"\n{corpus} corpus, {recipe} recipe, {system}: {ok} of {len(group)} seeds "
@@ -134,7 +138,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         per = r["dev"]["attention_rescoring"].get("per_accent_cer") or {}
         if per:
             cells = ", ".join(f"{a} {c:.1f}" for a, c in sorted(per.items(), key=lambda kv: kv[1]))
-            preset = PRESETS.get(r.get("corpus", "benchmark"))
+            preset = PRESETS.get(_corpus(r))
             major = per.get(preset.majority or "") if preset else None
             vs_major = f"{max(per.values()) / major:.2f}" if major else "-"
             spread = max(per.values()) / min(per.values())
