@@ -45,8 +45,8 @@ def summary_rows(results: list[dict[str, Any]]) -> list[str]:
         dev, dev_focus, kept = kept_dev(i)
         b = r.get("baseline")
         hurt = "-"
-        if b:
-            per = b["per_accent_cer"]
+        if b:  # train-voice speakers (results before 2026-12-05 18:30: all test speakers)
+            per = b.get("per_accent_cer_train_voice", b["per_accent_cer"])
             hurt = (f"{per[b['worst']]:.1f}% ({b['worst']}) / {per[b['majority']]:.1f}% ({b['majority']}) = "
                     f"{b['worst_over_majority']:.2f}x")
         rows.append(f"| `{r.get('preset')}` | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
@@ -63,15 +63,16 @@ def accent_rows(r: dict[str, Any]) -> list[str]:
     asr = r.get("pocketsphinx", {}).get("per_accent", {})
     rows = [f"`{r.get('preset')}` per accent:", "",
             "| accent | test acc | unseen-source acc (utts) | predicted as | pocketsphinx WER (words) | "
-            "baseline test CER |",
+            "baseline test CER: all / train voices / held-out voices |",
             "|---|---:|---:|---|---:|---:|"]
-    cer = r.get("baseline", {}).get("per_accent_cer", {})
+    b = r.get("baseline", {})
+    kinds = [b.get(f"per_accent_cer{k}", {}) for k in ("", "_train_voice", "_held_out")]
     for a, v in sorted(i.get("per_accent", {}).items(), key=lambda kv: asr.get(kv[0], {}).get("wer", 0)):
         pred = ", ".join(f"{k} {n}" for k, n in list(v["predicted"].items())[:3])
         w = asr.get(a)
         wer = f"{w['wer']:.1f}% ({w['words']})" if w else "-"
         rows.append(f"| {a} | {_pct(v['acc'])} | {_pct(v['acc_unseen_source'])} ({v['n_unseen_source']}) | "
-                    f"{pred} | {wer} | {f'{cer[a]:.1f}%' if a in cer else '-'} |")
+                    f"{pred} | {wer} | {' / '.join(f'{d[a]:.1f}%' if a in d else '-' for d in kinds)} |")
     return rows
 
 

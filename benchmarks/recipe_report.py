@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.recipe import DEV_EVERY, MINUTES, RESULTS, ROOT, TARGET_CER
+from benchmarks.recipe import DEV_EVERY, MINUTES, RECIPES, RESULTS, ROOT, TARGET_CER
 from qifusion.data.synth_plan import PRESETS
 
 DOC = ROOT / "docs" / "recipe.md"
@@ -17,7 +17,8 @@ EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 def load_results() -> list[dict[str, Any]]:
     """Every run's result JSON, ordered by recipe, system, seed."""
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    return sorted(runs, key=lambda r: (r["recipe"] != "new", r["system"], r["seed"]))
+    order = list(RECIPES)  # newest first
+    return sorted(runs, key=lambda r: (order.index(r["recipe"]), r["system"], r["seed"]))
 
 
 def _figure() -> tuple[Any, Any]:
@@ -46,6 +47,7 @@ def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig, ax = _figure()
     colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+               ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
                ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
@@ -125,7 +127,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                      f"{_pct(aid)} | {last.get('step', '-')} |")
     lines += ["", *(f"- {r['run']}: {r['note']}" for r in runs if r.get("note"))]
     for corpus in sorted({_corpus(r) for r in runs}):
-        for recipe, system in [(rc, sy) for rc in ("new", "v3", "old") for sy in ("baseline", "qifusion")]:
+        for recipe, system in [(rc, sy) for rc in RECIPES for sy in ("baseline", "qifusion")]:
             group = [r for r in runs if (r["recipe"], r["system"], _corpus(r)) == (recipe, system, corpus)]
             if group:
                 ok = sum(r["converged"] for r in group)

@@ -51,6 +51,10 @@ class EncoderConfig:
     # multiply the sub-sampled embedding by sqrt(output_size) (WeNet/ESPnet; docs/train.md "Recipe"). The
     # shipped configs set it; the default stays false so that model dirs written before it load unchanged
     embed_scale: bool = False
+    # channels of the sub-sampling convolutions (0 = output_size, as WeNet). At d144 the x4 front end's
+    # second 144->144 3x3 conv costs more than six Conformer blocks; fewer channels cut a CPU training step
+    # (docs/train.md "Recipe"; icefall's Zipformer front end uses 8-128 channels for the same reason)
+    subsampling_channels: int = 0
     cnn_module_kernel: int = 15
     # causal depthwise conv in the conv module (needed for streaming)
     causal: bool = True

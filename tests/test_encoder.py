@@ -125,6 +125,21 @@ def test_other_front_ends_stream(subsampling, rate, rc):
     assert rel_err(out, full.out) <= 1e-9
 
 
+def test_narrow_front_end_streams_and_keeps_its_shapes():
+    """``subsampling_channels`` narrows the sub-sampling convs only: the encoder width, the chunk geometry
+    and stateful streaming == the masked forward are unchanged."""
+    enc = make_encoder(subsampling_channels=8, dtype=torch.float64)
+    assert enc.embed.conv_in.out_channels == 8 and enc.embed.convs[0].weight.shape[:2] == (8, 8)
+    assert enc.embed.out.out_features == enc.output_size
+    x = feats(1, 150, dtype=torch.float64)
+    full = enc(x, torch.tensor([150]), chunk_size=4, left_chunks=-1)
+    out, _ = stream(enc, x, 4, -1)
+    assert out.shape == full.out.shape
+    assert rel_err(out, full.out) <= 1e-9
+    with pytest.raises(ConfigError, match="subsampling_channels"):
+        make_encoder(subsampling_channels=-1)
+
+
 @pytest.mark.parametrize("chunk", [1, 4])
 def test_causality(chunk):
     enc = make_encoder(trained_scale=True)

@@ -31,15 +31,37 @@ def _plan(preset: str = "accents", **kw):
 # ---- planning -------------------------------------------------------------------------------
 def test_accents_plan_sizes_majority_and_disjoint_sentences() -> None:
     items = _plan()
-    texts = [i.text for i in items]
-    assert len(set(texts)) == len(texts)  # each sentence once: disjoint across splits
+    by_split = {s: {i.text for i in items if i.split == s} for s in SPLITS}
+    assert not by_split["train"] & by_split["dev"]
+    assert not by_split["test"] & (by_split["train"] | by_split["dev"])
+    train_dev = [i.text for i in items if i.split != "test"]
+    assert len(set(train_dev)) == len(train_dev)  # train and dev: each sentence once
     train = Counter(i.accent for i in items if i.split == "train")
     assert set(train) == set(va.ACCENT_VOICES)
     assert 0.38 < train["us"] / sum(train.values()) < 0.42  # KeSpeech-like majority
-    for split in ("dev", "test"):
-        per = Counter(i.accent for i in items if i.split == split)
-        assert set(per.values()) == {108}  # balanced, 15% of 720
+    assert set(Counter(i.accent for i in items if i.split == "dev").values()) == {108}  # balanced, 15% of 720
+    test = Counter(i.accent for i in items if i.split == "test")
+    assert len({i.text for i in items if i.split == "test"}) == 9 * 108
+    assert test == {a: 216 if a in ("us", "german", "french") else 108 for a in va.ACCENT_VOICES}  # + twins
     assert 8000 < len(items) < 9500  # about the benchmark's size (8453)
+
+
+def test_held_out_test_voices_have_train_voice_twins() -> None:
+    """Every test sentence of an accent with held-out voices is also spoken by a train voice under a test
+    transform: a paired comparison of the two kinds of test speaker, planned after the rest of the plan."""
+    items = _plan()
+    rows = {r["speaker"]: r for r in speaker_table(PRESETS["accents"], list(va.ACCENT_VOICES))}
+    test = [i for i in items if i.split == "test"]
+    held = [i for i in test if rows[i.speaker]["unseen_source"]]
+    twins = [i for i in test
+             if not rows[i.speaker]["unseen_source"] and i.accent in ("us", "german", "french")]
+    assert Counter((i.accent, i.text) for i in twins) == Counter((i.accent, i.text) for i in held)
+    train_src = {(r["accent"], r["source"]) for r in rows.values() if r["split"] == "train"}
+    for i in twins:
+        assert (i.accent, rows[i.speaker]["source"]) in train_src and (i.warp, i.tempo) in va.TEST_TRANSFORMS
+    assert items[-len(twins):] == twins  # planned last: the rest of the corpus is as without them
+    per = Counter(i.speaker for i in twins if i.accent == "us")
+    assert len(per) == 8 and max(per.values()) - min(per.values()) <= 1  # 4 train voices x 2 transforms
 
 
 def test_accents_plan_deterministic_for_seed() -> None:
@@ -244,6 +266,21 @@ def test_corpus_made_before_the_reservation_is_refused(tmp_path: Path) -> None:
         synthesize_corpus(out_dir=tmp_path, preset="demo", utts_per_accent=6, seed=0, jobs=1,
                           accents=["en-us"], progress=False)
     assert not (tmp_path / "wav").exists()
+
+
+def test_corpus_made_before_the_twins_gains_them_and_nothing_else_changes(tmp_path: Path) -> None:
+    from qifusion.data.synth import _check_plan
+
+    new = {"preset": "accents-free", "utts_per_accent": 720, "seed": 0, "accents": ["us"], "utterances": 300,
+           "texts": 2, "test_twins": True}
+    old = {k: v for k, v in new.items() if k != "test_twins"} | {"utterances": 264}
+    plan = tmp_path / "synth_plan.json"
+    plan.write_text(json.dumps(old))
+    _check_plan(tmp_path, new)  # accepted: the same corpus plus its twins
+    assert json.loads(plan.read_text()) == new
+    plan.write_text(json.dumps(old | {"seed": 1}))
+    with pytest.raises(UserError, match="other settings"):  # any other difference is still refused
+        _check_plan(tmp_path, new)
 
 
 @pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival not installed (make setup)")

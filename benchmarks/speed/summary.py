@@ -182,7 +182,8 @@ def _serve(results_dir: Path) -> str:
 
 
 def _train(d: dict[str, Any]) -> str:
-    rows = [[Path(r["config"]).stem, r["threads"], r["audio_per_s"], r.get("audio_per_s_with_loading"),
+    rows = [[" ".join([Path(r["config"]).stem, *r.get("overrides", [])]), r["threads"], r["audio_per_s"],
+             r.get("audio_per_s_with_loading"),
              r.get("step_s_median"), r.get("batch_audio_s_median"), r.get("steps"), r.get("peak_rss_mb")]
             for r in d["runs"]]
     return ("Trainer steps (forward + backward + clip + optimizer) on real training batches; seconds of "

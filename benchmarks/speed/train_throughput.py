@@ -1,7 +1,8 @@
 """Training throughput (seconds of audio per second) of the study's configs through qifusion's Trainer.
 
     python -m benchmarks.speed.train_throughput --configs conf/qifusion_small.yaml,conf/baseline_small.yaml \\
-        --data data/benchmark/train --threads 1,2 --steps 5 --out benchmarks/results/speed_train.json
+        --data data/benchmark/train --threads 1,2 --steps 5 --out benchmarks/results/speed_train.json \\
+        --variant model.encoder.subsampling_channels=0     # each config also with these overrides
 
 Each (config, thread count) runs in a fresh subprocess (``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY=PASSIVE``
 set before torch is imported, ``torch.set_num_threads``) that builds the model, tokenizer (char units of
@@ -106,9 +107,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     total = spec["warmup"] + spec["steps"]
-    cfg = load_config(spec["config"], [f"data.max_duration={spec['max_duration']}",
-                                       f"train.max_steps={total}", "train.log_interval=1",
-                                       "train.accum_grad=1", "train.save_interval_steps=0"])
+    fixed = [f"data.max_duration={spec['max_duration']}", f"train.max_steps={total}", "train.log_interval=1",
+             "train.accum_grad=1", "train.save_interval_steps=0"]
+    cfg = load_config(spec["config"], [*spec.get("overrides", []), *fixed])
     utts = load_data_dir(Path(spec["data"]), require_text=True, strict=False)
     accents = load_accents(utts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,6 +162,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--max-duration", type=float, default=50.0, help="seconds of audio per batch")
     ap.add_argument("--out", default="benchmarks/results/speed_train.json")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VAL[;KEY=VAL]",
+                    help="also measure every config with these overrides (repeatable), e.g. "
+                         "'model.encoder.subsampling_channels=0'")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
@@ -172,11 +176,11 @@ def main() -> None:
     result: dict[str, Any] = {"command": command_line(), "machine": machine_info(), "data": args.data,
                               "runs": []}
     for t in [int(x) for x in args.threads.split(",")]:
-        for config in args.configs.split(","):
+        for config, variant in [(c, v) for c in args.configs.split(",") for v in ["", *args.variant]]:
             spec = {"config": config, "data": args.data, "steps": args.steps, "warmup": args.warmup,
-                    "max_duration": args.max_duration}
-            row = run_worker(__spec__.name, spec, threads=t)
-            print(f"train_throughput: {config}, {t} thread(s): {row['audio_per_s']} s audio/s "
+                    "max_duration": args.max_duration, "overrides": [o for o in variant.split(";") if o]}
+            row = {**run_worker(__spec__.name, spec, threads=t), "overrides": spec["overrides"]}
+            print(f"train_throughput: {config} {variant}, {t} thread(s): {row['audio_per_s']} s audio/s "
                   f"({row['step_s_median']} s/step, peak {row['peak_rss_mb']} MiB)", file=sys.stderr)
             result["runs"].append(row)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")

@@ -160,14 +160,23 @@ def test_keep_sections_copy_only_from_the_same_corpus(tmp_path):
         corpus_check.previous_section(out, tmp_path, "baseline", "--keep-x")
 
 
-def test_baseline_hurt_compares_the_worst_accent_with_the_majority(monkeypatch, tmp_path):
+def test_baseline_hurt_compares_accents_on_train_voice_speakers(monkeypatch, tmp_path):
     train = [_utt(f"t{i}", a, f"{a}_v1") for i, a in enumerate("aaab")] + [_utt("t9", "c", "c_v1")]
-    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: train)
-    report = {"cer": 20.0, "per_accent": {"a": {"cer": 10.0}, "b": {"cer": 30.0}, "c": {"cer": 20.0}}}
+    # a's test has a held-out voice (v2, worst over all speakers) and a twin by its train voice v1
+    test = [_utt("e1", "a", "a_v2"), _utt("e2", "a", "a_v1"), _utt("e3", "b", "b_v1"),
+            _utt("e4", "c", "c_v1")]
+    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: {"train": train, "test": test}[Path(d).name])
+    monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: {})
+    hyps = {"e1": "xxxxxxxxxx", "e2": "abcdefghiz", "e3": "abcxxxghij", "e4": "abcdexxhij"}  # 100/10/30/20%
+    rows = [{"utt_id": u.utt_id, "accent": u.accent, "ref": "abcdefghij", "hyp": hyps[u.utt_id]}
+            for u in test]
+    report = {"cer": 40.0, "per_accent": {"a": {"cer": 55.0}, "b": {"cer": 30.0}, "c": {"cer": 20.0}}}
     calls: dict = {}
 
     def fake_decode(**kw):
         calls.update(kw)
+        kw["out_dir"].mkdir(parents=True, exist_ok=True)
+        (kw["out_dir"] / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return report
 
     import qifusion.decode.run
@@ -176,9 +185,14 @@ def test_baseline_hurt_compares_the_worst_accent_with_the_majority(monkeypatch, 
     asr = {"per_accent": {"a": {"wer": 40.0}, "b": {"wer": 90.0}, "c": {"wer": 60.0}}}
     out = corpus_check.baseline_hurt(tmp_path, tmp_path / "m" / "final", asr)
     assert calls["data_dir"] == tmp_path / "test" and calls["mode"] == "attention_rescoring"
+    assert out["per_accent_cer_train_voice"] == {"a": 10.0, "b": 30.0, "c": 20.0}
+    assert out["per_accent_cer_held_out"] == {"a": 100.0}
     assert (out["majority"], out["worst"], out["worst_over_majority"]) == ("a", "b", 3.0)
+    # over all speakers the majority accent is the worst, because only it has a held-out voice
+    assert (out["worst_all_speakers"], out["worst_over_majority_all_speakers"]) == ("a", 1.0)
     assert out["pocketsphinx_worst_over_majority"] == 2.25 and out["spearman_with_pocketsphinx"] == 1.0
-    assert "pocketsphinx_worst_over_majority" not in corpus_check.baseline_hurt(tmp_path, tmp_path, None)
+    no_asr = corpus_check.baseline_hurt(tmp_path, tmp_path / "m" / "final", None)
+    assert "pocketsphinx_worst_over_majority" not in no_asr
 
 
 def test_cepstral_smoother_keeps_the_envelope_and_drops_the_harmonics():

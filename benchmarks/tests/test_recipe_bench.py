@@ -19,6 +19,10 @@ def test_run_names_and_overrides() -> None:
     assert "train.seed=1" in ov and f"train.max_minutes={recipe.MINUTES}" in ov
     assert "train.scheduler=cosine" in ov and "model.encoder.embed_scale=false" in ov  # the old recipe
     assert not any(o.startswith("train.scheduler") for o in recipe.overrides("new-baseline-s1"))
+    # every earlier recipe restores the 144-channel front end its runs were trained with
+    for name in ("v5-qifusion-s0", "v3-baseline-s0", "old-baseline-s0"):
+        assert "model.encoder.subsampling_channels=0" in recipe.overrides(name)
+    assert not any("subsampling_channels" in o for o in recipe.overrides("new-qifusion-s0"))
 
 
 def _fake_exp(path: Path) -> Path:

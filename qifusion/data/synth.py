@@ -193,6 +193,7 @@ def synthesize_corpus(*, out_dir: Path, preset: str, utts_per_accent: int | None
                 "texts": TEXT_VERSION}
     p = PRESETS[preset]
     if p.engine == "accents":  # the licence gate: before anything is written
+        settings["test_twins"] = True  # train-voice twins of held-out test sentences (synth_plan._twins)
         require_voices(preset_sources(p, settings["accents"]), preset=preset)
     _check_plan(out_dir, settings)
     if p.engine == "accents":
@@ -237,11 +238,21 @@ def _check_plan(out_dir: Path, settings: dict) -> None:
         if old != settings and "texts" not in old:
             raise UserError(f"{out_dir} was made before the demo's sentences were reserved (issue 16; "
                             f"{path} has no 'texts' key): delete it and re-run to make it again")
+        if old != settings and _adds_twins(old, settings):  # made before the twins: it gains just those
+            atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+            return
         if old != settings:
             raise UserError(f"{out_dir} holds a corpus made with other settings ({path}: {old}); "
                             f"use another --out or delete it")
     else:
         atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _adds_twins(old: dict, new: dict) -> bool:
+    """Whether ``new`` settings are ``old``'s plus the test twins (the only other change: the count)."""
+    rest = {k: v for k, v in new.items() if k not in ("test_twins", "utterances")}
+    return new.get("test_twins") is True and "test_twins" not in old and rest == {
+        k: v for k, v in old.items() if k != "utterances"}
 
 
 def _run_parallel(todo: list[SynthItem], out_dir: Path, *, jobs: int | None, durations: dict[str, float],

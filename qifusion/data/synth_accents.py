@@ -14,7 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from qifusion.data.voices_accents import LICENCES, SourceVoice, accent_speakers, unseen_source
+from qifusion.data.voices_accents import (
+    LICENCES,
+    SourceVoice,
+    accent_speakers,
+    seen_source_test_speakers,
+    unseen_source,
+)
 from qifusion.errors import DataError
 from qifusion.fileio import atomic_write_text
 
@@ -67,6 +73,7 @@ def preset_licences(preset: Any, accents: list[str]) -> dict[str, str]:
 def speaker_table(preset: Any, accents: list[str]) -> list[dict[str, Any]]:
     """One row per speaker: id, accent, split, engine, voice, gender, warp, tempo, unseen_source."""
     spk = accent_speakers(accents, free_only=preset.free_only)
+    spk["test"] = spk["test"] + seen_source_test_speakers(accents, free_only=preset.free_only)
     rows = []
     for split in ("train", "dev", "test"):
         for s in spk[split]:

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 from qifusion.data.synth_text import corpus_pool, demo_pool
 from qifusion.data.voices import ESPEAK_ACCENTS, L2_VOICES, Speaker, espeak_speakers, l2_speakers
-from qifusion.data.voices_accents import ACCENT_VOICES, FREE_ACCENTS, AccentSpeaker, accent_speakers
+from qifusion.data.voices_accents import (
+    ACCENT_VOICES,
+    FREE_ACCENTS,
+    AccentSpeaker,
+    accent_speakers,
+    seen_source_test_speakers,
+)
 from qifusion.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -90,7 +96,9 @@ def resolve_accents(preset: Preset, accents: list[str] | None) -> list[str]:
 def plan_splits(*, preset: str, utts_per_accent: int | None, seed: int,
                 accents: list[str] | None) -> list[SynthItem]:
     """Every utterance of a train/dev/test preset (same arguments -> same list, on any machine with the
-    same text packages). Each sentence is used once, so sentences are disjoint across splits."""
+    same text packages). Each sentence is used in one split only; in the ``accents`` presets a test
+    sentence of an accent with held-out voices is spoken twice, by a held-out and by a train voice
+    (:func:`_twins`)."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}' (valid: {', '.join(PRESETS)})")
     p = PRESETS[preset]
@@ -118,7 +126,25 @@ def plan_splits(*, preset: str, utts_per_accent: int | None, seed: int,
                 if i % len(spk) == 0:
                     order = rng.sample(spk, len(spk))  # balanced: every speaker once per round
                 items.append(_item(split, accent, order[i % len(spk)], pool[len(items)], rng, len(items)))
+    if p.engine == "accents":
+        items += _twins(items, seen_source_test_speakers(names, free_only=p.free_only),
+                        random.Random(f"qifusion-synth:{preset}:{seed}:seen-source-test"))
     return items
+
+
+def _twins(items: list[SynthItem], speakers: list[AccentSpeaker], rng: random.Random) -> list[SynthItem]:
+    """For each test utterance of an accent in ``speakers``, the same sentence by one of that accent's
+    ``speakers`` (balanced rounds): a paired test set of held-out and train voices. Planned after every
+    other item with its own ``rng``, so the rest of the plan is unchanged by it."""
+    out: list[SynthItem] = []
+    for accent in dict.fromkeys(s.accent for s in speakers):
+        spk = [s for s in speakers if s.accent == accent]
+        for i, it in enumerate(x for x in items if x.split == "test" and x.accent == accent):
+            if i % len(spk) == 0:
+                order = rng.sample(spk, len(spk))
+            n = int(it.utt_id.rsplit("-", 1)[1])
+            out.append(_item("test", accent, order[i % len(spk)], it.text, rng, n))
+    return out
 
 
 def preset_speakers(p: Preset, names: list[str]) -> dict[str, list]:

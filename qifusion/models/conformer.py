@@ -193,7 +193,8 @@ class ConformerEncoder(nn.Module):
         self.d_k = cfg.output_size // cfg.attention_heads
         self.cnn_module_kernel = cfg.cnn_module_kernel
         self.cmvn = GlobalCMVN(cfg.input_dim)
-        self.embed = Conv2dSubsampling(cfg.input_dim, cfg.output_size, cfg.subsampling, scale=cfg.embed_scale)
+        self.embed = Conv2dSubsampling(cfg.input_dim, cfg.output_size, cfg.subsampling, scale=cfg.embed_scale,
+                                       channels=cfg.subsampling_channels)
         self.subsampling_rate = self.embed.subsampling_rate
         self.right_context = self.embed.right_context
         self.pos_enc = RelPositionalEncoding(cfg.output_size, cfg.positional_dropout_rate)

@@ -77,15 +77,20 @@ class GlobalCMVN(nn.Module):
 
 
 class Conv2dSubsampling(nn.Module):
-    """Progressive conv sub-sampling (x4, x6 or x8) followed by a linear projection to ``odim``.
+    """Progressive conv sub-sampling (x4, x6 or x8) with ``channels`` channels (0 = ``odim``) followed by a
+    linear projection to ``odim``.
 
     Attributes:
         subsampling_rate: time reduction factor.
         right_context: input frames beyond ``rate*j`` that output frame ``j`` reads.
     """
 
-    def __init__(self, idim: int, odim: int, kind: str = "conv2d4", *, scale: bool = False) -> None:
+    def __init__(self, idim: int, odim: int, kind: str = "conv2d4", *, scale: bool = False,
+                 channels: int = 0) -> None:
         super().__init__()
+        if channels < 0:
+            raise ConfigError(f"config key 'model.encoder.subsampling_channels' must be >= 0, got {channels}")
+        ch = channels or odim
         # WeNet/ESPnet scale the projected embedding by sqrt(d_model) before the blocks (the Transformer's
         # embedding scale): with pre-LN blocks it sets how much the input counts against each residual
         self.xscale = math.sqrt(odim) if scale else 1.0
@@ -102,9 +107,9 @@ class Conv2dSubsampling(nn.Module):
         if freq < 1:
             raise ConfigError(f"model.encoder.input_dim={idim} is too small for {kind} sub-sampling")
         (k0, s0), rest = stages[0], stages[1:]
-        self.conv_in = nn.Conv2d(1, odim, k0, s0)
-        self.convs = nn.ModuleList(nn.Conv2d(odim, odim, k, s) for k, s in rest)
-        self.out = nn.Linear(odim * freq, odim)
+        self.conv_in = nn.Conv2d(1, ch, k0, s0)
+        self.convs = nn.ModuleList(nn.Conv2d(ch, ch, k, s) for k, s in rest)
+        self.out = nn.Linear(ch * freq, odim)
         self.subsampling_rate = rate
         self.right_context = right_context
         self._cl_weights: list[tuple[tuple, torch.Tensor] | None] = [None] * len(self.convs)
