@@ -152,12 +152,12 @@ def _pocketsphinx_decoder() -> Any:
 KINDS = {False: "train_voice", True: "held_out"}
 
 
-def speaker_kinds(corpus: Path) -> tuple[list[Utterance], dict[str, str]]:
-    """The test split and each utterance's speaker kind: ``held_out`` (source voice unseen in train) or
-    ``train_voice`` (a train voice under a test transform, or an espeak variant used in train)."""
-    test = load_data_dir(corpus / "test")
-    held = set(unseen_source_indices(test, load_data_dir(corpus / "train"), load_speakers(corpus)))
-    return test, {u.utt_id: KINDS[i in held] for i, u in enumerate(test)}
+def speaker_kinds(test: list[Utterance], train: list[Utterance],
+                  table: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each test utterance's speaker kind: ``held_out`` (source voice unseen in train) or ``train_voice``
+    (a train voice under a test transform, or an espeak variant used in train)."""
+    held = set(unseen_source_indices(test, train, table))
+    return {u.utt_id: KINDS[i in held] for i, u in enumerate(test)}
 
 
 def pocketsphinx_wer(corpus: Path, *, per_accent: int) -> dict[str, Any]:
@@ -168,7 +168,8 @@ def pocketsphinx_wer(corpus: Path, *, per_accent: int) -> dict[str, Any]:
     import soundfile as sf
 
     decoder = Decoder(samprate=16000, loglevel="FATAL")
-    test, kinds = speaker_kinds(corpus)
+    test = load_data_dir(corpus / "test")
+    kinds = speaker_kinds(test, load_data_dir(corpus / "train"), load_speakers(corpus))
     by: dict[tuple[str, str], list[Utterance]] = defaultdict(list)
     for u in sorted(test, key=lambda u: u.utt_id):
         if len(by[kinds[u.utt_id], u.accent]) < per_accent:
@@ -231,12 +232,12 @@ def baseline_hurt(corpus: Path, model_dir: Path, asr: dict[str, Any] | None) -> 
     harder for a reason that is not its accent (``worst_over_majority_all_speakers``)."""
     from qifusion.decode.run import decode_dir
 
-    counts = Counter(u.accent for u in load_data_dir(corpus / "train"))
-    majority = counts.most_common(1)[0][0]
+    train = load_data_dir(corpus / "train")
+    majority = Counter(u.accent for u in train).most_common(1)[0][0]
     out_dir = model_dir.parent / "corpus_check_test"
     rep = decode_dir(model_dir=model_dir, data_dir=corpus / "test", mode="attention_rescoring",
                      out_dir=out_dir, progress=False)
-    _, kinds = speaker_kinds(corpus)
+    kinds = speaker_kinds(load_data_dir(corpus / "test"), train, load_speakers(corpus))
     rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines() if line.strip()]
     by_kind = cer_by_kind(rows, kinds)
     cer_all = {a: round(v["cer"], 2) for a, v in sorted(rep["per_accent"].items())}
