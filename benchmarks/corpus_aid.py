@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,12 +52,15 @@ class AidConfig:
     pooling: str = "attentive"  # "stats" (mean + std) or "attentive"
     average_last: int = 3  # also try the average of the last N epochs' weights (0: off)
     cepstra: int = 0  # keep the first N cepstral coefficients of each frame (0: all): drops pitch harmonics
+    crop_frames: int = CROP_FRAMES  # training crop length in input frames (50 = 2 s of 4x sub-sampled frames)
 
     def __post_init__(self) -> None:
         if self.pooling not in ("stats", "attentive"):
             raise ValueError(f"AidConfig.pooling must be 'stats' or 'attentive', got {self.pooling!r}")
         if not 0 <= self.cepstra <= 80:
             raise ValueError(f"AidConfig.cepstra must be in 0..80, got {self.cepstra}")
+        if self.crop_frames < 8:
+            raise ValueError(f"AidConfig.crop_frames must be >= 8, got {self.crop_frames}")
         if self.warp < 1.0 or self.tempo < 1.0:
             raise ValueError(f"AidConfig.warp and .tempo must be >= 1, got {self.warp}, {self.tempo}")
 
@@ -90,6 +94,28 @@ def utterance_features(path: str) -> torch.Tensor:
     """(T, 80) float16 fbank of ``path`` with its per-utterance mean removed."""
     feats = compute_fbank(read_audio(path))
     return (feats - feats.mean(dim=0, keepdim=True)).to(torch.float16)
+
+
+@torch.no_grad()
+def encoder_features(model_dir: Path, paths: list[str], blocks: list[int]) -> dict[int, list[torch.Tensor]]:
+    """Bottleneck features (as in x-vector language ID on ASR bottlenecks, Snyder et al. 2018): for each
+    1-based encoder block in ``blocks``, the (T', D) float16 outputs of that block of the trained ASR model
+    at ``model_dir`` (full context, one utterance at a time), per path. A recogniser's hidden layers are
+    trained to keep phones and drop the voice, which is what an accent classifier on unseen voices needs."""
+    from qifusion.modeldir import load_model_dir
+
+    loaded = load_model_dir(model_dir)
+    enc = loaded.model.encoder
+    bad = [b for b in blocks if not 1 <= b <= enc.num_blocks]
+    if bad:
+        raise ValueError(f"encoder blocks {bad} are not in 1..{enc.num_blocks} ({model_dir})")
+    out: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
+    for path in paths:
+        feats = compute_fbank(read_audio(path), num_mel_bins=enc.cfg.input_dim).unsqueeze(0)
+        hidden = enc(feats, torch.tensor([feats.shape[1]]), chunk_size=-1).hidden
+        for b in blocks:
+            out[b].append(hidden[b - 1][0].to(torch.float16))
+    return out
 
 
 class AttentiveStats(nn.Module):
@@ -152,11 +178,13 @@ def warp_fbank(f: torch.Tensor, alpha: float, tempo: float) -> torch.Tensor:
 
 
 def augment_batch(feats: list[torch.Tensor], cfg: AidConfig, rng: random.Random) -> torch.Tensor:
-    """List of (T_i, D) fbanks -> (B, CROP_FRAMES, D) float32 training batch: warp, tempo, crop, masks."""
+    """List of (T_i, D) features -> (B, cfg.crop_frames, D) float32 training batch: warp, tempo, crop,
+    masks."""
     out = []
     for f in feats:
         x = warp_fbank(f.float(), rng.uniform(1 / cfg.warp, cfg.warp), rng.uniform(1 / cfg.tempo, cfg.tempo))
-        out.append(spec_augment(crop(x, rng), SPEC_AUG, np.random.default_rng(rng.getrandbits(32))))
+        masks = np.random.default_rng(rng.getrandbits(32))
+        out.append(spec_augment(crop(x, rng, cfg.crop_frames), SPEC_AUG, masks))
     return torch.stack(out)
 
 
@@ -165,6 +193,14 @@ def predict(model: nn.Module, feats: list[torch.Tensor]) -> list[int]:
     """Class index per utterance (whole utterance, one at a time: no padding in the statistics)."""
     model.eval()
     return [int(model(f.float().unsqueeze(0)).argmax(dim=1)) for f in feats]
+
+
+@torch.no_grad()
+def log_posteriors(model: nn.Module, feats: list[torch.Tensor]) -> torch.Tensor:
+    """(N, C) log-softmax class posteriors per utterance (whole utterances, one at a time, as
+    :func:`predict`)."""
+    model.eval()
+    return torch.cat([torch.log_softmax(model(f.float().unsqueeze(0)), dim=1) for f in feats])
 
 
 def accuracy(pred: list[int], labels: list[int]) -> float:
@@ -189,7 +225,8 @@ def train_classifier(train: list[torch.Tensor], train_y: list[int], dev: list[to
     focus = list(range(len(dev))) if dev_focus is None else list(dev_focus)
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = XVector(num_classes, pooling=cfg.pooling, var_norm=cfg.var_norm, cepstra=cfg.cepstra)
+    model = XVector(num_classes, pooling=cfg.pooling, var_norm=cfg.var_norm, cepstra=cfg.cepstra,
+                    feat_dim=train[0].shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.max_lr / 2, weight_decay=1e-4)
     counts = np.bincount(train_y, minlength=num_classes)
     weights = [1.0 / counts[y] for y in train_y]
@@ -235,3 +272,22 @@ def train_classifier(train: list[torch.Tensor], train_y: list[int], dev: list[to
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+FUSION_WEIGHTS = [round(0.1 * k, 1) for k in range(11)]
+
+
+def fuse_weight(lp_fbank: torch.Tensor, lp_enc: torch.Tensor, labels: list[int],
+                focus: list[int] | None) -> tuple[float, float, float]:
+    """The weight w of ``w * lp_enc + (1 - w) * lp_fbank`` (log posteriors, (N, C)) in ``FUSION_WEIGHTS``
+    with the best accuracy on ``focus`` (all when None), overall accuracy breaking ties, then the weight
+    nearest 0.5; returns (w, accuracy on focus, accuracy)."""
+    idx = list(range(len(labels))) if focus is None else focus
+    best = None
+    for w in sorted(FUSION_WEIGHTS, key=lambda w: abs(w - 0.5)):
+        pred = (w * lp_enc + (1 - w) * lp_fbank).argmax(dim=1).tolist()
+        key = (accuracy([pred[i] for i in idx], [labels[i] for i in idx]), accuracy(pred, labels))
+        if best is None or key > best[1]:
+            best = (w, key)
+    assert best is not None
+    return best[0], round(best[1][0], 4), round(best[1][1], 4)

@@ -10,6 +10,12 @@
    once on ``test``: accuracy over all test speakers (all unseen in train) and,
    as the headline, over the test speakers whose *source voice* is unseen in train (``speakers.json``
    of an ``accents`` corpus; for the espeak presets a speaker's source is its espeak-ng variant).
+   ``--encoder MODEL_DIR``: the same classifier on *bottleneck features*, the outputs of one encoder
+   block of an ASR model trained on this corpus's train split (e.g. the baseline of item 3), as x-vector
+   language ID does on ASR bottlenecks (Snyder et al. 2018); one classifier per block of
+   ``--encoder-blocks`` within ``--max-minutes`` in all, the block kept chosen on dev. ``--fuse`` adds the
+   fbank classifier (half the minutes) and decides by the weighted sum of the two kept classifiers' log
+   posteriors, the weight chosen on dev (score fusion, as language-ID systems fuse their subsystems).
 2. **Hurts a recogniser**: pocketsphinx's US-English model (PyPI ``pocketsphinx``, extra ``corpus``)
    WER per accent on ``--asr-per-accent`` test utterances per accent and speaker kind (first in id order;
    kinds: train voices under test transforms, which every accent has, and held-out voices). It does not
@@ -26,6 +32,8 @@
 ```bash
 OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.corpus_check data/accents \
     --out benchmarks/results/corpus/accents.json
+OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.corpus_check data/accents --no-asr \
+    --encoder exp/recipe/v5-baseline-s0-accents/final --out benchmarks/results/corpus/accents_bottleneck.json
 ```
 """
 
@@ -43,7 +51,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.corpus_aid import AidConfig, accuracy, predict, train_classifier, utterance_features
+from benchmarks.corpus_aid import (
+    AidConfig,
+    accuracy,
+    encoder_features,
+    fuse_weight,
+    log_posteriors,
+    predict,
+    train_classifier,
+    utterance_features,
+)
 from qifusion.data.manifest import Utterance, load_data_dir
 from qifusion.data.synth_accents import load_speakers
 from qifusion.eval.metrics import ErrorCounts, cer_counts, wer_counts
@@ -81,32 +98,84 @@ def unseen_source_indices(utts: list[Utterance], train: list[Utterance],
     return [i for i, u in enumerate(utts) if (u.accent, source_of(u, table)) not in seen]
 
 
+FBANK = 0  # the candidate key of the fbank classifier (encoder blocks are 1-based)
+
+
 def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidConfig, max_minutes: float,
-                    seed: int, select_on: str = "all") -> dict[str, Any]:
-    """Train the classifier (model selection on dev only) and score it on test (see the module doc)."""
+                    seed: int, select_on: str = "all", encoder: Path | None = None,
+                    blocks: list[int] | None = None, fuse: bool = False) -> dict[str, Any]:
+    """Train the classifier (model selection on dev only) and score it on test (see the module doc).
+    ``encoder``: classify the outputs of a trained ASR model's encoder blocks instead of fbank, one
+    classifier per block of ``blocks``, the block kept chosen on dev. ``fuse`` (with ``encoder``): also
+    the fbank classifier, and the decision is the weighted sum of the two kept classifiers' log posteriors,
+    the weight chosen on dev (:func:`fuse_weight`). All classifiers share ``max_minutes`` (with ``fuse``
+    the fbank one gets half)."""
     table = load_speakers(corpus)
     splits = {s: load_data_dir(corpus / s) for s in ("train", "dev", "test")}
     train = take_per_accent(splits["train"], train_per_accent, seed)
     accents = sorted({u.accent for u in splits["train"]})
     index = {a: i for i, a in enumerate(accents)}
+    named = (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))
     t0 = time.time()
-    feats = {name: [utterance_features(u.audio) for u in utts]
-             for name, utts in (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))}
+    inputs: dict[int, dict[str, list[torch.Tensor]]] = {}
+    configs: dict[int, AidConfig] = {}
+    budgets: dict[int, float] = {}
+    fuse = fuse and encoder is not None
+    described = f"x-vector TDNN on 80-dim fbank, {config.pooling} pooling (benchmarks/corpus_aid.py)"
+    if encoder is None or fuse:
+        inputs[FBANK] = {name: [utterance_features(u.audio) for u in utts] for name, utts in named}
+        configs[FBANK], budgets[FBANK] = config, max_minutes / 2 if fuse else max_minutes
+    if encoder is not None:
+        blocks = blocks or [1]
+        by_split = {name: encoder_features(encoder, [u.audio for u in utts], blocks) for name, utts in named}
+        enc_config = replace(config, warp=1.0, cepstra=0, crop_frames=max(8, config.crop_frames // 4))
+        for b in blocks:
+            inputs[b] = {name: by_split[name][b] for name, _ in named}
+            configs[b], budgets[b] = enc_config, (max_minutes / 2 if fuse else max_minutes) / len(blocks)
+        described = (f"x-vector TDNN, {config.pooling} pooling, on the outputs of one encoder block of "
+                     f"the ASR model {encoder} (bottleneck features; benchmarks/corpus_aid.py)")
+        if fuse:
+            described = f"score fusion (weight chosen on dev) of an {described} and an x-vector TDNN on fbank"
     feat_min = (time.time() - t0) / 60
-    labels = {name: [index[u.accent] for u in utts]
-              for name, utts in (("train", train), ("dev", splits["dev"]), ("test", splits["test"]))}
+    labels = {name: [index[u.accent] for u in utts] for name, utts in named}
     dev_focus = (unseen_source_indices(splits["dev"], splits["train"], table) or None
                  if select_on == "unseen-source" else None)
-    res = train_classifier(feats["train"], labels["train"], feats["dev"], labels["dev"],
-                           num_classes=len(accents), config=config, dev_focus=dev_focus,
-                           max_minutes=max_minutes, seed=seed)
+    tried: dict[int, Any] = {}
+    for k, feats in inputs.items():
+        tried[k] = train_classifier(feats["train"], labels["train"], feats["dev"], labels["dev"],
+                                    num_classes=len(accents), config=configs[k], dev_focus=dev_focus,
+                                    max_minutes=budgets[k], seed=seed)
+
+    def dev_key(r: Any) -> tuple[float, float]:  # the kept candidate's (focus, all) dev accuracy
+        i = r.kept - 1 if r.kept != "avg" else None
+        return ((r.dev_focus_acc[i], r.dev_acc[i]) if i is not None
+                else (r.avg_dev_focus_acc, r.avg_dev_acc))
+
+    block = max((k for k in tried if k != FBANK), key=lambda b: dev_key(tried[b])) if encoder else FBANK
+    res, feats = tried[block], inputs[block]
+    fusion = None
+    if fuse:
+        lp = {k: {s: log_posteriors(tried[k].model, inputs[k][s]) for s in ("dev", "test")}
+              for k in (FBANK, block)}
+        w, dev_focus_acc, dev_acc = fuse_weight(lp[FBANK]["dev"], lp[block]["dev"], labels["dev"], dev_focus)
+        pred = (w * lp[block]["test"] + (1 - w) * lp[FBANK]["test"]).argmax(dim=1).tolist()
+        parts = {k: lp[k]["test"].argmax(dim=1).tolist() for k in (FBANK, block)}
+        fusion = {"weight_encoder": w, "dev_acc": dev_acc, "dev_acc_unseen_source": dev_focus_acc,
+                  "dev_acc_fbank": dev_key(tried[FBANK])[1], "dev_acc_encoder": dev_key(res)[1]}
+    else:
+        pred = predict(res.model, feats["test"])
     test = splits["test"]
-    pred = predict(res.model, feats["test"])
     sel = unseen_source_indices(test, splits["train"], table)
     unseen = set(sel)
 
-    def acc(idx: list[int]) -> float | None:
-        return round(accuracy([pred[i] for i in idx], [labels["test"][i] for i in idx]), 4) if idx else None
+    def acc(idx: list[int], p: list[int] | None = None) -> float | None:
+        p = pred if p is None else p
+        return round(accuracy([p[i] for i in idx], [labels["test"][i] for i in idx]), 4) if idx else None
+
+    if fusion is not None:
+        for name, k in (("fbank", FBANK), ("encoder", block)):
+            fusion[f"test_acc_{name}"] = acc(list(range(len(test))), parts[k])
+            fusion[f"test_acc_unseen_source_{name}"] = acc(sel, parts[k])
 
     per_accent: dict[str, dict[str, Any]] = {}
     for a in accents:
@@ -121,8 +190,12 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
         per_speaker[spk] = {"accent": test[idx[0]].accent, "source": source_of(test[idx[0]], table),
                             "unseen_source": idx[0] in unseen, "n": len(idx), "acc": acc(idx)}
     return {
-        "classifier": f"x-vector TDNN on 80-dim fbank, {config.pooling} pooling (benchmarks/corpus_aid.py)",
-        "config": asdict(config),
+        "classifier": described, "config": asdict(configs[block]),
+        "encoder": str(encoder) if encoder is not None else None,
+        "encoder_block": block if encoder is not None else None,
+        "dev_acc_by_block": ({b: dev_key(r)[1] for b, r in tried.items() if b != FBANK}
+                             if encoder is not None else None),
+        "fusion": fusion,
         "accents": accents, "chance": round(1 / len(accents), 4),
         "train_utts": len(train), "dev_utts": len(splits["dev"]), "test_utts": len(test),
         "selected_on": "dev, unseen-source speakers" if dev_focus else "dev, all speakers",
@@ -130,7 +203,8 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
         "epochs_run": len(res.dev_acc), "kept_by_dev": res.kept, "steps": res.steps,
         "dev_acc_by_epoch": res.dev_acc, "dev_acc_unseen_source_by_epoch": res.dev_focus_acc,
         "dev_acc_avg_last": res.avg_dev_acc, "dev_acc_unseen_source_avg_last": res.avg_dev_focus_acc,
-        "train_minutes": res.minutes, "feature_minutes": round(feat_min, 2),
+        "train_minutes": round(sum(r.minutes for r in tried.values()), 2),
+        "feature_minutes": round(feat_min, 2),
         "params": sum(p.numel() for p in res.model.parameters()),
         "test_acc": acc(list(range(len(test)))), "test_acc_unseen_source": acc(sel),
         "test_utts_unseen_source": len(sel),
@@ -261,6 +335,17 @@ def baseline_hurt(corpus: Path, model_dir: Path, asr: dict[str, Any] | None) -> 
     return out
 
 
+def _blocks(encoder: Path | None, spec: str) -> list[int] | None:
+    """``--encoder-blocks`` -> block numbers (every block of the model when empty); None without encoder."""
+    if encoder is None:
+        return None
+    if spec:
+        return [int(b) for b in spec.split(",")]
+    from qifusion.modeldir import load_config_file
+
+    return list(range(1, load_config_file(encoder / "config.yaml").model.encoder.num_blocks + 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpus", type=Path, help="a qifusion synth corpus dir (train/ dev/ test/)")
@@ -279,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="copy the classifier section of the existing --out JSON (same corpus)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="model dir of a baseline trained on this corpus: its test CER per accent")
+    ap.add_argument("--encoder", type=Path, default=None,
+                    help="classify encoder block outputs of this ASR model dir (trained on this corpus's "
+                         "train split) instead of fbank")
+    ap.add_argument("--encoder-blocks", default="",
+                    help="comma-separated 1-based blocks to try with --encoder (kept by dev; default: all)")
+    ap.add_argument("--fuse", action="store_true",
+                    help="with --encoder: also the fbank classifier; fuse the two (weight chosen on dev)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--select-on", choices=("all", "unseen-source"), default="all",
                     help="dev utterances whose accuracy picks the classifier kept (see the module doc)")
@@ -299,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         result["identifiability"] = identifiability(args.corpus, train_per_accent=args.train_per_accent,
                                                     config=replace(AidConfig(), epochs=args.epochs),
                                                     max_minutes=args.max_minutes, seed=args.seed,
-                                                    select_on=args.select_on)
+                                                    select_on=args.select_on, encoder=args.encoder,
+                                                    blocks=_blocks(args.encoder, args.encoder_blocks),
+                                                    fuse=args.fuse)
     if args.keep_asr:
         result["pocketsphinx"] = previous_section(args.out, args.corpus, "pocketsphinx", "--keep-asr")
     elif not args.no_asr:

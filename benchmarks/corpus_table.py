@@ -49,7 +49,9 @@ def summary_rows(results: list[dict[str, Any]]) -> list[str]:
             per = b.get("per_accent_cer_train_voice", b["per_accent_cer"])
             hurt = (f"{per[b['worst']]:.1f}% ({b['worst']}) / {per[b['majority']]:.1f}% ({b['majority']}) = "
                     f"{b['worst_over_majority']:.2f}x")
-        rows.append(f"| `{r.get('preset')}` | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
+        name = f"`{r.get('preset')}`" + (f" (block {i['encoder_block']} of an ASR encoder)"
+                                          if i.get("encoder") else "")
+        rows.append(f"| {name} | {len(i.get('accents', []))} ({_pct(i.get('chance'))}) | "
                     f"{_pct(i.get('test_acc'))} | {_pct(i.get('test_acc_unseen_source'))} "
                     f"({i.get('test_utts_unseen_source', 0)}) | {_pct(dev)} / {_pct(dev_focus)} ({kept}) | "
                     f"{i.get('epochs_run')} epochs, {i.get('steps')} steps, {i.get('train_minutes')} min | "

@@ -47,6 +47,7 @@ def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig, ax = _figure()
     colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+               ("v6", "baseline"): "tab:green", ("v6", "qifusion"): "tab:pink",
                ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
                ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
@@ -91,6 +92,12 @@ def _corpus(r: dict[str, Any]) -> str:
     return r.get("corpus", "benchmark")
 
 
+def _averaged(r: dict[str, Any]) -> str:
+    """`` (avg of N)`` when a run's final model is an average of its last N checkpoints."""
+    n = len(r.get("final_averages") or [])
+    return f" (avg of {n})" if n else ""
+
+
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -106,14 +113,15 @@ def render(runs: list[dict[str, Any]]) -> str:
              "runs had one core while other work used the other core. LM rescoring: `lm_rescoring` with a "
              "word 4-gram of the corpus's training text and the general-English pool the synthesiser draws"
              " from, every dev and test sentence excluded (`benchmarks.recipe.build_run_lm`), default LM "
-             "weights.", ""]
+             "weights. The final model is the last weights, or, under `train.average_last: N`, the "
+             "average of the last N checkpoints; the decodes after the curve are of the final model.", ""]
     if not runs:
         pending = "No timed run has finished yet: the 60-minute check is still to be made."
         return "\n".join([*lines, pending, ""])
     lines += ["| run | corpus | recipe | system | seed | threads | minutes to dev CER <= 20% | "
-              "last dev CER (greedy) | dev CER / WER, attention rescoring | dev CER / WER, LM rescoring | "
-              "dev AID accuracy | steps |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "last dev CER (greedy) | final model: dev CER, greedy | dev CER / WER, attention rescoring | "
+              "dev CER / WER, LM rescoring | dev AID accuracy | steps |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         last = r["curve"][-1] if r["curve"] else {}
         resc = r["dev"]["attention_rescoring"]
@@ -122,6 +130,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['run']} | {_corpus(r)} | {r['recipe']} | {r['system']} | "
                      f"{r['seed']} | {r.get('threads', 1)} | "
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
+                     f"{_fmt(r['dev'].get('ctc_greedy', {}).get('cer'), '.2f')}{_averaged(r)} | "
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{_pct(aid)} | {last.get('step', '-')} |")

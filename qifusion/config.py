@@ -267,6 +267,17 @@ class TrainConfig:
     keep_checkpoints: int = 0  # 0 = keep all
     dev_every_epoch: bool = True
     dev_every_steps: int = 0  # >0: also evaluate dev every N optimizer steps (learning curves)
+    # >1: EXP/final holds the average of the newest N checkpoints (step or epoch ones, by step; model
+    # averaging as in WeNet and icefall), its dev metrics measured again; 0 or 1: the last weights
+    average_last: int = 0
+
+    def __post_init__(self) -> None:
+        if self.average_last < 0:
+            raise ConfigError(f"config key 'train.average_last' must be >= 0, got {self.average_last}")
+        if self.keep_checkpoints > 0 and 2 * self.keep_checkpoints < self.average_last:
+            raise ConfigError(f"config key 'train.average_last' ({self.average_last}) needs more checkpoints "
+                              f"than 'train.keep_checkpoints' ({self.keep_checkpoints} step + "
+                              f"{self.keep_checkpoints} epoch ones) keeps")
 
 
 @dataclass

@@ -404,6 +404,33 @@ def test_average_by_last_takes_newest_steps_of_either_kind(tmp_path: Path) -> No
     assert chosen == ["step_100.pt", "epoch_2.pt", "step_300.pt"]  # step 200 counted once
 
 
+def test_average_last_loads_the_mean_of_the_newest_checkpoints_and_measures_dev(tmp_path: Path) -> None:
+    from qifusion.config import ConfigError
+    from qifusion.train.run import _average_last
+
+    model = torch.nn.Linear(2, 1)
+    index = []
+    for i, step in enumerate((100, 200, 300)):  # weights 1, 2, 3: the newest two average to 2.5
+        state = {k: torch.full_like(v, float(i + 1)) for k, v in model.state_dict().items()}
+        torch.save({"model": state}, tmp_path / f"step_{step}.pt")
+        index.append({"file": f"step_{step}.pt", "step": step})
+    (tmp_path / "checkpoints.json").write_text(json.dumps(index))
+    seen = []
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        seen.append(float(m.weight[0, 0]))
+        return {"dev_cer": 12.5}
+
+    out = _average_last(model, tmp_path, 2, evaluate=evaluate, info=DistInfo())
+    assert out == {"files": ["step_200.pt", "step_300.pt"], "dev_cer": 12.5}
+    assert seen == [2.5] and torch.equal(model.bias, torch.tensor([2.5]))
+    assert _average_last(model, tmp_path, 1, evaluate=evaluate, info=DistInfo()) is None and seen == [2.5]
+    with pytest.raises(ConfigError, match=r"train.average_last' \(5\) needs more checkpoints"):
+        TrainConfig(average_last=5, keep_checkpoints=2)
+    with pytest.raises(ConfigError, match=r"train.average_last' must be >= 0"):
+        TrainConfig(average_last=-1)
+
+
 def test_loss_plot_draws_the_logged_parts(tmp_path: Path) -> None:
     from qifusion.train.plot import plot_loss_curves
 

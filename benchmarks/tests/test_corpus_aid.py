@@ -215,3 +215,110 @@ def test_table_reports_the_dev_accuracy_of_the_model_kept():
     assert kept_dev({**run, "kept_by_dev": 3}) == (0.8, 0.7, "epoch 3")
     assert kept_dev({**run, "kept_by_dev": "avg"}) == (0.85, 0.75, "avg of last 2")
     assert kept_dev({"dev_acc_by_epoch": [0.4, 0.6], "best_epoch_by_dev": 2}) == (0.6, None, "epoch 2")
+
+
+def test_encoder_features_are_the_blocks_outputs(tiny_model_dir, synth_corpus):
+    from benchmarks.corpus_aid import encoder_features
+    from qifusion.data.audio import read_audio
+    from qifusion.data.features import compute_fbank
+    from qifusion.data.manifest import load_data_dir
+    from qifusion.modeldir import load_model_dir
+
+    utt = load_data_dir(synth_corpus / "dev")[0]
+    enc = load_model_dir(tiny_model_dir).model.encoder
+    blocks = [1, enc.num_blocks]
+    out = encoder_features(tiny_model_dir, [utt.audio], blocks)
+    feats = compute_fbank(read_audio(utt.audio), num_mel_bins=enc.cfg.input_dim).unsqueeze(0)
+    with torch.no_grad():
+        ref = enc(feats, torch.tensor([feats.shape[1]]), chunk_size=-1).hidden
+    for b in blocks:
+        (f,) = out[b]
+        assert f.dtype == torch.float16 and f.shape == (ref[b - 1].shape[1], enc.output_size)
+        assert torch.allclose(f.float(), ref[b - 1][0], atol=1e-2)
+    assert not torch.allclose(out[1][0], out[enc.num_blocks][0])
+    with pytest.raises(ValueError, match=rf"blocks \[{enc.num_blocks + 1}\] are not in 1..{enc.num_blocks}"):
+        encoder_features(tiny_model_dir, [utt.audio], [enc.num_blocks + 1])
+
+
+def test_identifiability_on_encoder_blocks_keeps_the_block_best_on_dev(monkeypatch, tmp_path):
+    splits = {"train": [_utt("t1", "a", "a_v1"), _utt("t2", "b", "b_v2")],
+              "dev": [_utt("d1", "a", "a_v3"), _utt("d2", "b", "b_v4")],
+              "test": [_utt("e1", "a", "a_v5"), _utt("e2", "b", "b_v6")]}
+    monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: {})
+    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: splits[Path(d).name])
+    # block b's features are filled with b; block 2 is best on dev, block 3 best on nothing
+    monkeypatch.setattr(corpus_check, "encoder_features",
+                        lambda enc, paths, blocks: {b: [torch.full((4, 6), float(b))] * len(paths)
+                                                    for b in blocks})
+    budgets, dev_acc = [], {1: 0.5, 2: 0.9, 3: 0.7}
+
+    def fake_train(train, train_y, dev, dev_y, *, config, max_minutes, **kw):
+        b = int(train[0][0, 0])
+        budgets.append(max_minutes)
+        assert config.warp == 1.0 and config.crop_frames == AidConfig().crop_frames // 4
+        model = torch.nn.Linear(1, 1)
+        model.block = b
+        return TrainResult(model=model, kept=1, dev_acc=[dev_acc[b]], dev_focus_acc=[dev_acc[b]], steps=1)
+
+    monkeypatch.setattr(corpus_check, "train_classifier", fake_train)
+    monkeypatch.setattr(corpus_check, "predict", lambda model, feats: [0, 1] if model.block == 2 else [1, 0])
+    out = corpus_check.identifiability(tmp_path, train_per_accent=None, config=AidConfig(), max_minutes=9,
+                                       seed=0, encoder=tmp_path / "m", blocks=[1, 2, 3])
+    assert budgets == [3, 3, 3]  # the budget is shared by the blocks tried
+    assert out["encoder_block"] == 2 and out["dev_acc_by_block"] == dev_acc and out["test_acc"] == 1.0
+
+
+def test_fusion_weight_is_chosen_on_dev():
+    from benchmarks.corpus_aid import FUSION_WEIGHTS, fuse_weight
+
+    # fbank right on utts 0-1, encoder right on 2-3; utt 4 needs both (encoder's mild vote wins)
+    fb = torch.log(torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6], [0.45, 0.55]]))
+    enc = torch.log(torch.tensor([[0.45, 0.55], [0.55, 0.45], [0.1, 0.9], [0.9, 0.1], [0.7, 0.3]]))
+    labels = [0, 1, 1, 0, 0]
+    w, focus_acc, acc = fuse_weight(fb, enc, labels, None)
+    assert acc == 1.0 and focus_acc == 1.0 and 0.3 <= w <= 0.7
+    g = torch.Generator().manual_seed(0)
+    fb, enc = (torch.log_softmax(3 * torch.randn(60, 4, generator=g), dim=1) for _ in range(2))
+    labels = torch.randint(0, 4, (60,), generator=g).tolist()
+    focus = list(range(0, 60, 3))
+
+    def acc_at(w: float, idx: list[int]) -> float:
+        pred = (w * enc + (1 - w) * fb).argmax(dim=1)
+        return sum(int(pred[i]) == labels[i] for i in idx) / len(idx)
+
+    w, focus_acc, acc = fuse_weight(fb, enc, labels, focus)
+    assert w in FUSION_WEIGHTS and focus_acc == round(max(acc_at(v, focus) for v in FUSION_WEIGHTS), 4)
+    assert acc == round(acc_at(w, list(range(60))), 4)
+
+
+def test_identifiability_fuses_fbank_and_the_encoder_block_kept(monkeypatch, tmp_path):
+    splits = {"train": [_utt("t1", "a", "a_v1"), _utt("t2", "b", "b_v2")],
+              "dev": [_utt("d1", "a", "a_v3"), _utt("d2", "b", "b_v4")],
+              "test": [_utt("e1", "a", "a_v5"), _utt("e2", "b", "b_v6")]}
+    monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: {})
+    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: splits[Path(d).name])
+    monkeypatch.setattr(corpus_check, "utterance_features", lambda path: torch.zeros(9, 80))
+    monkeypatch.setattr(corpus_check, "encoder_features",
+                        lambda enc, paths, blocks: {b: [torch.full((4, 6), float(b))] * len(paths)
+                                                    for b in blocks})
+    budgets = {}
+
+    def fake_train(train, train_y, dev, dev_y, *, config, max_minutes, **kw):
+        key = 0 if train[0].shape[1] == 80 else int(train[0][0, 0])
+        budgets[key] = max_minutes
+        model = torch.nn.Linear(1, 1)
+        model.key = key
+        return TrainResult(model=model, kept=1, dev_acc=[0.5], dev_focus_acc=[0.5], steps=1)
+
+    # dev: fbank right on d1 only, block 1 right on d2 only; together both right. test: the same pattern
+    votes = {0: [[0.9, 0.1], [0.6, 0.4]], 1: [[0.4, 0.6], [0.1, 0.9]]}
+    monkeypatch.setattr(corpus_check, "train_classifier", fake_train)
+    monkeypatch.setattr(corpus_check, "log_posteriors",
+                        lambda model, feats: torch.log(torch.tensor(votes[model.key])))
+    out = corpus_check.identifiability(tmp_path, train_per_accent=None, config=AidConfig(), max_minutes=8,
+                                       seed=0, encoder=tmp_path / "m", blocks=[1], fuse=True)
+    assert budgets == {0: 4, 1: 4}  # half the budget each
+    f = out["fusion"]
+    assert f["dev_acc"] == 1.0 and out["test_acc"] == 1.0
+    assert f["test_acc_fbank"] == 0.5 and f["test_acc_encoder"] == 0.5
+    assert out["classifier"].startswith("score fusion")

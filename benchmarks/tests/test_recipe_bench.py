@@ -23,6 +23,17 @@ def test_run_names_and_overrides() -> None:
     for name in ("v5-qifusion-s0", "v3-baseline-s0", "old-baseline-s0"):
         assert "model.encoder.subsampling_channels=0" in recipe.overrides(name)
     assert not any("subsampling_channels" in o for o in recipe.overrides("new-qifusion-s0"))
+    # each recipe resolves to the config its runs had: v6 before VTLP / SpecAugment from 4 / averaging
+    from qifusion.config import load_config
+
+    def resolved(name: str) -> tuple:
+        c = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(name))
+        enc = c.model.encoder
+        return c.data.vtlp, c.data.spec_aug.start_epoch, c.train.average_last, enc.subsampling_channels
+    assert resolved("new-qifusion-s0") == (1.2, 4, 4, 64)
+    assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
+    assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
+    assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
 
 
 def _fake_exp(path: Path) -> Path:
@@ -54,13 +65,16 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     confusion = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}
     result = {"run": "new-qifusion-s0", "recipe": "new", "system": "qifusion", "seed": 0,
               "minutes_to_target": 20.0, "converged": True, "curve": recipe.curve(exp),
-              "dev": {"attention_rescoring": {"cer": 18.0, "wer": 40.0, "aid_accuracy": 0.7,
+              "final_averages": ["step_250.pt", "step_500.pt"],
+              "dev": {"ctc_greedy": {"cer": 19.2},
+                      "attention_rescoring": {"cer": 18.0, "wer": 40.0, "aid_accuracy": 0.7,
                                               "aid_confusion": confusion,
                                               "per_accent_cer": {"a": 12.0, "b": 30.0}},
                       "lm_rescoring": {"cer": 19.0, "wer": 30.0}}}
     page = recipe_report.render([result])
-    assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 1 | 20.0 | 19.5 | 18.00 / 40.00 | "
-            "19.00 / 30.00 | 70.0% | 500 |") in page  # threads: 1 for results written before --threads
+    assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 1 | 20.0 | 19.5 | 19.20 (avg of 2) | "
+            "18.00 / 40.00 | 19.00 / 30.00 | 70.0% | 500 |") in page  # threads: 1 before --threads
+    assert "| 19.5 | 19.20 | 18.00" in recipe_report.render([{**result, "final_averages": None}])
     del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
     assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
     assert "benchmark corpus, new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page

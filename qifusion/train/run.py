@@ -244,15 +244,21 @@ def _train(
     if train_loader.skipped:
         LOG.warning("%s", train_loader.skip_summary())
     state = trainer.fit()
+    dev = state.dev[-1] if state.dev else {}
+    averaged = _average_last(model, exp_dir, cfg.train.average_last, evaluate=evaluate, info=info)
+    if averaged is not None:
+        metrics.write({"kind": "average", "epoch": state.epoch, "step": state.step, **averaged})
     metrics.close()
     if info.is_main:
-        dev = state.dev[-1] if state.dev else {}
         card = {"data": str(data_dir), "train_utts": train_loader.num_utts,
                 "train_hours": round(train_loader.total_duration / 3600, 4), "epochs": state.epoch,
                 "epoch_finished": state.epoch_done, "steps": state.step,
-                "dev": {k: v for k, v in dev.items() if k.startswith("dev_")},
+                "dev": {k: v for k, v in (averaged or dev).items() if k.startswith("dev_")},
                 "skipped_nonfinite_loss": state.skipped_nonfinite_loss, "world_size": info.world_size,
                 "init": str(init) if init else None}
+        if averaged is not None:
+            card.update(averaged=averaged["files"],
+                        dev_last={k: v for k, v in dev.items() if k.startswith("dev_")})
         licences = corpus_licences(data_dir)  # the voices' licences bind the model too (issue 16)
         if licences:
             card["data_licences"] = licences
@@ -262,6 +268,28 @@ def _train(
         if dev_utts and shard_dir_of(data_dir / "dev") is None:
             _calibrate(out, data_dir / "dev")
     barrier(info)
+
+
+def _average_last(model: torch.nn.Module, exp_dir: Path, num: int, *, evaluate: Any,
+                  info: DistInfo) -> dict[str, Any] | None:
+    """``train.average_last``: load into ``model`` the average of the newest ``num`` checkpoints of
+    ``exp_dir`` (every rank, after the last checkpoint is written) and measure dev again; returns
+    ``{"files": [...], **dev metrics}``, or None when ``num`` < 2."""
+    if num < 2:
+        return None
+    from qifusion.train.average import average_state_dicts, select_checkpoints
+
+    barrier(info)
+    chosen = select_checkpoints(exp_dir, num=num, by="last")
+    model.load_state_dict(average_state_dicts([ckpt.load_checkpoint(exp_dir / e["file"])["model"]
+                                               for e in chosen]))
+    model.eval()
+    with torch.no_grad():
+        dev = evaluate(model)
+    files = [e["file"] for e in chosen]
+    LOG.info("final = average of %s: %s", ", ".join(files),
+             ", ".join(f"{k} {v:.4g}" for k, v in dev.items()) or "no dev split")
+    return {"files": files, **dev}
 
 
 def _calibrate(model_dir: Path, dev_dir: Path) -> None:
