@@ -240,16 +240,22 @@ def test_encoder_features_are_the_blocks_outputs(tiny_model_dir, synth_corpus):
         encoder_features(tiny_model_dir, [utt.audio], [enc.num_blocks + 1])
 
 
-def test_identifiability_on_encoder_blocks_keeps_the_block_best_on_dev(monkeypatch, tmp_path):
+def _two_accent_corpus(monkeypatch) -> None:
+    """Two accents, one utterance per accent and split, every speaker new; encoder block b's features of
+    every utterance are filled with b."""
     splits = {"train": [_utt("t1", "a", "a_v1"), _utt("t2", "b", "b_v2")],
               "dev": [_utt("d1", "a", "a_v3"), _utt("d2", "b", "b_v4")],
               "test": [_utt("e1", "a", "a_v5"), _utt("e2", "b", "b_v6")]}
     monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: {})
     monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: splits[Path(d).name])
-    # block b's features are filled with b; block 2 is best on dev, block 3 best on nothing
     monkeypatch.setattr(corpus_check, "encoder_features",
                         lambda enc, paths, blocks: {b: [torch.full((4, 6), float(b))] * len(paths)
                                                     for b in blocks})
+
+
+def test_identifiability_on_encoder_blocks_keeps_the_block_best_on_dev(monkeypatch, tmp_path):
+    _two_accent_corpus(monkeypatch)  # block b's features are filled with b
+    # block 2 is best on dev, block 3 best on nothing
     budgets, dev_acc = [], {1: 0.5, 2: 0.9, 3: 0.7}
 
     def fake_train(train, train_y, dev, dev_y, *, config, max_minutes, **kw):
@@ -292,15 +298,8 @@ def test_fusion_weight_is_chosen_on_dev():
 
 
 def test_identifiability_fuses_fbank_and_the_encoder_block_kept(monkeypatch, tmp_path):
-    splits = {"train": [_utt("t1", "a", "a_v1"), _utt("t2", "b", "b_v2")],
-              "dev": [_utt("d1", "a", "a_v3"), _utt("d2", "b", "b_v4")],
-              "test": [_utt("e1", "a", "a_v5"), _utt("e2", "b", "b_v6")]}
-    monkeypatch.setattr(corpus_check, "load_speakers", lambda corpus: {})
-    monkeypatch.setattr(corpus_check, "load_data_dir", lambda d: splits[Path(d).name])
+    _two_accent_corpus(monkeypatch)
     monkeypatch.setattr(corpus_check, "utterance_features", lambda path: torch.zeros(9, 80))
-    monkeypatch.setattr(corpus_check, "encoder_features",
-                        lambda enc, paths, blocks: {b: [torch.full((4, 6), float(b))] * len(paths)
-                                                    for b in blocks})
     budgets = {}
 
     def fake_train(train, train_y, dev, dev_y, *, config, max_minutes, **kw):

@@ -44,3 +44,7 @@ def test_result_counts_training_minutes_and_both_splits(tmp_path: Path,
                      ("test", "attention_rescoring", 16), ("test", "ctc_greedy", -1)]
     assert res["train_minutes"] == 2.9 and res["steps"] == 40 and res["met"] is True
     assert res["decodes"]["dev/attention_rescoring_chunk16"]["cer"] == 61.0
+
+
+def test_target_allows_one_step_past_the_budget() -> None:
+    assert quickstart.met(43.5, 3.01) and not quickstart.met(43.5, 3.2) and not quickstart.met(60.0, 2.0)
