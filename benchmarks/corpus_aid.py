@@ -67,10 +67,12 @@ class AidConfig:
 
 @dataclass
 class TrainResult:
-    """The trained model, what was kept (an epoch number or ``"avg"``), and dev accuracies per epoch."""
+    """The trained model, what was kept (an epoch number or ``"avg"``) with its (dev focus, dev) accuracy,
+    and dev accuracies per epoch."""
 
     model: nn.Module
     kept: int | str
+    kept_dev: tuple[float, float] = (-1.0, -1.0)
     dev_acc: list[float] = field(default_factory=list)
     dev_focus_acc: list[float] = field(default_factory=list)
     avg_dev_acc: float | None = None
@@ -269,6 +271,7 @@ def train_classifier(train: list[torch.Tensor], train_y: list[int], dev: list[to
         if (focus_acc, acc) >= best_key:
             best_key, best_state, result.kept = (focus_acc, acc), None, "avg"
     result.minutes = round((time.time() - t0) / 60, 2)
+    result.kept_dev = best_key
     if best_state is not None:
         model.load_state_dict(best_state)
     return result

@@ -121,17 +121,18 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
     configs: dict[int, AidConfig] = {}
     budgets: dict[int, float] = {}
     fuse = fuse and encoder is not None
+    minutes = max_minutes / 2 if fuse else max_minutes  # for the fbank classifier; the same for the blocks
     described = f"x-vector TDNN on 80-dim fbank, {config.pooling} pooling (benchmarks/corpus_aid.py)"
     if encoder is None or fuse:
         inputs[FBANK] = {name: [utterance_features(u.audio) for u in utts] for name, utts in named}
-        configs[FBANK], budgets[FBANK] = config, max_minutes / 2 if fuse else max_minutes
+        configs[FBANK], budgets[FBANK] = config, minutes
     if encoder is not None:
         blocks = blocks or [1]
         by_split = {name: encoder_features(encoder, [u.audio for u in utts], blocks) for name, utts in named}
         enc_config = replace(config, warp=1.0, cepstra=0, crop_frames=max(8, config.crop_frames // 4))
         for b in blocks:
             inputs[b] = {name: by_split[name][b] for name, _ in named}
-            configs[b], budgets[b] = enc_config, (max_minutes / 2 if fuse else max_minutes) / len(blocks)
+            configs[b], budgets[b] = enc_config, minutes / len(blocks)
         described = (f"x-vector TDNN, {config.pooling} pooling, on the outputs of one encoder block of "
                      f"the ASR model {encoder} (bottleneck features; benchmarks/corpus_aid.py)")
         if fuse:
@@ -146,12 +147,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
                                     num_classes=len(accents), config=configs[k], dev_focus=dev_focus,
                                     max_minutes=budgets[k], seed=seed)
 
-    def dev_key(r: Any) -> tuple[float, float]:  # the kept candidate's (focus, all) dev accuracy
-        i = r.kept - 1 if r.kept != "avg" else None
-        return ((r.dev_focus_acc[i], r.dev_acc[i]) if i is not None
-                else (r.avg_dev_focus_acc, r.avg_dev_acc))
-
-    block = max((k for k in tried if k != FBANK), key=lambda b: dev_key(tried[b])) if encoder else FBANK
+    block = max((k for k in tried if k != FBANK), key=lambda b: tried[b].kept_dev) if encoder else FBANK
     res, feats = tried[block], inputs[block]
     fusion = None
     if fuse:
@@ -161,7 +157,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
         pred = (w * lp[block]["test"] + (1 - w) * lp[FBANK]["test"]).argmax(dim=1).tolist()
         parts = {k: lp[k]["test"].argmax(dim=1).tolist() for k in (FBANK, block)}
         fusion = {"weight_encoder": w, "dev_acc": dev_acc, "dev_acc_unseen_source": dev_focus_acc,
-                  "dev_acc_fbank": dev_key(tried[FBANK])[1], "dev_acc_encoder": dev_key(res)[1]}
+                  "dev_acc_fbank": tried[FBANK].kept_dev[1], "dev_acc_encoder": res.kept_dev[1]}
     else:
         pred = predict(res.model, feats["test"])
     test = splits["test"]
@@ -193,7 +189,7 @@ def identifiability(corpus: Path, *, train_per_accent: int | None, config: AidCo
         "classifier": described, "config": asdict(configs[block]),
         "encoder": str(encoder) if encoder is not None else None,
         "encoder_block": block if encoder is not None else None,
-        "dev_acc_by_block": ({b: dev_key(r)[1] for b, r in tried.items() if b != FBANK}
+        "dev_acc_by_block": ({b: r.kept_dev[1] for b, r in tried.items() if b != FBANK}
                              if encoder is not None else None),
         "fusion": fusion,
         "accents": accents, "chance": round(1 / len(accents), 4),

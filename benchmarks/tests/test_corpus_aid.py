@@ -100,7 +100,7 @@ def test_model_selection_keeps_the_best_epoch_on_the_dev_focus():
     candidates.append((res.avg_dev_focus_acc, res.avg_dev_acc, "avg"))
     best = max((f, a) for f, a, _ in candidates)
     kept = [e for f, a, e in candidates if (f, a) == best][-1]  # ties: the later candidate
-    assert res.kept == kept
+    assert res.kept == kept and res.kept_dev == pytest.approx(best, abs=1e-4)
     pred = predict(res.model, dev)
     assert sum(pred[i] == dev_y[i] for i in focus) / len(focus) == pytest.approx(best[0], abs=1e-4)
 
@@ -264,7 +264,8 @@ def test_identifiability_on_encoder_blocks_keeps_the_block_best_on_dev(monkeypat
         assert config.warp == 1.0 and config.crop_frames == AidConfig().crop_frames // 4
         model = torch.nn.Linear(1, 1)
         model.block = b
-        return TrainResult(model=model, kept=1, dev_acc=[dev_acc[b]], dev_focus_acc=[dev_acc[b]], steps=1)
+        return TrainResult(model=model, kept=1, kept_dev=(dev_acc[b], dev_acc[b]),
+                           dev_acc=[dev_acc[b]], dev_focus_acc=[dev_acc[b]], steps=1)
 
     monkeypatch.setattr(corpus_check, "train_classifier", fake_train)
     monkeypatch.setattr(corpus_check, "predict", lambda model, feats: [0, 1] if model.block == 2 else [1, 0])
@@ -307,7 +308,8 @@ def test_identifiability_fuses_fbank_and_the_encoder_block_kept(monkeypatch, tmp
         budgets[key] = max_minutes
         model = torch.nn.Linear(1, 1)
         model.key = key
-        return TrainResult(model=model, kept=1, dev_acc=[0.5], dev_focus_acc=[0.5], steps=1)
+        return TrainResult(model=model, kept=1, kept_dev=(0.5, 0.5), dev_acc=[0.5], dev_focus_acc=[0.5],
+                           steps=1)
 
     # dev: fbank right on d1 only, block 1 right on d2 only; together both right. test: the same pattern
     votes = {0: [[0.9, 0.1], [0.6, 0.4]], 1: [[0.4, 0.6], [0.1, 0.9]]}

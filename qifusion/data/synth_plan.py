@@ -139,10 +139,10 @@ def _twins(items: list[SynthItem], speakers: list[AccentSpeaker], rng: random.Ra
     out: list[SynthItem] = []
     for accent in dict.fromkeys(s.accent for s in speakers):
         spk = [s for s in speakers if s.accent == accent]
-        for i, it in enumerate(x for x in items if x.split == "test" and x.accent == accent):
+        tests = [(n, it) for n, it in enumerate(items) if it.split == "test" and it.accent == accent]
+        for i, (n, it) in enumerate(tests):  # n: the original's plan index, the number in its id
             if i % len(spk) == 0:
                 order = rng.sample(spk, len(spk))
-            n = int(it.utt_id.rsplit("-", 1)[1])
             out.append(_item("test", accent, order[i % len(spk)], it.text, rng, n))
     return out
 
