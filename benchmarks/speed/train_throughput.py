@@ -19,7 +19,9 @@ masking; gradient clipping; the config's optimizer and schedule). Per step it re
 
 Reported (medians over the steps after the ``--warmup`` ones): ``audio_per_s`` (audio / step_s, the
 model's throughput), ``audio_per_s_with_loading`` (audio / (step_s + load_s), what a single-process run
-sees), step and batch medians, and the worker's peak RSS in MiB.
+sees), ``audio_per_s_total`` (all measured audio over all measured step and load time: with
+``data.num_workers`` > 0, ``load_s`` is the wait for a batch the loader processes made while the model
+trained), step and batch medians, and the worker's peak RSS in MiB.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "steps": len(steps), "warmup_steps": spec["warmup"],
         "audio_per_s": round(median([a / s for a, s in zip(audio, steps)]), 2),
         "audio_per_s_with_loading": round(median([a / (s + x) for a, s, x in zip(audio, steps, loads)]), 2),
+        "audio_per_s_total": round(sum(audio) / (sum(steps) + sum(loads)), 2),
         "step_s_median": round(median(steps), 3), "load_s_median": round(median(loads), 3),
         "batch_audio_s_median": round(median(audio), 2),
         "step_s": [round(s, 3) for s in step_s], "load_s": [round(x, 3) for x in loader.load_s],
