@@ -56,6 +56,11 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     return out
 
 
+def average_of(exp_dir: Path, chosen: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The averaged model state of the checkpoints ``chosen`` (index entries of ``exp_dir``)."""
+    return average_state_dicts([load_checkpoint(Path(exp_dir) / e["file"])["model"] for e in chosen])
+
+
 def average_checkpoints(
     *, exp_dir: Path, num: int, by: str = "dev_loss", out_dir: Path | None = None, fp16: bool = False,
     files: list[str] | None = None,
@@ -81,13 +86,12 @@ def average_checkpoints(
         if missing:
             raise UserError(f"{exp_dir}: checkpoint(s) {', '.join(missing)} not found")
         chosen, by = [index[f] for f in files], "files"
-    states = [load_checkpoint(exp_dir / e["file"])["model"] for e in chosen]
     cfg = load_config_file(exp_dir / "config.yaml")
     tokenizer = Tokenizer.load(exp_dir)
     accents = read_accents(exp_dir / "accents.txt")
     model = QifusionModel(cfg.model, vocab_size=tokenizer.vocab_size, num_accents=len(accents))
     try:
-        model.load_state_dict(average_state_dicts(states))
+        model.load_state_dict(average_of(exp_dir, chosen))
     except RuntimeError as e:
         raise UserError(f"checkpoints in {exp_dir} do not match its config.yaml/units/accents: {e}") from e
     card: dict[str, Any] = {}

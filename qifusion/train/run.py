@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -270,19 +271,19 @@ def _train(
     barrier(info)
 
 
-def _average_last(model: torch.nn.Module, exp_dir: Path, num: int, *, evaluate: Any,
+def _average_last(model: torch.nn.Module, exp_dir: Path, num: int, *,
+                  evaluate: Callable[[torch.nn.Module], dict[str, float]],
                   info: DistInfo) -> dict[str, Any] | None:
     """``train.average_last``: load into ``model`` the average of the newest ``num`` checkpoints of
     ``exp_dir`` (every rank, after the last checkpoint is written) and measure dev again; returns
     ``{"files": [...], **dev metrics}``, or None when ``num`` < 2."""
     if num < 2:
         return None
-    from qifusion.train.average import average_state_dicts, select_checkpoints
+    from qifusion.train.average import average_of, select_checkpoints
 
     barrier(info)
     chosen = select_checkpoints(exp_dir, num=num, by="last")
-    model.load_state_dict(average_state_dicts([ckpt.load_checkpoint(exp_dir / e["file"])["model"]
-                                               for e in chosen]))
+    model.load_state_dict(average_of(exp_dir, chosen))
     model.eval()
     with torch.no_grad():
         dev = evaluate(model)
