@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed
 # flite, festival + festvox voices: the free voices of the `accents-free` corpus (docs/synth.md); the
 # non-free MBROLA voices of the full `accents` corpus are never installed here: `make voices-nonfree`.
 APT_PACKAGES := espeak-ng sox wordnet-base fortunes-min fortunes chromium chromium-driver \
-	flite festival festvox-rablpc16k festvox-kdlpc16k \
+	flite festival festvox-kdlpc16k \
 	cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
 	zlib1g-dev libbz2-dev liblzma-dev
+# Free, but in Debian's contrib component, which many systems do not enable: installed when apt can see
+# it (the British voice `rab` of the accents corpora; `qifusion voices install-nonfree` enables contrib).
+APT_OPTIONAL := festvox-rablpc16k
 # KenLM's lmplz/build_binary (`qifusion lm`): Debian has no kenlm package, so they are built from the
 # kenlm source package on PyPI (the same source as `pip install kenlm`) into the venv's bin/.
 KENLM_VERSION := 0.3.0
@@ -27,6 +30,13 @@ apt:
 	  echo "installing apt packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@for p in $(APT_OPTIONAL); do dpkg -s $$p >/dev/null 2>&1 && continue; \
+	  if apt-cache policy $$p 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+	    echo "installing apt package: $$p"; \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$p >/dev/null; \
+	  else echo "note: $$p (Debian contrib) is not available from apt here: the accents corpora's British" \
+	    "voice rab needs it (qifusion voices install-nonfree enables contrib); everything else works"; fi; \
+	done
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)

@@ -210,11 +210,16 @@ def test_train_log_has_loss_parts_averaged_over_the_interval(tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- real runs
-def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: Path, workers: int) -> None:
+    """The reference trains without loader processes; the killed-and-resumed run with ``workers`` of them
+    (the recipe's configs use 1): the same batches, the same weights, bit for bit."""
     sets = [*AUG, "train.max_steps=12", "train.save_interval_steps=2", "train.log_interval=2",
             "data.max_duration=20"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    subprocess.run(_train_cmd(synth_corpus, ref, sets), env=_env(), check=True, capture_output=True)
+    subprocess.run(_train_cmd(synth_corpus, ref, [*sets, "data.num_workers=0"]), env=_env(), check=True,
+                   capture_output=True)
+    sets.append(f"data.num_workers={workers}")
     proc = subprocess.Popen(_train_cmd(synth_corpus, cut, sets), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -237,6 +237,10 @@ class _LoaderBase:
             it: Any = torch.utils.data.DataLoader(
                 self._maker, batch_size=None, sampler=work, num_workers=self.cfg.num_workers,
                 collate_fn=_identity, worker_init_fn=_worker_init, prefetch_factor=2,
+                # its own generator: a DataLoader draws its workers' base seed from the global torch RNG
+                # otherwise, which would shift the training's dropout and chunk-size draws (batches are
+                # seeded per utterance and do not use that seed)
+                generator=torch.Generator().manual_seed(0),
             )
         else:
             it = (self._maker[w] for w in work)

@@ -13,7 +13,8 @@ Each accent is spoken by several **source voices** (a recorded voice database be
   table but lack many English diphones (MBROLA renders a missing one as silence: nl1 gave silent
   sentences), so ``dutch`` has nl2 only;
 - native English: flite's CMU ARCTIC voices (``us``: slt, rms, kal16; ``scottish``: awb), festival's
-  diphone voices (``us``: ked; ``british``: rab) (all Debian main, free), and MBROLA ``us1..3``/``en1``.
+  diphone voices (``us``: ked; ``british``: rab) (free; festvox-rablpc16k is in Debian contrib, the rest
+  in main), and MBROLA ``us1..3``/``en1``.
 
 Source voices of an accent (in :data:`ACCENT_VOICES` order, after dropping non-free ones for
 ``accents-free``) get roles by :func:`voice_roles`: with 5+ voices the last two are test-only and the one
@@ -100,7 +101,7 @@ TRANSFORMS = {"train": TRAIN_TRANSFORMS, "dev": DEV_TRANSFORMS, "test": TEST_TRA
 LICENCES = {
     "flite": "flite and its CMU ARCTIC voices: BSD-style free licence (Debian main, package flite)",
     "festival": "festival and the festvox rab/ked diphone voices: free, redistributable "
-                "(Debian main, festvox-rablpc16k, festvox-kdlpc16k)",
+                "(Debian main festvox-kdlpc16k; contrib festvox-rablpc16k)",
     "mbrola": NONFREE_LICENCE,
     "text": "sentences: WordNet 3.0 licence (wordnet-base) and fortunes (BSD; fortunes, fortunes-min)",
 }
@@ -218,7 +219,8 @@ def require_voices(voices: set[SourceVoice], *, preset: str) -> None:
             f"free-only preset 'accents-free'")
     if free:
         raise UserError(f"preset '{preset}' needs {', '.join(free)}: run 'make setup' or "
-                        f"'sudo apt-get install {FREE_APT}'")
+                        f"'sudo apt-get install {FREE_APT}' (festvox-rablpc16k is in Debian contrib: "
+                        f"'{INSTALL_COMMAND}' enables contrib and installs it)")
 
 
 FREE_ACCENTS = tuple(a for a, vs in ACCENT_VOICES.items() if any(v.free for v in vs))

@@ -35,6 +35,8 @@ NONFREE_LICENCE = ("MBROLA diphone databases (Debian non-free): to be used only 
 MBROLA_DATABASES = ("de1", "de2", "de3", "de4", "de5", "de6", "de7", "fr1", "fr2", "fr3", "fr4", "fr5",
                     "fr6", "fr7", "nl2", "sw1", "sw2", "us1", "us2", "us3", "en1", "pl1", "hu1")
 NONFREE_PACKAGES = ("mbrola", *(f"mbrola-{d}" for d in MBROLA_DATABASES))
+# free voices in Debian's contrib component, which `make setup` installs only where apt already sees contrib
+CONTRIB_FREE_PACKAGES = ("festvox-rablpc16k",)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ def plan_install() -> InstallPlan:
     text = None
     if not SOURCES_FILE.is_file():
         text = sources_text(*debian_mirror_and_suite())
-    return InstallPlan(SOURCES_FILE, text, tuple(p for p in NONFREE_PACKAGES if not package_installed(p)))
+    wanted = (*NONFREE_PACKAGES, *CONTRIB_FREE_PACKAGES)
+    return InstallPlan(SOURCES_FILE, text, tuple(p for p in wanted if not package_installed(p)))
 
 
 def install_nonfree(*, yes: bool, dry_run: bool) -> int:
