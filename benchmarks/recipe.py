@@ -76,6 +76,15 @@ def corpus(name: str) -> Path:
     return CORPORA.get(tail, CORPORA["benchmark"])
 
 
+def corpus_fingerprint(corpus_dir: Path) -> str | None:
+    """First 8 hex digits of the sha256 of the corpus's ``speakers.json`` (its voices, roles and transforms),
+    so results on two versions of a preset are told apart; None for corpora without one (espeak presets)."""
+    import hashlib
+
+    path = Path(corpus_dir) / "speakers.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8] if path.is_file() else None
+
+
 def overrides(name: str) -> list[str]:
     recipe, _, seed = parse(name)
     return [*RECIPES[recipe], f"train.seed={seed}", f"train.max_minutes={MINUTES}",
@@ -188,7 +197,8 @@ def evaluate(name: str) -> dict[str, Any]:
         from benchmarks.accent_latency import measure
 
         accent_stream = measure(exp / "final", dev, chunk=16)
-    result = {"run": name, "corpus": dev.parent.name, "recipe": recipe, "system": system, "seed": seed,
+    result = {"run": name, "corpus": dev.parent.name, "corpus_fingerprint": corpus_fingerprint(dev.parent),
+              "recipe": recipe, "system": system, "seed": seed,
               "config": CONFIGS[system],
               "overrides": overrides(name), "threads": max(run_threads(exp)), "minutes_budget": MINUTES,
               "minutes_to_target": reached, "target_cer": TARGET_CER,

@@ -87,9 +87,15 @@ def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
     _save(fig, ax, out, title="Exploratory runs, seed 2 (the old recipe's plateau seed)", legend_size=7)
 
 
-def _corpus(r: dict[str, Any]) -> str:
+def _preset(r: dict[str, Any]) -> str:
     """A result's corpus preset (results written before the key existed are ``benchmark`` runs)."""
     return r.get("corpus", "benchmark")
+
+
+def _corpus(r: dict[str, Any]) -> str:
+    """The preset and, where recorded, the fingerprint of its speakers table: ``accents@1a2b3c4d``."""
+    fp = r.get("corpus_fingerprint")
+    return f"{_preset(r)}@{fp}" if fp else _preset(r)
 
 
 def _averaged(r: dict[str, Any]) -> str:
@@ -114,7 +120,10 @@ def render(runs: list[dict[str, Any]]) -> str:
              "word 4-gram of the corpus's training text and the general-English pool the synthesiser draws"
              " from, every dev and test sentence excluded (`benchmarks.recipe.build_run_lm`), default LM "
              "weights. The final model is the last weights, or, under `train.average_last: N`, the "
-             "average of the last N checkpoints; the decodes after the curve are of the final model.", ""]
+             "average of the last N checkpoints; the decodes after the curve are of the final model. "
+             "`accents@xxxxxxxx`: the fingerprint of the corpus's speakers table (`benchmarks.recipe."
+             "corpus_fingerprint`); `accents` runs without one trained on the corpus before festival `kal` "
+             "joined the train voices of `us` (docs/synth.md).", ""]
     if not runs:
         pending = "No timed run has finished yet: the 60-minute check is still to be made."
         return "\n".join([*lines, pending, ""])
@@ -149,7 +158,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         per = r["dev"]["attention_rescoring"].get("per_accent_cer") or {}
         if per:
             cells = ", ".join(f"{a} {c:.1f}" for a, c in sorted(per.items(), key=lambda kv: kv[1]))
-            preset = PRESETS.get(_corpus(r))
+            preset = PRESETS.get(_preset(r))
             major = per.get(preset.majority or "") if preset else None
             vs_major = f"{max(per.values()) / major:.2f}" if major else "-"
             spread = max(per.values()) / min(per.values())

@@ -83,6 +83,20 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     result["dev"]["attention_rescoring"]["per_accent_cer"] = {"en-us": 12.0, "b": 30.0}  # majority: en-us
     assert "| en-us 12.0, b 30.0 | 2.50 | 2.50 |" in recipe_report.render([result])
     assert "- new-qifusion-s0: a note" in recipe_report.render([{**result, "note": "a note"}])
+    # two versions of a preset are told apart by the fingerprint of its speakers table
+    corpus = tmp_path / "accents"
+    corpus.mkdir()
+    assert recipe.corpus_fingerprint(corpus) is None
+    (corpus / "speakers.json").write_text('[{"speaker": "a"}]')
+    fp = recipe.corpus_fingerprint(corpus)
+    (corpus / "speakers.json").write_text('[{"speaker": "b"}]')
+    assert fp and len(fp) == 8 and recipe.corpus_fingerprint(corpus) != fp
+    runs = [{**result, "run": "new-qifusion-s0-accents", "corpus": "accents"},
+            {**result, "run": "new-qifusion-s1-accents", "corpus": "accents", "corpus_fingerprint": fp}]
+    page = recipe_report.render(runs)
+    assert f"| new-qifusion-s1-accents | accents@{fp} | new |" in page
+    assert "accents corpus, new recipe, qifusion: 1 of 1 seeds" in page
+    assert f"accents@{fp} corpus, new recipe, qifusion: 1 of 1 seeds" in page
 
 
 def test_accent_settling_measures() -> None:
