@@ -169,7 +169,6 @@ def evaluate(name: str) -> dict[str, Any]:
     for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
     from qifusion.decode.options import LM_MODES
     from qifusion.decode.run import decode_dir
-    from qifusion.fileio import atomic_write_text
 
     recipe, system, seed = parse(name)
     dev = corpus(name) / "dev"
@@ -204,9 +203,24 @@ def evaluate(name: str) -> dict[str, Any]:
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
               "accent_stream": accent_stream}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    save_result(result)
     return result
+
+
+def save_result(result: dict[str, Any]) -> Path:
+    """Write ``RESULTS/RUN.json``. A result already there from another version of the corpus (another
+    ``corpus_fingerprint``) is kept as ``RUN@FINGERPRINT.json`` (``RUN@none.json`` when it has none):
+    a run re-made on a changed corpus adds a row instead of replacing the old corpus's one."""
+    from qifusion.fileio import atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{result['run']}.json"
+    if out.is_file():
+        old_fp = json.loads(out.read_text()).get("corpus_fingerprint")
+        if old_fp != result.get("corpus_fingerprint"):
+            out.replace(RESULTS / f"{result['run']}@{old_fp or 'none'}.json")
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    return out
 
 
 def record_exploration(name: str, exp: Path, *, note: str = "", step_offset: int = 0) -> Path:

@@ -93,6 +93,13 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     assert fp and len(fp) == 8 and recipe.corpus_fingerprint(corpus) != fp
     runs = [{**result, "run": "new-qifusion-s0-accents", "corpus": "accents"},
             {**result, "run": "new-qifusion-s1-accents", "corpus": "accents", "corpus_fingerprint": fp}]
+    # re-made on a changed corpus, a run's old result stays, under the old corpus's name
+    recipe.save_result(runs[0])
+    recipe.save_result({**runs[0], "corpus_fingerprint": fp})
+    recipe.save_result({**runs[0], "corpus_fingerprint": fp, "seed": 5})  # same corpus: replaced
+    kept = sorted(p.name for p in (tmp_path / "results").glob("new-qifusion-s0-accents*.json"))
+    assert kept == ["new-qifusion-s0-accents.json", "new-qifusion-s0-accents@none.json"]
+    assert json.loads((tmp_path / "results" / "new-qifusion-s0-accents.json").read_text())["seed"] == 5
     page = recipe_report.render(runs)
     assert f"| new-qifusion-s1-accents | accents@{fp} | new |" in page
     assert "accents corpus, new recipe, qifusion: 1 of 1 seeds" in page
