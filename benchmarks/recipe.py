@@ -81,7 +81,9 @@ def corpus_fingerprint(corpus_dir: Path) -> str | None:
     so results on two versions of a preset are told apart; None for corpora without one (espeak presets)."""
     import hashlib
 
-    path = Path(corpus_dir) / "speakers.json"
+    from qifusion.data.synth_accents import SPEAKERS_NAME
+
+    path = Path(corpus_dir) / SPEAKERS_NAME
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8] if path.is_file() else None
 
 

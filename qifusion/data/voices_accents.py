@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from qifusion.data.voices_nonfree import INSTALL_COMMAND, NONFREE_LICENCE
+from qifusion.data.voices_nonfree import CONTRIB_FREE_PACKAGES, INSTALL_COMMAND, NONFREE_LICENCE
 from qifusion.errors import UserError
 
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/lib/x86_64-linux-gnu/mbrola"))
@@ -224,8 +224,8 @@ def require_voices(voices: set[SourceVoice], *, preset: str) -> None:
             f"free-only preset 'accents-free'")
     if free:
         raise UserError(f"preset '{preset}' needs {', '.join(free)}: run 'make setup' or "
-                        f"'sudo apt-get install {FREE_APT}' (festvox-rablpc16k is in Debian contrib: "
-                        f"'{INSTALL_COMMAND}' enables contrib and installs it)")
+                        f"'sudo apt-get install {FREE_APT}' ({', '.join(CONTRIB_FREE_PACKAGES)} is in Debian "
+                        f"contrib: '{INSTALL_COMMAND}' enables contrib and installs it)")
 
 
 FREE_ACCENTS = tuple(a for a, vs in ACCENT_VOICES.items() if any(v.free for v in vs))
