@@ -16,9 +16,15 @@ EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 
 def load_results() -> list[dict[str, Any]]:
     """Every run's result JSON, ordered by recipe, system, seed."""
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    runs = [{**json.loads(p.read_text()), "label": p.stem} for p in sorted(RESULTS.glob("*.json"))]
     order = list(RECIPES)  # newest first
-    return sorted(runs, key=lambda r: (order.index(r["recipe"]), r["system"], r["seed"]))
+    # a result kept from an older corpus version (RUN@FP.json, recipe.save_result) after the current one
+    return sorted(runs, key=lambda r: (order.index(r["recipe"]), r["system"], r["seed"], "@" in r["label"]))
+
+
+def _name(r: dict[str, Any]) -> str:
+    """The run's name in the tables: ``RUN``, or ``RUN@FP`` for a result kept from an older corpus."""
+    return r.get("label", r["run"])
 
 
 def _figure() -> tuple[Any, Any]:
@@ -53,18 +59,20 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
     for r in runs:
-        key = (r["recipe"], r["system"])
+        key = (r["recipe"], r["system"], _preset(r))
         xs = [p["train_minutes"] for p in r["curve"]]
         ys = [p["dev_cer"] for p in r["curve"]]
-        ax.plot(xs, ys, marker=".", color=colours[key], alpha=0.8,
-                label=None if key in seen else f"{r['recipe']} recipe, {r['system']}")
+        ax.plot(xs, ys, marker=".", color=colours[key[:2]], alpha=0.8,
+                ls="-" if key[2] == "benchmark" else "--",
+                label=None if key in seen else f"{r['recipe']} recipe, {r['system']}, {key[2]}")
         seen.add(key)
     ax.axhline(TARGET_CER, color="k", lw=0.8, ls="--", label=f"target {TARGET_CER:.0f}%")
     ax.set_xlabel("training minutes (threads: see the run table; dev passes excluded)")
     ax.set_ylabel("dev CER % (CTC greedy)")
     ax.set_ylim(0, 100)
     ax.set_xlim(0, MINUTES * 1.05)
-    _save(fig, ax, out, title="Dev CER against training time, benchmark preset", legend_size=8)
+    _save(fig, ax, out, title="Dev CER against training time (solid: benchmark preset, dashed: accents)",
+          legend_size=8)
 
 
 def plot_explorations(runs: list[dict[str, Any]], out: Path) -> None:
@@ -136,14 +144,14 @@ def render(runs: list[dict[str, Any]]) -> str:
         resc = r["dev"]["attention_rescoring"]
         lm = r["dev"].get("lm_rescoring")
         aid = resc.get("aid_accuracy")
-        lines.append(f"| {r['run']} | {_corpus(r)} | {r['recipe']} | {r['system']} | "
+        lines.append(f"| {_name(r)} | {_corpus(r)} | {r['recipe']} | {r['system']} | "
                      f"{r['seed']} | {r.get('threads', 1)} | "
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
                      f"{_fmt(r['dev'].get('ctc_greedy', {}).get('cer'), '.2f')}{_averaged(r)} | "
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{_pct(aid)} | {last.get('step', '-')} |")
-    lines += ["", *(f"- {r['run']}: {r['note']}" for r in runs if r.get("note"))]
+    lines += ["", *(f"- {_name(r)}: {r['note']}" for r in runs if r.get("note"))]
     for corpus in sorted({_corpus(r) for r in runs}):
         for recipe, system in [(rc, sy) for rc in RECIPES for sy in ("baseline", "qifusion")]:
             group = [r for r in runs if (r["recipe"], r["system"], _corpus(r)) == (recipe, system, corpus)]
@@ -162,7 +170,7 @@ def render(runs: list[dict[str, Any]]) -> str:
             major = per.get(preset.majority or "") if preset else None
             vs_major = f"{max(per.values()) / major:.2f}" if major else "-"
             spread = max(per.values()) / min(per.values())
-            lines.append(f"| {r['run']} | {cells} | {spread:.2f} | {vs_major} |")
+            lines.append(f"| {_name(r)} | {cells} | {spread:.2f} | {vs_major} |")
     lines += ["", f"![dev CER against training minutes](results/{PLOT.name})", ""]
     streams = [r for r in runs if (r.get("accent_stream") or {}).get("utterances")]
     if streams:
@@ -175,13 +183,13 @@ def render(runs: list[dict[str, Any]]) -> str:
             a = r["accent_stream"]
             at = a["accuracy_at"]
             cells = [at["1.0"], at["2.0"], at["3.0"], a["accuracy_final"], a["settled_within_2s"]]
-            lines.append(f"| {r['run']} | {' | '.join(map(_pct, cells))} | {a['settle_s_median']:.2f} |")
+            lines.append(f"| {_name(r)} | {' | '.join(map(_pct, cells))} | {a['settle_s_median']:.2f} |")
         lines.append("")
     for r in runs:
         conf = r["dev"]["attention_rescoring"].get("aid_confusion")
         if r["system"] == "qifusion" and conf:
             labels = conf["labels"]
-            lines += [f"### AID confusion on dev, {r['run']} (rows: reference, columns: predicted)", "",
+            lines += [f"### AID confusion on dev, {_name(r)} (rows: reference, columns: predicted)", "",
                       "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
             lines += [f"| {a} | " + " | ".join(str(v) for v in row) + " |"
                       for a, row in zip(labels, conf["matrix"])]

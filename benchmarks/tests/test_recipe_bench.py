@@ -104,6 +104,12 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     assert f"| new-qifusion-s1-accents | accents@{fp} | new |" in page
     assert "accents corpus, new recipe, qifusion: 1 of 1 seeds" in page
     assert f"accents@{fp} corpus, new recipe, qifusion: 1 of 1 seeds" in page
+    # loaded back, the kept result is named apart from the current one
+    loaded = [r for r in recipe_report.load_results() if r["run"] == "new-qifusion-s0-accents"]
+    assert sorted(r["label"] for r in loaded) == ["new-qifusion-s0-accents", "new-qifusion-s0-accents@none"]
+    page = recipe_report.render(loaded)
+    assert "| new-qifusion-s0-accents@none | accents | new |" in page
+    assert "### AID confusion on dev, new-qifusion-s0-accents@none " in page
 
 
 def test_accent_settling_measures() -> None:
