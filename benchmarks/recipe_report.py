@@ -59,13 +59,13 @@ def plot(runs: list[dict[str, Any]], out: Path) -> None:
                ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
     for r in runs:
-        key = (r["recipe"], r["system"], _preset(r))
+        recipe, system, preset = r["recipe"], r["system"], _preset(r)
         xs = [p["train_minutes"] for p in r["curve"]]
         ys = [p["dev_cer"] for p in r["curve"]]
-        ax.plot(xs, ys, marker=".", color=colours[key[:2]], alpha=0.8,
-                ls="-" if key[2] == "benchmark" else "--",
-                label=None if key in seen else f"{r['recipe']} recipe, {r['system']}, {key[2]}")
-        seen.add(key)
+        label = f"{recipe} recipe, {system}, {preset}"
+        ax.plot(xs, ys, marker=".", color=colours[(recipe, system)], alpha=0.8,
+                ls="-" if preset == "benchmark" else "--", label=None if label in seen else label)
+        seen.add(label)
     ax.axhline(TARGET_CER, color="k", lw=0.8, ls="--", label=f"target {TARGET_CER:.0f}%")
     ax.set_xlabel("training minutes (threads: see the run table; dev passes excluded)")
     ax.set_ylabel("dev CER % (CTC greedy)")
