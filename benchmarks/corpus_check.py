@@ -19,7 +19,8 @@
 2. **Hurts a recogniser**: pocketsphinx's US-English model (PyPI ``pocketsphinx``, extra ``corpus``)
    WER per accent on ``--asr-per-accent`` test utterances per accent and speaker kind (first in id order;
    kinds: train voices under test transforms, which every accent has, and held-out voices). It does not
-   depend on the classifier: ``--keep-asr`` copies it from the existing ``--out`` JSON of the same corpus.
+   depend on the classifier: ``--keep-asr`` copies it from the existing ``--out`` JSON of the same corpus
+   (``--keep-from JSON``: from another one).
 3. **Hurts a baseline** (``--baseline MODEL_DIR``, a model trained on this corpus, e.g. the timed run
    ``exp/recipe/v5-baseline-s0-accents/final``): its test CER per accent and speaker kind (attention
    rescoring, full context), the worst accent's CER over the majority accent's (the accent with most train
@@ -27,7 +28,8 @@
    correlation over all accents on that kind. Over all test speakers the comparison is confounded: the
    accents with 3+ source voices have held-out test voices, the others cannot (``accents`` corpora made
    after 2026-12-05 18:30 give those accents train-voice twins of every held-out test sentence).
-   ``--keep-aid`` copies the classifier section from the existing ``--out`` JSON, as ``--keep-asr`` does.
+   ``--keep-aid`` copies the classifier section from the existing ``--out`` JSON (or ``--keep-from``), as
+   ``--keep-asr`` does.
 
 ```bash
 OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.corpus_check data/accents \
@@ -358,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-aid", action="store_true", help="skip the classifier")
     ap.add_argument("--keep-aid", action="store_true",
                     help="copy the classifier section of the existing --out JSON (same corpus)")
+    ap.add_argument("--keep-from", type=Path, default=None, metavar="JSON",
+                    help="the corpus-check JSON (same corpus) that --keep-aid and --keep-asr copy from "
+                         "(default: the existing --out)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="model dir of a baseline trained on this corpus: its test CER per accent")
     ap.add_argument("--encoder", type=Path, default=None,
@@ -371,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select-on", choices=("all", "unseen-source"), default="all",
                     help="dev utterances whose accuracy picks the classifier kept (see the module doc)")
     args = ap.parse_args(argv)
+    if args.keep_from is not None and not (args.keep_aid or args.keep_asr):
+        ap.error("--keep-from needs --keep-aid or --keep-asr")
+    keep_from = args.keep_from or args.out
     torch.set_num_threads(1)
     if not (args.no_asr or args.keep_asr):
         _pocketsphinx_decoder()  # before the classifier's minutes, not after them
@@ -382,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"corpus": str(args.corpus), "preset": summary.get("preset"),
                               "seed": summary.get("seed"), "command": " ".join(sys.argv)}
     if args.keep_aid:
-        result["identifiability"] = previous_section(args.out, args.corpus, "identifiability", "--keep-aid")
+        result["identifiability"] = previous_section(keep_from, args.corpus, "identifiability", "--keep-aid")
     elif not args.no_aid:
         result["identifiability"] = identifiability(args.corpus, train_per_accent=args.train_per_accent,
                                                     config=replace(AidConfig(), epochs=args.epochs),
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     blocks=_blocks(args.encoder, args.encoder_blocks),
                                                     fuse=args.fuse)
     if args.keep_asr:
-        result["pocketsphinx"] = previous_section(args.out, args.corpus, "pocketsphinx", "--keep-asr")
+        result["pocketsphinx"] = previous_section(keep_from, args.corpus, "pocketsphinx", "--keep-asr")
     elif not args.no_asr:
         result["pocketsphinx"] = pocketsphinx_wer(args.corpus, per_accent=args.asr_per_accent)
     if args.baseline is not None:

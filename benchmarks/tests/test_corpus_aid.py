@@ -160,6 +160,28 @@ def test_keep_sections_copy_only_from_the_same_corpus(tmp_path):
         corpus_check.previous_section(out, tmp_path, "baseline", "--keep-x")
 
 
+def test_keep_from_copies_a_section_from_another_json(tmp_path):
+    corpus = tmp_path / "corpus"
+    for split in ("train", "dev", "test"):
+        (corpus / split).mkdir(parents=True)
+    source = tmp_path / "fbank.json"
+    source.write_text(json.dumps({"corpus": str(corpus), "command": "measured",
+                                  "identifiability": {"test_acc": 0.9}}))
+    out = tmp_path / "new.json"
+    threads = torch.get_num_threads()
+    try:
+        assert corpus_check.main([str(corpus), "--keep-aid", "--keep-from", str(source), "--no-asr",
+                                  "--out", str(out)]) == 0
+        with pytest.raises(SystemExit, match=r"--keep-aid: .*new\.json\.x does not exist"):  # default: --out
+            corpus_check.main([str(corpus), "--keep-aid", "--no-asr", "--out", str(tmp_path / "new.json.x")])
+        with pytest.raises(SystemExit):  # --keep-from alone keeps nothing: a usage error
+            corpus_check.main([str(corpus), "--keep-from", str(source), "--no-asr", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text())["identifiability"] == {"test_acc": 0.9, "kept_from": "measured"}
+    assert json.loads(source.read_text())["command"] == "measured"  # the source is not rewritten
+
+
 def test_baseline_hurt_compares_accents_on_train_voice_speakers(monkeypatch, tmp_path):
     train = [_utt(f"t{i}", a, f"{a}_v1") for i, a in enumerate("aaab")] + [_utt("t9", "c", "c_v1")]
     # a's test has a held-out voice (v2, worst over all speakers) and a twin by its train voice v1
