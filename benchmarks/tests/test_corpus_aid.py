@@ -160,7 +160,7 @@ def test_keep_sections_copy_only_from_the_same_corpus(tmp_path):
         corpus_check.previous_section(out, tmp_path, "baseline", "--keep-x")
 
 
-def test_keep_from_copies_a_section_from_another_json(tmp_path):
+def test_keep_from_copies_a_section_from_another_json(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     for split in ("train", "dev", "test"):
         (corpus / split).mkdir(parents=True)
@@ -174,8 +174,10 @@ def test_keep_from_copies_a_section_from_another_json(tmp_path):
                                   "--out", str(out)]) == 0
         with pytest.raises(SystemExit, match=r"--keep-aid: .*new\.json\.x does not exist"):  # default: --out
             corpus_check.main([str(corpus), "--keep-aid", "--no-asr", "--out", str(tmp_path / "new.json.x")])
-        with pytest.raises(SystemExit):  # --keep-from alone keeps nothing: a usage error
+        with pytest.raises(SystemExit) as usage:  # --keep-from alone keeps nothing: a usage error
             corpus_check.main([str(corpus), "--keep-from", str(source), "--no-asr", "--out", str(out)])
+        assert usage.value.code == 2
+        assert "--keep-from needs --keep-aid or --keep-asr" in capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
     assert json.loads(out.read_text())["identifiability"] == {"test_acc": 0.9, "kept_from": "measured"}
