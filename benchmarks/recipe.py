@@ -7,6 +7,7 @@
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
+``lr2`` and ``lr4`` are that with a peak learning rate of 2e-3 and 4e-3 instead of 1e-3 (``train.lr``);
 ``v6`` takes out VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
 (``data.vtlp``, ``data.spec_aug.start_epoch``, ``train.average_last``); ``v5`` also puts back the
 144-channel sub-sampling convs (``model.encoder.subsampling_channels``); ``v3``
@@ -51,7 +52,10 @@ V3 = [*V5, "model.encoder.dropout_rate=0.1", "model.encoder.positional_dropout_r
 OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400", "train.lr=0.002",
        "data.max_duration=100", "data.silence_pad_prob=0.5", "data.silence_pad_max=2.0",
        "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false", *V3]
-RECIPES = {"new": [], "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+# lr2 / lr4: the committed recipe with twice / four times the peak learning rate: the accents hour underfits
+LR2 = ["train.lr=0.002"]
+LR4 = ["train.lr=0.004"]
+RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:

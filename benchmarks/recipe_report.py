@@ -53,6 +53,8 @@ def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig, ax = _figure()
     colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+               ("lr2", "baseline"): "navy", ("lr2", "qifusion"): "darkgoldenrod",
+               ("lr4", "baseline"): "teal", ("lr4", "qifusion"): "sienna",
                ("v6", "baseline"): "tab:green", ("v6", "qifusion"): "tab:pink",
                ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
                ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",

@@ -34,6 +34,13 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
+    # lr2 / lr4: the committed recipe with only the peak learning rate raised
+    names = ("new-qifusion-s0-accents", "lr2-qifusion-s0-accents", "lr4-qifusion-s0-accents")
+    new, lr2, lr4 = (load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(n))
+                     for n in names)
+    assert (new.train.lr, lr2.train.lr, lr4.train.lr) == (0.001, 0.002, 0.004)
+    lr2.train.lr = lr4.train.lr = new.train.lr
+    assert lr2 == new and lr4 == new
 
 
 def _fake_exp(path: Path) -> Path:
