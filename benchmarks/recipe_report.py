@@ -12,6 +12,14 @@ from qifusion.data.synth_plan import PRESETS
 DOC = ROOT / "docs" / "recipe.md"
 PLOT = ROOT / "docs" / "results" / "recipe_curves.png"
 EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
+COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they are all here)
+    ("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+    ("lr2", "baseline"): "navy", ("lr2", "qifusion"): "darkgoldenrod",
+    ("lr4", "baseline"): "teal", ("lr4", "qifusion"): "sienna",
+    ("v6", "baseline"): "tab:green", ("v6", "qifusion"): "tab:pink",
+    ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
+    ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",
+    ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
 
 
 def load_results() -> list[dict[str, Any]]:
@@ -52,20 +60,13 @@ def _save(fig: Any, ax: Any, out: Path, *, title: str, legend_size: int) -> None
 
 def plot(runs: list[dict[str, Any]], out: Path) -> None:
     fig, ax = _figure()
-    colours = {("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
-               ("lr2", "baseline"): "navy", ("lr2", "qifusion"): "darkgoldenrod",
-               ("lr4", "baseline"): "teal", ("lr4", "qifusion"): "sienna",
-               ("v6", "baseline"): "tab:green", ("v6", "qifusion"): "tab:pink",
-               ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
-               ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",
-               ("old", "baseline"): "tab:gray", ("old", "qifusion"): "tab:brown"}
     seen = set()
     for r in runs:
         recipe, system, preset = r["recipe"], r["system"], _preset(r)
         xs = [p["train_minutes"] for p in r["curve"]]
         ys = [p["dev_cer"] for p in r["curve"]]
         label = f"{recipe} recipe, {system}, {preset}"
-        ax.plot(xs, ys, marker=".", color=colours[(recipe, system)], alpha=0.8,
+        ax.plot(xs, ys, marker=".", color=COLOURS[(recipe, system)], alpha=0.8,
                 ls="-" if preset == "benchmark" else "--", label=None if label in seen else label)
         seen.add(label)
     ax.axhline(TARGET_CER, color="k", lw=0.8, ls="--", label=f"target {TARGET_CER:.0f}%")

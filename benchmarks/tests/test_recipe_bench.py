@@ -41,6 +41,8 @@ def test_run_names_and_overrides() -> None:
     assert (new.train.lr, lr2.train.lr, lr4.train.lr) == (0.001, 0.002, 0.004)
     lr2.train.lr = lr4.train.lr = new.train.lr
     assert lr2 == new and lr4 == new
+    # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
+    assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
 
 
 def _fake_exp(path: Path) -> Path:
