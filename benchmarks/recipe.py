@@ -8,6 +8,7 @@
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
 ``lr2`` and ``lr4`` are that with a peak learning rate of 2e-3 and 4e-3 instead of 1e-3 (``train.lr``);
+``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
 ``v6`` takes out VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
 (``data.vtlp``, ``data.spec_aug.start_epoch``, ``train.average_last``); ``v5`` also puts back the
 144-channel sub-sampling convs (``model.encoder.subsampling_channels``); ``v3``
@@ -55,7 +56,8 @@ OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400"
 # lr2 / lr4: the committed recipe with twice / four times the peak learning rate: the accents hour underfits
 LR2 = ["train.lr=0.002"]
 LR4 = ["train.lr=0.004"]
-RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+CD2 = [*LR2, "train.cooldown=0.2"]
+RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "cd2": CD2, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:

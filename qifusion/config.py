@@ -259,6 +259,9 @@ class TrainConfig:
     max_epochs: int = 50
     max_steps: int = 0  # >0: stop after this many optimizer steps
     max_minutes: float = 0.0  # >0: stop after this much training time (wall clock, dev passes excluded)
+    # >0: the lr decays to 0 over this last fraction of the budget (max_minutes, else max_steps, else
+    # max_epochs) and training stops when it gets there (train/scheduler.py)
+    cooldown: float = 0.0
     grad_clip: float = 5.0
     accum_grad: int = 1
     amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
@@ -274,6 +277,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.average_last < 0:
             raise ConfigError(f"config key 'train.average_last' must be >= 0, got {self.average_last}")
+        if not 0.0 <= self.cooldown < 1.0:
+            raise ConfigError(f"config key 'train.cooldown' must be in [0, 1) (a fraction of the budget), "
+                              f"got {self.cooldown}")
         if self.keep_checkpoints > 0 and 2 * self.keep_checkpoints < self.average_last:
             raise ConfigError(f"config key 'train.average_last' ({self.average_last}) needs more checkpoints "
                               f"than 'train.keep_checkpoints' ({self.keep_checkpoints} step + "

@@ -3,15 +3,18 @@ curves by time, a training-time budget, and train-time dev CER equal to ``qifusi
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from qifusion.config import AccentConfig, EncoderConfig, TrainConfig
+from qifusion.config import AccentConfig, ConfigError, EncoderConfig, TrainConfig
 from qifusion.data.cmvn import dither_floor, load_floor, save_cmvn
 from qifusion.data.features import compute_fbank
 from qifusion.models.aid import AccentClassifier, aid_loss
@@ -20,7 +23,7 @@ from qifusion.models.frontend import Conv2dSubsampling, GlobalCMVN
 from qifusion.train.ddp import DistInfo
 from qifusion.train.logs import MetricsLog
 from qifusion.train.loop import Trainer
-from qifusion.train.scheduler import WarmupLR
+from qifusion.train.scheduler import WarmupLR, build_scheduler
 from tests.test_train import _batches, _ListLoader, _StandIn
 
 
@@ -134,6 +137,67 @@ def test_max_minutes_stops_training_at_the_budget(tmp_path: Path) -> None:
     recs = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     last = [r for r in recs if r["kind"] == "dev"][-1]  # the end-of-budget dev point, placed on the curve
     assert (last["step"], last["epoch"], last["dev_cer"]) == (1, 1, 49.0) and last["train_minutes"] > 0
+
+
+def _lrs(sched: Any, n: int) -> list[float]:
+    """The lr after 0..n optimizer steps."""
+    out = [sched.get_last_lr()[0]]
+    for _ in range(n):
+        sched.optimizer.step()
+        sched.step()
+        out.append(sched.get_last_lr()[0])
+    return out
+
+
+def test_step_budget_cooldown_takes_the_lr_to_zero_at_the_last_step() -> None:
+    def sgd() -> torch.optim.Optimizer:
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+    sched = build_scheduler(sgd(), name="warmuplr", warmup_steps=10, total_steps=100, cooldown=0.2)
+    plain = _lrs(WarmupLR(sgd(), warmup_steps=10), 100)
+    got = _lrs(sched, 100)
+    assert got[:81] == pytest.approx(plain[:81])  # untouched until the last 20 steps
+    assert got[90] == pytest.approx(plain[90] * (1 - math.sqrt(0.5)))  # the 1-sqrt ramp
+    assert got[100] == 0.0 and all(a > b for a, b in itertools.pairwise(got[80:]))
+    assert sched.cooldown_done(100) and not sched.cooldown_done(99)
+    # the ramp is scheduler state: a resumed run carries on with it
+    resumed = build_scheduler(sgd(), name="warmuplr", warmup_steps=10, total_steps=100, cooldown=0.2,
+                              time_budget=True)
+    assert not resumed.cooling()  # a time budget leaves the start to the trainer
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.cooling() and resumed.get_last_lr() == sched.get_last_lr()
+    with pytest.raises(ConfigError, match=r"train\.cooldown"):
+        TrainConfig(cooldown=1.0)
+
+
+def test_time_budget_cooldown_starts_at_its_share_of_the_minutes(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cool-down starts when ``cooldown`` of ``max_minutes`` is left, spans the steps the speed so far
+    fits in, and ends the run when the lr reaches 0, even if minutes remain (the steps got faster)."""
+    import qifusion.train.loop as loop
+
+    clock = [0.0]
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    tr = _trainer(tmp_path, [], max_epochs=5, max_minutes=1.0, cooldown=0.5)
+    seconds = iter([6.0] * 5 + [3.0] * 30)  # steps 1-5 take 6 s each, later steps 3 s
+    forward = tr.raw_model.forward
+
+    def timed(*args: Any) -> dict[str, torch.Tensor]:
+        clock[0] += next(seconds)
+        return forward(*args)
+
+    tr.raw_model.forward = timed  # type: ignore[method-assign]
+    state = tr.fit()
+    # 30 of 60 s spent after step 5: 10 steps per minute so far, so 5 steps of cool-down
+    assert (tr.scheduler.cooldown_start, tr.scheduler.cooldown_steps) == (5, 5)
+    assert state.step == 10 and state.train_seconds == 45.0  # stopped by the ramp, 15 s before the budget
+    recs = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in recs if r["kind"] == "train"]
+    warm = [0.1 * math.sqrt(2) * min((k + 1) ** -0.5, (k + 1) * 2**-1.5) for k in range(1, 11)]
+    ramp = [1.0] * 5 + [1 - math.sqrt(k / 5) for k in range(1, 6)]
+    assert lrs == pytest.approx([w * r for w, r in zip(warm, ramp)])
+    assert lrs[-1] == 0.0 and state.epoch == 2 and not state.epoch_done  # stopped inside epoch 2 ...
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_1.pt", "step_10.pt"]  # ... and saved
 
 
 # ----------------------------------------------------------------------------- one CER for train and decode

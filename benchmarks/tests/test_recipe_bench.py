@@ -41,6 +41,11 @@ def test_run_names_and_overrides() -> None:
     assert (new.train.lr, lr2.train.lr, lr4.train.lr) == (0.001, 0.002, 0.004)
     lr2.train.lr = lr4.train.lr = new.train.lr
     assert lr2 == new and lr4 == new
+    # cd2: lr2 with the last 20% of the minutes a cool-down to lr 0
+    cd2 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("cd2-qifusion-s0-accents"))
+    assert (cd2.train.lr, cd2.train.cooldown, new.train.cooldown) == (0.002, 0.2, 0.0)
+    cd2.train.lr, cd2.train.cooldown = new.train.lr, new.train.cooldown
+    assert cd2 == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
 

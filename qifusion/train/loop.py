@@ -31,6 +31,7 @@ from qifusion.config import TrainConfig
 from qifusion.train import checkpoint as ckpt
 from qifusion.train.ddp import DistInfo, all_reduce, average_gradients, barrier
 from qifusion.train.logs import LOG, MetricsLog
+from qifusion.train.scheduler import Schedule
 
 # loss parts of the model's output dict that are logged next to the total (mean over the interval)
 LOSS_PARTS = ("loss_ctc", "loss_att", "loss_aid", "aid_acc")
@@ -61,7 +62,7 @@ class Trainer:
         *,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scheduler: Schedule,
         train_loader: Any,
         cfg: TrainConfig,
         dist_info: DistInfo,
@@ -163,7 +164,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _done(self) -> bool:
-        return (self.cfg.max_steps > 0 and self.state.step >= self.cfg.max_steps) or self._time_up
+        return ((self.cfg.max_steps > 0 and self.state.step >= self.cfg.max_steps) or self._time_up
+                or self.scheduler.cooldown_done(self.state.step))
 
     def fit(self) -> TrainState:
         """Train until ``max_epochs``, ``max_steps`` or ``max_minutes``; returns the final counters."""
@@ -324,10 +326,7 @@ class Trainer:
         self.state.step += 1
         self._tick()
         if self.cfg.max_minutes > 0:
-            up = float(self.state.train_seconds >= 60.0 * self.cfg.max_minutes)
-            if self.dist.distributed:  # wall clocks differ per rank: stop when any rank's budget is spent
-                up = all_reduce(self.dist, [up], op="max")[0]
-            self._time_up = bool(up)
+            self._check_time()
         if self.state.step % max(1, self.cfg.log_interval) == 0:
             self._log_interval(gnorm)
         dev_every = self.cfg.dev_every_steps
@@ -341,6 +340,23 @@ class Trainer:
         every = self.cfg.save_interval_steps
         if every > 0 and self.state.step % every == 0:
             self.save(f"step_{self.state.step}.pt")
+
+    def _check_time(self) -> None:
+        """After an optimizer step under ``max_minutes``: stop when the minutes are spent, and start the
+        cool-down (``cooldown``) when its share of them is left, over the steps that the mean speed so far
+        fits into the rest. Wall clocks differ per rank: every rank acts on the first rank to get there."""
+        budget, spent, step = 60.0 * self.cfg.max_minutes, self.state.train_seconds, self.state.step
+        up = float(spent >= budget)
+        cool = float(self.cfg.cooldown > 0 and not self.scheduler.cooling()
+                     and spent >= (1.0 - self.cfg.cooldown) * budget)
+        left = step / max(spent, 1e-9) * max(budget - spent, 0.0)
+        if self.dist.distributed:
+            up, cool, left = all_reduce(self.dist, [up, cool, left], op="max")
+        self._time_up = bool(up)
+        if cool:
+            self.scheduler.set_cooldown(start=step, steps=max(1, round(left)))
+            LOG.info("step %d (%.1f min of training): lr cool-down to 0 over the next %d steps",
+                     step, spent / 60.0, self.scheduler.cooldown_steps)
 
     def _log_interval(self, gnorm: float) -> None:
         w = self._win

@@ -227,7 +227,8 @@ def _train(
     total = cfg.train.max_steps or cfg.train.max_epochs * steps_per_epoch
     optimizer = _build_optimizer(cfg, model)
     scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, warmup_steps=cfg.train.warmup_steps,
-                                total_steps=total)
+                                total_steps=total, cooldown=cfg.train.cooldown,
+                                time_budget=cfg.train.max_minutes > 0)
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         return evaluate_dev(m, dev_loader, tokenizer=tokenizer, dist_info=info) if dev_loader else {}
