@@ -168,7 +168,8 @@ class Trainer:
                 or self.scheduler.cooldown_done(self.state.step))
 
     def fit(self) -> TrainState:
-        """Train until ``max_epochs``, ``max_steps`` or ``max_minutes``; returns the final counters."""
+        """Train until ``max_epochs``, ``max_steps``, ``max_minutes`` or the end of a cool-down (the lr at 0);
+        returns the final counters."""
         self._clock = time.perf_counter()
         while not self._done():
             if self.state.epoch_done:
@@ -354,7 +355,7 @@ class Trainer:
             up, cool, left = all_reduce(self.dist, [up, cool, left], op="max")
         self._time_up = bool(up)
         if cool:
-            self.scheduler.set_cooldown(start=step, steps=max(1, round(left)))
+            self.scheduler.set_cooldown(start=step, steps=round(left))  # at least 1 (set_cooldown)
             LOG.info("step %d (%.1f min of training): lr cool-down to 0 over the next %d steps",
                      step, spent / 60.0, self.scheduler.cooldown_steps)
 
