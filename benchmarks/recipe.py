@@ -9,6 +9,7 @@
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
 ``lr2`` and ``lr4`` are that with a peak learning rate of 2e-3 and 4e-3 instead of 1e-3 (``train.lr``);
 ``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
+``c5`` is ``lr2`` with a CTC weight of 0.5 instead of 0.3 (``model.ctc_weight``);
 ``v6`` takes out VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
 (``data.vtlp``, ``data.spec_aug.start_epoch``, ``train.average_last``); ``v5`` also puts back the
 144-channel sub-sampling convs (``model.encoder.subsampling_channels``); ``v3``
@@ -57,7 +58,8 @@ OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400"
 LR2 = ["train.lr=0.002"]
 LR4 = ["train.lr=0.004"]
 CD2 = [*LR2, "train.cooldown=0.2"]
-RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "cd2": CD2, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.3
+RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:

@@ -46,6 +46,11 @@ def test_run_names_and_overrides() -> None:
     assert (cd2.train.lr, cd2.train.cooldown, new.train.cooldown) == (0.002, 0.2, 0.0)
     cd2.train.lr, cd2.train.cooldown = new.train.lr, new.train.cooldown
     assert cd2 == new
+    # c5: lr2 with a CTC weight of 0.5
+    c5 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("c5-qifusion-s0-accents"))
+    assert (c5.train.lr, c5.model.ctc_weight, new.model.ctc_weight) == (0.002, 0.5, 0.3)
+    c5.train.lr, c5.model.ctc_weight = new.train.lr, new.model.ctc_weight
+    assert c5 == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
 
