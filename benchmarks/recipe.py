@@ -6,11 +6,12 @@
     python -m benchmarks.recipe_report                                       # docs/recipe.md + curve PNG
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
-A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed;
-``lr2`` and ``lr4`` are that with a peak learning rate of 2e-3 and 4e-3 instead of 1e-3 (``train.lr``);
+A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
+lr 2e-3 since 2026-12-06); ``lr1`` is the recipe before that (peak 1e-3; its runs were named ``new-*``
+until then); ``lr2`` and ``lr4`` are ``lr1`` with a peak of 2e-3 and 4e-3 (``train.lr``; ``lr2`` is ``new``);
 ``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
 ``c5`` is ``lr2`` with a CTC weight of 0.5 instead of 0.3 (``model.ctc_weight``);
-``v6`` takes out VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
+``v6`` is ``lr1`` without VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
 (``data.vtlp``, ``data.spec_aug.start_epoch``, ``train.average_last``); ``v5`` also puts back the
 144-channel sub-sampling convs (``model.encoder.subsampling_channels``); ``v3``
 adds to that the dropout (0.1) and the SpecAugment from epoch 1 that the committed recipe leaves out
@@ -43,23 +44,26 @@ DEV_EVERY = 250
 EVAL_MODES = ("ctc_greedy", "attention_rescoring", "lm_rescoring")  # dev decodes of a finished run
 TARGET_CER = 20.0  # issue 17: every seed at dev CER <= 20% within MINUTES
 CONFIGS = {"baseline": "conf/baseline_small.yaml", "qifusion": "conf/qifusion_small.yaml"}
-# v3: the committed recipe before dropout and SpecAugment were taken out of the hour's budget (docs/train.md)
-# v6: the committed recipe before VTLP, SpecAugment from epoch 4 and the average of the last 4 checkpoints
+# lr1: the committed recipe before the peak lr moved to 2e-3 (docs/train.md "Recipe")
+LR1 = ["train.lr=0.001"]
+# lr2 / lr4: lr1 with twice / four times the peak learning rate: the accents hour underfits (lr2 = new)
+LR2 = ["train.lr=0.002"]
+LR4 = ["train.lr=0.004"]
+# v3: lr1 before dropout and SpecAugment were taken out of the hour's budget (docs/train.md)
+# v6: lr1 before VTLP, SpecAugment from epoch 4 and the average of the last 4 checkpoints
 # v5: ... and before the sub-sampling convs were narrowed to 64 channels (docs/train.md)
-V6 = ["data.vtlp=1.0", "data.spec_aug.start_epoch=10", "train.average_last=0"]
+V6 = [*LR1, "data.vtlp=1.0", "data.spec_aug.start_epoch=10", "train.average_last=0"]
 V5 = [*V6, "model.encoder.subsampling_channels=0"]
 V3 = [*V5, "model.encoder.dropout_rate=0.1", "model.encoder.positional_dropout_rate=0.1",
       "model.accent.dropout_rate=0.1", "model.decoder.dropout_rate=0.1",
       "model.decoder.positional_dropout_rate=0.1", "data.spec_aug.start_epoch=1"]
-OLD = ["train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400", "train.lr=0.002",
+OLD = [*V3, "train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps=400", "train.lr=0.002",
        "data.max_duration=100", "data.silence_pad_prob=0.5", "data.silence_pad_max=2.0",
-       "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false", *V3]
-# lr2 / lr4: the committed recipe with twice / four times the peak learning rate: the accents hour underfits
-LR2 = ["train.lr=0.002"]
-LR4 = ["train.lr=0.004"]
+       "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false"]
 CD2 = [*LR2, "train.cooldown=0.2"]
 C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.3
-RECIPES = {"new": [], "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "v6": V6, "v5": V5, "v3": V3,
+           "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:

@@ -13,7 +13,8 @@ DOC = ROOT / "docs" / "recipe.md"
 PLOT = ROOT / "docs" / "results" / "recipe_curves.png"
 EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they are all here)
-    ("new", "baseline"): "tab:blue", ("new", "qifusion"): "tab:orange",
+    ("new", "baseline"): "darkviolet", ("new", "qifusion"): "deeppink",
+    ("lr1", "baseline"): "tab:blue", ("lr1", "qifusion"): "tab:orange",
     ("lr2", "baseline"): "navy", ("lr2", "qifusion"): "darkgoldenrod",
     ("lr4", "baseline"): "teal", ("lr4", "qifusion"): "sienna",
     ("cd2", "baseline"): "black", ("cd2", "qifusion"): "crimson",

@@ -299,3 +299,7 @@ def test_shipped_configs_load_and_small_sizes() -> None:
     assert counts["qifusion_small"] <= 7.2e6
     assert counts["baseline_small"] < counts["qifusion_small"]
     assert abs(counts["baseline_small_matched"] / counts["qifusion_small"] - 1) < 0.002
+    # the small configs share one recipe: a change to it is made in all three (docs/train.md "Recipe")
+    small = [load_config(ROOT / "conf" / f"{n}.yaml") for n in ("baseline_small", "qifusion_small",
+                                                               "baseline_small_matched")]
+    assert all(c.train == small[0].train and c.data == small[0].data for c in small)

@@ -34,22 +34,24 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
-    # lr2 / lr4: the committed recipe with only the peak learning rate raised
-    names = ("new-qifusion-s0-accents", "lr2-qifusion-s0-accents", "lr4-qifusion-s0-accents")
-    new, lr2, lr4 = (load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(n))
-                     for n in names)
-    assert (new.train.lr, lr2.train.lr, lr4.train.lr) == (0.001, 0.002, 0.004)
-    lr2.train.lr = lr4.train.lr = new.train.lr
-    assert lr2 == new and lr4 == new
+    # lr1 / lr2 / lr4: the recipe before 2026-12-06 and its peak lr raised; new (committed) = lr2
+    names = ("new-qifusion-s0-accents", "lr1-qifusion-s0-accents", "lr2-qifusion-s0-accents",
+             "lr4-qifusion-s0-accents")
+    new, lr1, lr2, lr4 = (load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(n))
+                          for n in names)
+    assert [c.train.lr for c in (new, lr1, lr2, lr4)] == [0.002, 0.001, 0.002, 0.004]
+    assert lr2 == new
+    lr1.train.lr = lr4.train.lr = new.train.lr
+    assert lr1 == new and lr4 == new
     # cd2: lr2 with the last 20% of the minutes a cool-down to lr 0
     cd2 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("cd2-qifusion-s0-accents"))
     assert (cd2.train.lr, cd2.train.cooldown, new.train.cooldown) == (0.002, 0.2, 0.0)
-    cd2.train.lr, cd2.train.cooldown = new.train.lr, new.train.cooldown
+    cd2.train.cooldown = new.train.cooldown
     assert cd2 == new
     # c5: lr2 with a CTC weight of 0.5
     c5 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("c5-qifusion-s0-accents"))
     assert (c5.train.lr, c5.model.ctc_weight, new.model.ctc_weight) == (0.002, 0.5, 0.3)
-    c5.train.lr, c5.model.ctc_weight = new.train.lr, new.model.ctc_weight
+    c5.model.ctc_weight = new.model.ctc_weight
     assert c5 == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()

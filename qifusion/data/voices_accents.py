@@ -75,7 +75,7 @@ def _mb(db: str, gender: str, *, native: bool = False) -> SourceVoice:
 # (festival ked) has a train voice of its synthesiser (festival kal); without it the AID head called 73 of
 # 108 ked dev utterances british (festival rab was the only festival voice in train), the rest swedish or
 # scottish, none us, and their dev CER was 46.7% against 19-26% for the accents with seen synthesisers
-# (recipe run new-qifusion-s0-accents). Every test-only voice has two train voices of its accent and
+# (recipe run lr1-qifusion-s0-accents). Every test-only voice has two train voices of its accent and
 # synthesiser (us: flite slt+rms for kal16, MBROLA us1+us2 for us3), and
 # German's two of its phoneme table (de2_phtrans: de1+de2 for de3; de6_phtrans, the 22 kHz databases: de5+de6
 # for de7); de4 (its own table) is the dev voice. Otherwise an unseen-source speaker tests whether a
