@@ -238,6 +238,9 @@ class DataConfig:
     # 1 = off (qifusion.data.augment.vtlp_warp)
     vtlp: float = 1.0
     num_workers: int = 0
+    # training only: the fbank of each (utterance, speed factor) is computed once and kept in EXP/fbank_cache
+    # (float16; removed when training ends) instead of recomputed every epoch (qifusion.data.feature_cache)
+    feature_cache: bool = False
 
     def __post_init__(self) -> None:
         if not self.vtlp >= 1.0:

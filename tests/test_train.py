@@ -210,12 +210,14 @@ def test_train_log_has_loss_parts_averaged_over_the_interval(tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- real runs
-@pytest.mark.parametrize("workers", [0, 1])
-def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "cache"), [(0, False), (1, False), (1, True)])
+def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: Path, workers: int,
+                                                  cache: bool) -> None:
     """The reference trains without loader processes; the killed-and-resumed run with ``workers`` of them
-    (the recipe's configs use 1): the same batches, the same weights, bit for bit."""
+    (the recipe's configs use 1): the same batches, the same weights, bit for bit. With the feature cache
+    both runs use one (the resumed run finds it half filled) and training removes it at the end."""
     sets = [*AUG, "train.max_steps=12", "train.save_interval_steps=2", "train.log_interval=2",
-            "data.max_duration=20"]
+            "data.max_duration=20", f"data.feature_cache={str(cache).lower()}"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     subprocess.run(_train_cmd(synth_corpus, ref, [*sets, "data.num_workers=0"]), env=_env(), check=True,
                    capture_output=True)
@@ -239,6 +241,7 @@ def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: 
     recs = [json.loads(x) for x in (cut / "train_log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if r["kind"] == "train"]
     assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # no duplicates after the resume
+    assert not (cut / "fbank_cache").exists() and not (ref / "fbank_cache").exists()
 
 
 DDP_SCRIPT = """

@@ -29,7 +29,7 @@ import numpy as np
 import soxr
 import torch
 
-from qifusion.config import SpecAugConfig
+from qifusion.config import DataConfig, SpecAugConfig
 from qifusion.data.features import HIGH_FREQ, LOW_FREQ
 
 MAX_TIME_MASK_FRACTION = 0.2  # one time mask covers at most this share of the frames
@@ -59,6 +59,22 @@ def speed_perturb(samples: np.ndarray, factor: float, *, sample_rate: int = 1600
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def draw_padding(
+    *, max_seconds: float, prob: float, rng: np.random.Generator, sample_rate: int = 16000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lead, trail), each (n,) float32: with probability ``prob`` each, U(0, max_seconds) of low-level noise
+    (-70..-50 dBFS RMS), else empty. The draws of :func:`pad_silence`, in its order."""
+    sides = []
+    for _ in range(2):
+        if max_seconds <= 0 or rng.random() >= prob:
+            sides.append(np.zeros(0, dtype=np.float32))
+            continue
+        n = int(rng.uniform(0.0, max_seconds) * sample_rate)
+        level = 10.0 ** (rng.uniform(-70.0, -50.0) / 20.0)
+        sides.append((rng.standard_normal(n) * level).astype(np.float32))
+    return sides[0], sides[1]
+
+
 def pad_silence(
     samples: np.ndarray,
     *,
@@ -67,17 +83,10 @@ def pad_silence(
     rng: np.random.Generator,
     sample_rate: int = 16000,
 ) -> np.ndarray:
-    """(N,) -> (N + lead + trail,): with probability ``prob`` each, U(0, max_seconds) of low-level noise
-    (-70..-50 dBFS RMS) before and after ``samples``."""
-    parts = [np.asarray(samples, dtype=np.float32)]
-    for where in (0, 1):
-        if max_seconds <= 0 or rng.random() >= prob:
-            continue
-        n = int(rng.uniform(0.0, max_seconds) * sample_rate)
-        level = 10.0 ** (rng.uniform(-70.0, -50.0) / 20.0)
-        noise = (rng.standard_normal(n) * level).astype(np.float32)
-        parts.insert(0 if where == 0 else len(parts), noise)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    """(N,) -> (N + lead + trail,): :func:`draw_padding`'s noise before and after ``samples``."""
+    x = np.asarray(samples, dtype=np.float32)
+    lead, trail = draw_padding(max_seconds=max_seconds, prob=prob, rng=rng, sample_rate=sample_rate)
+    return x if lead.size == 0 and trail.size == 0 else np.concatenate([lead, x, trail])
 
 
 def _mel(hz: np.ndarray) -> np.ndarray:
@@ -132,3 +141,13 @@ def spec_augment(feats: torch.Tensor, cfg: SpecAugConfig, rng: np.random.Generat
         start = int(rng.integers(0, T - width + 1))
         out[start : start + width, :] = fill
     return out
+
+
+def augment_features(feats: torch.Tensor, *, cfg: DataConfig, rng: np.random.Generator,
+                     epoch: int) -> torch.Tensor:
+    """(T, F) -> (T, F): VTLP (``cfg.vtlp``), then SpecAugment from epoch ``cfg.spec_aug.start_epoch`` on:
+    the feature-domain steps of training augmentation, drawn from ``rng`` in this order."""
+    feats = vtlp_warp(feats, choose_vtlp(cfg.vtlp, rng), sample_rate=cfg.sample_rate)
+    if cfg.spec_aug.enabled and epoch >= cfg.spec_aug.start_epoch:
+        feats = spec_augment(feats, cfg.spec_aug, rng)
+    return feats

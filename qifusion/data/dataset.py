@@ -7,7 +7,8 @@ message naming the utterance and file), tokenises the text, and returns a :class
 Per epoch the loader computes the batch list from ``(seed, epoch)`` (:mod:`qifusion.data.sampler`) and
 this rank's share of it. Each batch is a pure function of ``(seed, epoch, utterance ids)``: audio ->
 speed perturbation -> fbank with dither -> SpecAugment in training (randomness from
-:func:`qifusion.data.augment.utt_rng`); plain fbank otherwise. Hence ``num_workers`` > 0 gives the same
+:func:`qifusion.data.augment.utt_rng`; with ``data.feature_cache``, the fbank of each (utterance, speed)
+once: :mod:`qifusion.data.feature_cache`); plain fbank otherwise. Hence ``num_workers`` > 0 gives the same
 batches as 0, and a run resumed from ``state_dict()`` continues with bitwise the batches an
 uninterrupted run would have seen.
 """
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,15 +28,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from qifusion.config import DataConfig
 from qifusion.data.audio import audio_info, read_audio
-from qifusion.data.augment import (
-    choose_speed,
-    choose_vtlp,
-    pad_silence,
-    spec_augment,
-    speed_perturb,
-    utt_rng,
-    vtlp_warp,
-)
+from qifusion.data.augment import augment_features, choose_speed, pad_silence, speed_perturb, utt_rng
+from qifusion.data.feature_cache import FeatureCache
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import make_batches, shard_batches
@@ -88,11 +83,13 @@ class _Entry:
 class _BatchMaker(torch.utils.data.Dataset):
     """Map-style dataset whose "index" is ``(epoch, [entry indices])`` and whose item is a Batch."""
 
-    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int) -> None:
+    def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int,
+                 cache: FeatureCache | None = None) -> None:
         self.entries = entries
         self.cfg = cfg
         self.train = train
         self.seed = seed
+        self.cache = cache
 
     def __len__(self) -> int:  # only the sampler indexes this dataset
         return len(self.entries)
@@ -107,7 +104,7 @@ class _BatchMaker(torch.utils.data.Dataset):
         epoch, indices = key
         entries = [self.entries[i] for i in indices]
         return build_batch([(e, partial(read_entry_audio, e, self.cfg)) for e in entries], cfg=self.cfg,
-                           train=self.train, seed=self.seed, epoch=epoch)
+                           train=self.train, seed=self.seed, epoch=epoch, cache=self.cache)
 
 
 def read_entry_audio(e: _Entry, cfg: DataConfig) -> np.ndarray:
@@ -133,21 +130,22 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
     samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
     feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
                           dither=cfg.dither, rng=rng)
-    feats = vtlp_warp(feats, choose_vtlp(cfg.vtlp, rng), sample_rate=cfg.sample_rate)
-    if cfg.spec_aug.enabled and epoch >= cfg.spec_aug.start_epoch:
-        feats = spec_augment(feats, cfg.spec_aug, rng)
-    return feats, samples.shape[0] / cfg.sample_rate
+    return augment_features(feats, cfg=cfg, rng=rng, epoch=epoch), samples.shape[0] / cfg.sample_rate
 
 
 def build_batch(items: Sequence[tuple[_Entry, Callable[[], np.ndarray]]], *, cfg: DataConfig, train: bool,
-                seed: int, epoch: int) -> Batch:
-    """A Batch from ``(entry, read samples)`` pairs; unreadable or frameless items go to ``failed``."""
+                seed: int, epoch: int, cache: FeatureCache | None = None) -> Batch:
+    """A Batch from ``(entry, read samples)`` pairs; unreadable or frameless items go to ``failed``. In
+    training with a ``cache`` the features come from :meth:`FeatureCache.train_features`."""
     kept: list[tuple[_Entry, torch.Tensor, float]] = []
     failed: dict[str, str] = {}
     for e, read in items:
         try:
-            feats, seconds = utterance_features(read(), cfg=cfg, train=train, seed=seed, epoch=epoch,
-                                                utt_id=e.utt.utt_id)
+            if train and cache is not None:
+                feats, seconds = cache.train_features(e.utt, read, epoch=epoch)
+            else:
+                feats, seconds = utterance_features(read(), cfg=cfg, train=train, seed=seed, epoch=epoch,
+                                                    utt_id=e.utt.utt_id)
         except DataError as err:
             failed[e.utt.utt_id] = str(err)
             continue
@@ -263,10 +261,11 @@ class Loader(_LoaderBase):
     """
 
     def __init__(self, entries: list[_Entry], *, cfg: DataConfig, train: bool, seed: int, rank: int,
-                 world_size: int, skipped: dict[str, int], skip_examples: dict[str, str]) -> None:
+                 world_size: int, skipped: dict[str, int], skip_examples: dict[str, str],
+                 cache: FeatureCache | None = None) -> None:
         super().__init__(cfg=cfg, train=train, seed=seed, rank=rank, world_size=world_size, skipped=skipped,
                          skip_examples=skip_examples)
-        self._maker = _BatchMaker(entries, cfg=cfg, train=train, seed=seed)
+        self._maker = _BatchMaker(entries, cfg=cfg, train=train, seed=seed, cache=cache)
         self._cache: tuple[int, list[list[int]]] | None = None
 
     # -------------------------------------------------------------- info
@@ -377,8 +376,10 @@ def build_loader(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
+    feature_cache: Path | None = None,
 ) -> Loader:
-    """Check, tokenise and index ``utts``; return this rank's :class:`Loader`.
+    """Check, tokenise and index ``utts``; return this rank's :class:`Loader`. ``feature_cache``: in training,
+    the directory of a :class:`~qifusion.data.feature_cache.FeatureCache` (None: fbank on the fly).
 
     Skip reasons: ``missing_transcript`` (text None, training only; in evaluation the tokens are then
     empty), ``empty_transcript``, ``unknown_accent`` (label not in ``accents``; None -> id -1),
@@ -399,5 +400,6 @@ def build_loader(
     if skipped:
         log.warning("left out %d of %d utterances: %s", sum(skipped.values()), len(utts),
                     ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+    cache = FeatureCache(feature_cache, cfg=cfg, seed=seed) if feature_cache is not None and train else None
     return Loader(entries, cfg=cfg, train=train, seed=seed, rank=rank, world_size=world_size,
-                  skipped=skipped, skip_examples=examples)
+                  skipped=skipped, skip_examples=examples, cache=cache)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from qifusion.config import Config, ConfigError, load_config, save_config, to_dict
+from qifusion.data.feature_cache import CACHE_DIR_NAME
 from qifusion.data.synth_accents import corpus_licences
 from qifusion.errors import UserError
 from qifusion.modeldir import load_config_file, read_accents, save_model_dir, write_accents
@@ -102,10 +104,13 @@ def _build_loader(data_dir: Path, split: str, utts: list[Any], *, cfg: Config, t
     shards = shard_dir_of(data_dir / split)
     common = {"cfg": cfg.data, "train": train, "seed": cfg.train.seed, "rank": info.rank,
               "world_size": info.world_size, **kw}
+    feature_cache = common.pop("feature_cache", None)
     if shards is not None:
         LOG.info("%s: streaming tar shards from %s", split, shards)
+        if feature_cache is not None:
+            LOG.warning("data.feature_cache is not used with sharded data: fbank is computed on the fly")
         return build_shard_loader(shards, **common)
-    return build_loader(utts, **common)
+    return build_loader(utts, feature_cache=feature_cache, **common)
 
 
 def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list[Any], init_src: Any,
@@ -218,8 +223,9 @@ def _train(
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     seed_everything(seed + info.rank)  # training randomness (dropout, chunk sizes) may differ per rank
 
+    cache_dir = exp_dir / CACHE_DIR_NAME if cfg.data.feature_cache else None
     train_loader = _build_loader(data_dir, "train", train_utts, cfg=cfg, train=True, info=info,
-                                 tokenizer=tokenizer, accents=accents)
+                                 tokenizer=tokenizer, accents=accents, feature_cache=cache_dir)
     dev_loader = _build_loader(data_dir, "dev", dev_utts, cfg=cfg, train=False, info=info,
                                tokenizer=tokenizer, accents=accents) if dev_utts else None
     train_loader.set_epoch(1)
@@ -246,6 +252,10 @@ def _train(
     if train_loader.skipped:
         LOG.warning("%s", train_loader.skip_summary())
     state = trainer.fit()
+    if cache_dir is not None:
+        barrier(info)  # every rank has read its last batch
+        if info.is_main:
+            shutil.rmtree(cache_dir, ignore_errors=True)
     dev = state.dev[-1] if state.dev else {}
     averaged = _average_last(model, exp_dir, cfg.train.average_last, evaluate=evaluate, info=info)
     if averaged is not None:
