@@ -127,8 +127,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, warmup_steps=cfg.train.warmup_steps,
                                     total_steps=total)
+        cache = Path(tmp) / "fbank_cache" if cfg.data.feature_cache else None  # starts cold, as in a run
         loader = TimedLoader(build_loader(utts, cfg=cfg.data, tokenizer=tok, accents=accents, train=True,
-                                          seed=cfg.train.seed))
+                                          seed=cfg.train.seed, feature_cache=cache))
         clock = StepClock()
         trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader,
                           cfg=cfg.train, dist_info=DistInfo(), exp_dir=Path(tmp) / "exp", evaluate=None,
