@@ -10,7 +10,7 @@ A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.ya
 lr 2e-3 since 2026-12-06); ``lr1`` is the recipe before that (peak 1e-3; its runs were named ``new-*``
 until then); ``lr2`` and ``lr4`` are ``lr1`` with a peak of 2e-3 and 4e-3 (``train.lr``; ``lr2`` is ``new``);
 ``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
-``c5`` is ``lr2`` with a CTC weight of 0.5 instead of 0.3 (``model.ctc_weight``); ``fc`` is ``lr2`` with
+``c5`` is ``lr2`` with a CTC weight of 0.5 instead of 0.3 (``model.ctc_weight``); ``c5fc`` is ``c5`` with
 the training fbank computed once per (utterance, speed factor) and read back (``data.feature_cache``);
 ``v6`` is ``lr1`` without VTLP, SpecAugment from epoch 4 and the final average of the last 4 checkpoints
 (``data.vtlp``, ``data.spec_aug.start_epoch``, ``train.average_last``); ``v5`` also puts back the
@@ -63,9 +63,9 @@ OLD = [*V3, "train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps
        "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false"]
 CD2 = [*LR2, "train.cooldown=0.2"]
 C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.3
-FC = [*LR2, "data.feature_cache=true"]  # fc: lr2 with the fbank computed once per (utterance, speed factor)
-RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "fc": FC, "v6": V6, "v5": V5,
-           "v3": V3, "old": OLD}
+C5FC = [*C5, "data.feature_cache=true"]  # c5fc: c5 with the fbank computed once per (utterance, speed)
+RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC, "v6": V6,
+           "v5": V5, "v3": V3, "old": OLD}
 
 
 def parse(name: str) -> tuple[str, str, int]:

@@ -19,7 +19,7 @@ COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they
     ("lr4", "baseline"): "teal", ("lr4", "qifusion"): "sienna",
     ("cd2", "baseline"): "black", ("cd2", "qifusion"): "crimson",
     ("c5", "baseline"): "darkcyan", ("c5", "qifusion"): "goldenrod",
-    ("fc", "baseline"): "slategray", ("fc", "qifusion"): "olivedrab",
+    ("c5fc", "baseline"): "slategray", ("c5fc", "qifusion"): "olivedrab",
     ("v6", "baseline"): "tab:green", ("v6", "qifusion"): "tab:pink",
     ("v5", "baseline"): "tab:purple", ("v5", "qifusion"): "tab:red",
     ("v3", "baseline"): "tab:cyan", ("v3", "qifusion"): "tab:olive",

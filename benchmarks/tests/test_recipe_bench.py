@@ -53,11 +53,11 @@ def test_run_names_and_overrides() -> None:
     assert (c5.train.lr, c5.model.ctc_weight, new.model.ctc_weight) == (0.002, 0.5, 0.3)
     c5.model.ctc_weight = new.model.ctc_weight
     assert c5 == new
-    # fc: lr2 with the feature cache
-    fc = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("fc-qifusion-s0-accents"))
-    assert (fc.data.feature_cache, new.data.feature_cache) == (True, False)
-    fc.data.feature_cache = False
-    assert fc == new
+    # c5fc: c5 with the feature cache
+    c5fc = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("c5fc-qifusion-s0-accents"))
+    assert (c5fc.data.feature_cache, c5fc.model.ctc_weight, new.data.feature_cache) == (True, 0.5, False)
+    c5fc.data.feature_cache, c5fc.model.ctc_weight = False, new.model.ctc_weight
+    assert c5fc == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
 
