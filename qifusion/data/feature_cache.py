@@ -21,8 +21,6 @@ speech's (the one or two frames where they meet differ).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from qifusion.config import DataConfig
 from qifusion.data.augment import augment_features, choose_speed, draw_padding, speed_perturb, utt_rng
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
+from qifusion.fileio import atomic_write
 
 CACHE_DIR_NAME = "fbank_cache"
 FRAME_SHIFT_S = 0.01
@@ -70,7 +69,7 @@ class FeatureCache:
             [self.seed & 0xFFFFFFFF, key, round(factor * 1e6)])))
         feats = compute_fbank(samples, sample_rate=self.cfg.sample_rate, num_mel_bins=self.cfg.num_mel_bins,
                               dither=self.cfg.dither, rng=rng).numpy().astype(np.float16)
-        _save_atomic(path, feats)
+        atomic_write(path, lambda f: np.save(f, feats), binary=True)
         return torch.from_numpy(feats.astype(np.float32))
 
     def train_features(self, utt: Utterance, read: Callable[[], np.ndarray], *, epoch: int
@@ -84,24 +83,16 @@ class FeatureCache:
         lead, trail = draw_padding(max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
                                    sample_rate=cfg.sample_rate)
         factor = choose_speed(cfg.speed_perturb, rng)
-        parts = [self.fbank(utt, factor, read)]
-        for where, noise in ((0, lead), (1, trail)):
-            if noise.size:
-                pad = compute_fbank(noise, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
-                                    dither=cfg.dither, rng=rng)
-                parts.insert(0 if where == 0 else len(parts), pad)
-        feats = parts[0] if len(parts) == 1 else torch.cat(parts)
+        speech = self.fbank(utt, factor, read)
+
+        def pad_frames(noise: np.ndarray) -> torch.Tensor:  # (n,) -> (~n / 160, F); no frames, no draws
+            if noise.size == 0:
+                return speech[:0]
+            return compute_fbank(noise, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
+                                 dither=cfg.dither, rng=rng)
+
+        lead_frames = pad_frames(lead)  # the lead's dither is drawn before the trail's
+        feats = torch.cat([lead_frames, speech, pad_frames(trail)])
         feats = augment_features(feats, cfg=cfg, rng=rng, epoch=epoch)
         return feats, feats.shape[0] * FRAME_SHIFT_S
 
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
