@@ -110,6 +110,19 @@ def test_unreadable_entry_is_computed_again(utts, tmp_path):
     assert cache.path(u, 0.9) != cache.path(u, 1.1)
 
 
+def test_an_entry_that_cannot_be_stored_is_used_unstored_with_one_warning(utts, tmp_path, caplog):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache dir should be")  # every entry's mkdir fails (like a full disk)
+    x, _ = sf.read(utts[1].audio, dtype="float32")
+    want = FeatureCache(tmp_path / "ok", cfg=_cfg(), seed=0).fbank(utts[1], 0.9, lambda: x)
+    cache = FeatureCache(blocked, cfg=_cfg(), seed=0)
+    with caplog.at_level("WARNING", logger="qifusion.data.feature_cache"):
+        got = [cache.fbank(u, 0.9, lambda u=u: sf.read(u.audio, dtype="float32")[0]) for u in utts[1:4]]
+    assert torch.equal(got[0], want)  # the same (float16-rounded) frames as a stored entry
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and str(blocked) in warnings[0] and "cannot store" in warnings[0]
+
+
 def test_pad_silence_is_draw_padding_around_the_samples():
     x = np.full(800, 0.25, dtype=np.float32)
     lead, trail = draw_padding(max_seconds=0.5, prob=0.7, rng=utt_rng(3, 1, "u"))

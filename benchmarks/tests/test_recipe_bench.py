@@ -34,30 +34,29 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
-    # lr1 / lr2 / lr4: the recipe before 2026-12-06 and its peak lr raised; new (committed) = lr2
-    names = ("new-qifusion-s0-accents", "lr1-qifusion-s0-accents", "lr2-qifusion-s0-accents",
-             "lr4-qifusion-s0-accents")
-    new, lr1, lr2, lr4 = (load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(n))
-                          for n in names)
-    assert [c.train.lr for c in (new, lr1, lr2, lr4)] == [0.002, 0.001, 0.002, 0.004]
-    assert lr2 == new
-    lr1.train.lr = lr4.train.lr = new.train.lr
-    assert lr1 == new and lr4 == new
-    # cd2: lr2 with the last 20% of the minutes a cool-down to lr 0
-    cd2 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("cd2-qifusion-s0-accents"))
-    assert (cd2.train.lr, cd2.train.cooldown, new.train.cooldown) == (0.002, 0.2, 0.0)
-    cd2.train.cooldown = new.train.cooldown
-    assert cd2 == new
-    # c5: lr2 with a CTC weight of 0.5
-    c5 = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("c5-qifusion-s0-accents"))
-    assert (c5.train.lr, c5.model.ctc_weight, new.model.ctc_weight) == (0.002, 0.5, 0.3)
-    c5.model.ctc_weight = new.model.ctc_weight
-    assert c5 == new
-    # c5fc: c5 with the feature cache
-    c5fc = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides("c5fc-qifusion-s0-accents"))
-    assert (c5fc.data.feature_cache, c5fc.model.ctc_weight, new.data.feature_cache) == (True, 0.5, False)
-    c5fc.data.feature_cache, c5fc.model.ctc_weight = False, new.model.ctc_weight
+    def load(name: str):
+        return load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(name))
+    # new (committed) = c5fc: lr 2e-3, CTC weight 0.5, feature cache
+    new, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "c5fc", "c5", "lr2"))
+    assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)
     assert c5fc == new
+    # c5: c5fc without the cache; lr2: c5 with CTC weight 0.3 (the configs before 2026-12-06's second change)
+    assert (c5.model.ctc_weight, c5.data.feature_cache) == (0.5, False)
+    c5.data.feature_cache = True
+    assert c5 == new
+    assert (lr2.train.lr, lr2.model.ctc_weight, lr2.data.feature_cache) == (0.002, 0.3, False)
+    # lr1 / lr4: lr2 with the peak lr at 1e-3 (the recipe before 2026-12-06) and 4e-3
+    lr1, lr4 = load("lr1-qifusion-s0-accents"), load("lr4-qifusion-s0-accents")
+    assert [c.train.lr for c in (lr1, lr4)] == [0.001, 0.004]
+    lr1.train.lr = lr4.train.lr = lr2.train.lr
+    assert lr1 == lr2 and lr4 == lr2
+    # cd2: lr2 with the last 20% of the minutes a cool-down to lr 0
+    cd2 = load("cd2-qifusion-s0-accents")
+    assert (cd2.train.cooldown, lr2.train.cooldown) == (0.2, 0.0)
+    cd2.train.cooldown = lr2.train.cooldown
+    assert cd2 == lr2
+    lr2.model.ctc_weight, lr2.data.feature_cache = 0.5, True
+    assert lr2 == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
 
@@ -70,7 +69,7 @@ def _fake_exp(path: Path) -> Path:
             {"kind": "dev", "step": 500, "train_minutes": 20.0, "dev_cer": 19.5, "dev_aid_acc": 0.7}]
     (path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     cfg = yaml.safe_load((recipe.ROOT / "conf" / "qifusion_small.yaml").read_text())
-    cfg["model"]["ctc_weight"] = 0.5
+    cfg["model"]["ctc_weight"] = 0.7
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     return path
 
@@ -80,12 +79,12 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(recipe_report, "RESULTS", tmp_path / "results")
     exp = _fake_exp(tmp_path / "exp")
     assert [p["step"] for p in recipe.curve(exp)] == [250, 389, 500]
-    out = recipe.record_exploration("try-ctc05", exp, note="one thread")
+    out = recipe.record_exploration("try-ctc07", exp, note="one thread")
     rec = json.loads(out.read_text())
     assert rec["epoch_ends"] == [{"epoch": 1, "step": 389, "dev_cer": 45.0}]
     lines = recipe_report.render_explorations(recipe_report.load_explorations())
-    row = next(line for line in lines if line.startswith("| try-ctc05"))
-    assert "model.ctc_weight=0.5" in row  # what differs from the committed config is named
+    row = next(line for line in lines if line.startswith("| try-ctc07"))
+    assert "model.ctc_weight=0.7" in row  # what differs from the committed config is named
     assert "19.5 [70.0%]" in row and "50.0 [20.0%]" in row
     # a finished benchmark run: minutes to the target, seeds that reached it
     confusion = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}

@@ -8,7 +8,8 @@ on stored features; this cache does the same lazily, inside one training run, wi
 * the fbank of ``speed_perturb(audio, factor)`` is computed on first use, with dither drawn from a
   Generator seeded by ``(seed, utterance, factor)`` (not by the epoch), and stored as float16 ``.npy``
   under the run's ``EXP/fbank_cache`` (written atomically: a temporary file, then a rename, so workers and
-  DDP ranks that compute the same entry never leave a partial file; an unreadable entry is recomputed);
+  DDP ranks that compute the same entry never leave a partial file; an unreadable entry is recomputed,
+  and one that cannot be written, on a full disk, is used unstored with one warning);
 * every epoch then draws, from ``utt_rng(seed, epoch, utterance)`` as before, the speed factor, the silence
   padding (its fbank appended in the feature domain), VTLP and SpecAugment.
 
@@ -21,6 +22,7 @@ speech's (the one or two frames where they meet differ).
 from __future__ import annotations
 
 import hashlib
+import logging
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,8 @@ from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.fileio import atomic_write
 
+log = logging.getLogger(__name__)
+
 CACHE_DIR_NAME = "fbank_cache"
 FRAME_SHIFT_S = 0.01
 _VERSION = 1  # bump when what an entry holds changes
@@ -46,6 +50,7 @@ class FeatureCache:
         self.root = Path(root)
         self.cfg = cfg
         self.seed = seed
+        self._write_failed = False  # warned once per process that an entry could not be stored
 
     def path(self, utt: Utterance, factor: float) -> Path:
         """Where the entry of ``utt`` at speed ``factor`` lives: a hash of everything its frames depend on."""
@@ -69,7 +74,13 @@ class FeatureCache:
             [self.seed & 0xFFFFFFFF, key, round(factor * 1e6)])))
         feats = compute_fbank(samples, sample_rate=self.cfg.sample_rate, num_mel_bins=self.cfg.num_mel_bins,
                               dither=self.cfg.dither, rng=rng).numpy().astype(np.float16)
-        atomic_write(path, lambda f: np.save(f, feats), binary=True)
+        try:
+            atomic_write(path, lambda f: np.save(f, feats), binary=True)
+        except OSError as err:  # a full or read-only disk: train on, computing what cannot be stored
+            if not self._write_failed:
+                log.warning("feature cache %s: cannot store entries (%s); their fbank is computed each epoch",
+                            self.root, err)
+            self._write_failed = True
         return torch.from_numpy(feats.astype(np.float32))
 
     def train_features(self, utt: Utterance, read: Callable[[], np.ndarray], *, epoch: int
