@@ -111,6 +111,17 @@ def overrides(name: str) -> list[str]:
             "train.log_interval=25"]
 
 
+def committed_recipes(system: str) -> list[str]:
+    """The recipes whose runs of ``system`` trained with the committed config (``new`` and any recipe that
+    resolves to the same config, e.g. one adopted since): issue 17 counts their seeds together."""
+    from qifusion.config import load_config
+
+    def resolved(recipe: str) -> Any:
+        return load_config(ROOT / CONFIGS[system], [*RECIPES[recipe], "train.seed=0"])
+    new = resolved("new")
+    return [r for r in RECIPES if resolved(r) == new]
+
+
 def train(name: str, *, core: int | None = None, threads: int = 1) -> int:
     """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
     its thread count to ``EXP/NAME/threads.json`` (the result JSON reports them)."""

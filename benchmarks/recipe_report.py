@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.recipe import DEV_EVERY, MINUTES, RECIPES, RESULTS, ROOT, TARGET_CER
+from benchmarks.recipe import DEV_EVERY, MINUTES, RECIPES, RESULTS, ROOT, TARGET_CER, committed_recipes
 from qifusion.data.synth_plan import PRESETS
 
 DOC = ROOT / "docs" / "recipe.md"
@@ -166,6 +166,15 @@ def render(runs: list[dict[str, Any]]) -> str:
                 ok = sum(r["converged"] for r in group)
                 lines.append(f"\n{corpus} corpus, {recipe} recipe, {system}: {ok} of {len(group)} seeds "
                              f"reached dev CER <= {TARGET_CER:.0f}% within {MINUTES:.0f} minutes.")
+        for system in ("baseline", "qifusion"):
+            same = committed_recipes(system)
+            group = [r for r in runs if r["recipe"] in same and (r["system"], _corpus(r)) == (system, corpus)]
+            if group:
+                ok = sum(r["converged"] for r in group)
+                seeds, names = ", ".join(str(r["seed"]) for r in group), ", ".join(same)
+                lines.append(f"\n**{corpus} corpus, the committed {system} config** (recipes {names}): "
+                             f"{ok} of {len(group)} seeds reached dev CER <= {TARGET_CER:.0f}% within "
+                             f"{MINUTES:.0f} minutes (seeds {seeds}).")
     lines += ["", "Dev CER per accent (attention rescoring, full context); worst accent / best accent, and "
               "worst accent / the majority accent of training (issue 16's \"accents hurt\": >= 1.5):", "",
               "| run | per accent | worst / best | worst / majority |", "|---|---|---|---|"]

@@ -40,6 +40,7 @@ def test_run_names_and_overrides() -> None:
     new, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "c5fc", "c5", "lr2"))
     assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)
     assert c5fc == new
+    assert recipe.committed_recipes("qifusion") == ["new", "c5fc"] == recipe.committed_recipes("baseline")
     # c5: c5fc without the cache; lr2: c5 with CTC weight 0.3 (the configs before 2026-12-06's second change)
     assert (c5.model.ctc_weight, c5.data.feature_cache) == (0.5, False)
     c5.data.feature_cache = True
@@ -103,6 +104,11 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
     assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
     assert "benchmark corpus, new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
+    # the committed config's seeds are counted together, whatever recipe name resolves to it
+    other = {**result, "run": "c5fc-qifusion-s1", "recipe": "c5fc", "seed": 1, "converged": False}
+    assert ("**benchmark corpus, the committed qifusion config** (recipes new, c5fc): 1 of 2 seeds reached "
+            "dev CER <= 20% within 60 minutes (seeds 0, 1).") in recipe_report.render([result, other])
+    assert "committed qifusion config" not in recipe_report.render([{**result, "recipe": "lr2"}])
     assert "| a | 3 | 1 |" in page
     assert "| new-qifusion-s0 | a 12.0, b 30.0 | 2.50 | - |" in page  # worst / best; no majority accent here
     result["dev"]["attention_rescoring"]["per_accent_cer"] = {"en-us": 12.0, "b": 30.0}  # majority: en-us
