@@ -171,7 +171,8 @@ def render(runs: list[dict[str, Any]]) -> str:
             group = [r for r in runs if r["recipe"] in same and (r["system"], _corpus(r)) == (system, corpus)]
             if group:
                 ok = sum(r["converged"] for r in group)
-                seeds, names = ", ".join(str(r["seed"]) for r in group), ", ".join(same)
+                seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in group))
+                names = ", ".join(same)
                 lines.append(f"\n**{corpus} corpus, the committed {system} config** (recipes {names}): "
                              f"{ok} of {len(group)} seeds reached dev CER <= {TARGET_CER:.0f}% within "
                              f"{MINUTES:.0f} minutes (seeds {seeds}).")
