@@ -117,7 +117,7 @@ def committed_recipes(system: str) -> list[str]:
     from qifusion.config import load_config
 
     def resolved(recipe: str) -> Any:
-        return load_config(ROOT / CONFIGS[system], [*RECIPES[recipe], "train.seed=0"])
+        return load_config(ROOT / CONFIGS[system], RECIPES[recipe])
     new = resolved("new")
     return [r for r in RECIPES if resolved(r) == new]
 

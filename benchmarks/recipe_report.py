@@ -159,6 +159,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                      f"{'-' if lm is None else _fmt(lm['cer'], '.2f') + ' / ' + _fmt(lm['wer'], '.2f')} | "
                      f"{_pct(aid)} | {last.get('step', '-')} |")
     lines += ["", *(f"- {_name(r)}: {r['note']}" for r in runs if r.get("note"))]
+    committed = {system: committed_recipes(system) for system in ("baseline", "qifusion")}
     for corpus in sorted({_corpus(r) for r in runs}):
         for recipe, system in [(rc, sy) for rc in RECIPES for sy in ("baseline", "qifusion")]:
             group = [r for r in runs if (r["recipe"], r["system"], _corpus(r)) == (recipe, system, corpus)]
@@ -166,8 +167,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                 ok = sum(r["converged"] for r in group)
                 lines.append(f"\n{corpus} corpus, {recipe} recipe, {system}: {ok} of {len(group)} seeds "
                              f"reached dev CER <= {TARGET_CER:.0f}% within {MINUTES:.0f} minutes.")
-        for system in ("baseline", "qifusion"):
-            same = committed_recipes(system)
+        for system, same in committed.items():
             group = [r for r in runs if r["recipe"] in same and (r["system"], _corpus(r)) == (system, corpus)]
             if group:
                 ok = sum(r["converged"] for r in group)

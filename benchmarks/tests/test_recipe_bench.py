@@ -26,16 +26,17 @@ def test_run_names_and_overrides() -> None:
     # each recipe resolves to the config its runs had: v6 before VTLP / SpecAugment from 4 / averaging
     from qifusion.config import load_config
 
+    def load(name: str):
+        return load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(name))
+
     def resolved(name: str) -> tuple:
-        c = load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(name))
+        c = load(name)
         enc = c.model.encoder
         return c.data.vtlp, c.data.spec_aug.start_epoch, c.train.average_last, enc.subsampling_channels
     assert resolved("new-qifusion-s0") == (1.2, 4, 4, 64)
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
-    def load(name: str):
-        return load_config(recipe.ROOT / recipe.CONFIGS["qifusion"], recipe.overrides(name))
     # new (committed) = c5fc: lr 2e-3, CTC weight 0.5, feature cache
     new, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "c5fc", "c5", "lr2"))
     assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)

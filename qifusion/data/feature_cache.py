@@ -9,7 +9,7 @@ on stored features; this cache does the same lazily, inside one training run, wi
   Generator seeded by ``(seed, utterance, factor)`` (not by the epoch), and stored as float16 ``.npy``
   under the run's ``EXP/fbank_cache`` (written atomically: a temporary file, then a rename, so workers and
   DDP ranks that compute the same entry never leave a partial file; an unreadable entry is recomputed,
-  and one that cannot be written, on a full disk, is used unstored with one warning);
+  and one that cannot be written, on a full disk, is used unstored with one warning per process);
 * every epoch then draws, from ``utt_rng(seed, epoch, utterance)`` as before, the speed factor, the silence
   padding (its fbank appended in the feature domain), VTLP and SpecAugment.
 
