@@ -33,7 +33,7 @@ from benchmarks.accuracy.spec import (
     trained_on,
 )
 from qifusion.decode.run import decode_dir
-from qifusion.eval.metrics import cer_counts, cer_units
+from qifusion.eval.metrics import cer_counts, cer_units, wer_counts, wer_units
 from qifusion.fileio import atomic_write_text
 from qifusion.modeldir import load_model_dir
 from qifusion.train.average import average_checkpoints
@@ -71,32 +71,39 @@ def _averaged_elsewhere(run: Run, *, out: Path | None, fp16: bool) -> Path:
     return out
 
 
-def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...],
-               chunks: tuple[int, ...]) -> dict[str, Any]:
-    """Decode ``data`` in every mode x chunk; per-utterance char errors and AID predictions."""
-    res: dict[str, Any] = {"data": str(data.relative_to(ROOT)), "modes": {}}
-    for mode in modes:
-        for chunk in chunks:
-            key = f"{mode}@{'full' if chunk < 0 else chunk}"
-            d = out / key.replace("@", "_")
-            rep = decode_dir(model_dir=model_dir, data_dir=data, out_dir=d, mode=mode, chunk_size=chunk,
-                             batch_size=16, progress=False)
-            rows = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
-            rows.sort(key=lambda r: r["utt_id"])
-            if "utts" not in res:
-                res["utts"] = {"ids": [r["utt_id"] for r in rows], "accent": [r["accent"] for r in rows],
-                               "ref_chars": [len(cer_units(r["ref"])) for r in rows]}
-            assert [r["utt_id"] for r in rows] == res["utts"]["ids"], "decodes disagree on utterances"
-            res["modes"][key] = {
-                "cer": rep["cer"], "wer": rep["wer"], "rtf": rep["rtf"],
-                "per_accent": {a: v["cer"] for a, v in rep["per_accent"].items()},
-                "aid_accuracy": rep.get("aid_accuracy"),
-                "errors": [cer_counts(r["ref"], r["hyp"]).errors for r in rows],
-                "pred_accent": [r.get("pred_accent") for r in rows],
-            }
-            print(f"  {data.parent.name}/{data.name} {key}: CER {rep['cer']:.2f}"
-                  + (f" AID {rep['aid_accuracy']:.3f}" if rep.get("aid_accuracy") is not None else ""),
-                  flush=True)
+def decode_set(model_dir: Path, data: Path, out: Path, *, modes: tuple[str, ...] = (),
+               chunks: tuple[int, ...] = (), lm: Path | None = None,
+               pairs: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
+    """Decode ``data`` in every mode x chunk, then in each (mode, chunk) of ``pairs``; per-utterance char
+    and word errors and AID predictions. ``lm``: the LM dir of the LM modes (``lm_rescoring``,
+    ``lm_beam``), unused by the others."""
+    from qifusion.decode.options import LM_MODES
+
+    res: dict[str, Any] = {"data": str(data.relative_to(ROOT) if data.is_relative_to(ROOT) else data),
+                           "modes": {}}
+    for mode, chunk in [*((m, c) for m in modes for c in chunks), *pairs]:
+        key = f"{mode}@{'full' if chunk < 0 else chunk}"
+        d = out / key.replace("@", "_")
+        rep = decode_dir(model_dir=model_dir, data_dir=data, out_dir=d, mode=mode, chunk_size=chunk,
+                         batch_size=16, progress=False, lm=lm if mode in LM_MODES else None)
+        rows = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
+        rows.sort(key=lambda r: r["utt_id"])
+        if "utts" not in res:
+            res["utts"] = {"ids": [r["utt_id"] for r in rows], "accent": [r["accent"] for r in rows],
+                           "ref_chars": [len(cer_units(r["ref"])) for r in rows],
+                           "ref_words": [len(wer_units(r["ref"])) for r in rows]}
+        assert [r["utt_id"] for r in rows] == res["utts"]["ids"], "decodes disagree on utterances"
+        res["modes"][key] = {
+            "cer": rep["cer"], "wer": rep["wer"], "rtf": rep["rtf"],
+            "per_accent": {a: v["cer"] for a, v in rep["per_accent"].items()},
+            "aid_accuracy": rep.get("aid_accuracy"),
+            "errors": [cer_counts(r["ref"], r["hyp"]).errors for r in rows],
+            "word_errors": [wer_counts(r["ref"], r["hyp"]).errors for r in rows],
+            "pred_accent": [r.get("pred_accent") for r in rows],
+        }
+        print(f"  {data.parent.name}/{data.name} {key}: CER {rep['cer']:.2f}"
+              + (f" AID {rep['aid_accuracy']:.3f}" if rep.get("aid_accuracy") is not None else ""),
+              flush=True)
     return res
 
 

@@ -69,7 +69,8 @@ def header(doc: Doc, study: Study) -> None:
         f"espeak-ng speech); train is imbalanced with {MAJORITY_ACCENT} as the majority accent "
         "(\"minority accents\" = all the others); dev/test speakers and sentences are unseen in training.",
         "Budget, shared by every run (fixed steps and seeds, not wall time): "
-        + ", ".join(f"`{o}`" for o in COMMON) + f", plus `train.seed=<seed>`; the evaluated model is the "
+        + ", ".join(f"`{k}={v}`" for k, v in dict(o.split("=", 1) for o in COMMON).items())
+        + f", plus `train.seed=<seed>`, on the configs named in spec.py; the evaluated model is the "
         f"average of the last {AVERAGE_LAST} step checkpoints.",
         f"Unseen-accent runs are trained without `{HELD_OUT_ACCENT}`.",
         hardware_note(study),

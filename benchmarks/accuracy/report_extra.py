@@ -201,7 +201,8 @@ def section_ablations(doc: Doc, study: Study) -> None:
 
 
 def _weights(run: dict[str, Any]) -> tuple[float, float]:
-    cfg = load_config(ROOT / run["config"], list(run.get("overrides", [])))
+    spec = BY_NAME.get(run["run"])  # the spec's overrides: its result may predate a change of the configs
+    cfg = load_config(ROOT / run["config"], spec.all_overrides() if spec else list(run.get("overrides", [])))
     return float(cfg.model.aid_weight), float(cfg.model.ctc_weight)
 
 

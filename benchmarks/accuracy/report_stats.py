@@ -183,14 +183,16 @@ def _seed_mean_cer(err: np.ndarray, ref_sum: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_reduction(err_b: np.ndarray, err_q: np.ndarray, ref: np.ndarray, *, b: int = BOOTSTRAP_B,
-                        seed: int = BOOTSTRAP_SEED) -> Reduction:
+                        seed: int = BOOTSTRAP_SEED, over_seeds: bool = False) -> Reduction:
     """Paired bootstrap of the relative CER reduction of system q over system b.
 
     ``err_b`` (S_b, N) and ``err_q`` (S_q, N): per-seed per-utterance char errors on the same N
     utterances; ``ref`` (N,): reference chars. Each of ``b`` resamples (numpy ``default_rng(seed)``, so
     the interval is reproducible) draws N utterances with replacement; each system's CER is pooled over
-    the drawn utterances per seed and averaged over its seeds. Returns the full-set point estimate and
-    the 2.5/97.5 percentiles of the resampled reductions."""
+    the drawn utterances per seed and averaged over its seeds. ``over_seeds``: each resample also draws
+    each system's S seeds with replacement (a two-level bootstrap, so the interval holds the seed-to-seed
+    spread as well as the utterances'). Returns the full-set point estimate and the 2.5/97.5 percentiles
+    of the resampled reductions."""
     err_b, err_q = np.atleast_2d(err_b), np.atleast_2d(err_q)
     n = ref.shape[0]
     if err_b.shape[1] != n or err_q.shape[1] != n:
@@ -205,8 +207,17 @@ def bootstrap_reduction(err_b: np.ndarray, err_q: np.ndarray, ref: np.ndarray, *
     counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)  # (B, N) draw counts
     ref_s = counts @ ref  # (B,)
     ok = ref_s > 0
-    cb = _seed_mean_cer(err_b @ counts.T, ref_s)[ok]  # (S, B) -> (B,)
-    cq = _seed_mean_cer(err_q @ counts.T, ref_s)[ok]
+    if over_seeds:  # (B, S) weights: how often each seed is drawn in a resample, over S
+        wb = np.stack([np.bincount(d, minlength=err_b.shape[0]) for d in
+                       rng.integers(0, err_b.shape[0], size=(b, err_b.shape[0]))]) / err_b.shape[0]
+        wq = np.stack([np.bincount(d, minlength=err_q.shape[0]) for d in
+                       rng.integers(0, err_q.shape[0], size=(b, err_q.shape[0]))]) / err_q.shape[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cb = ((100.0 * (err_b @ counts.T) / ref_s) * wb.T).sum(0)[ok]  # (S, B) weighted -> (B,)
+            cq = ((100.0 * (err_q @ counts.T) / ref_s) * wq.T).sum(0)[ok]
+    else:
+        cb = _seed_mean_cer(err_b @ counts.T, ref_s)[ok]  # (S, B) -> (B,)
+        cq = _seed_mean_cer(err_q @ counts.T, ref_s)[ok]
     with np.errstate(divide="ignore", invalid="ignore"):
         red = np.where(cb > 0, 1.0 - cq / np.where(cb > 0, cb, 1.0), 0.0)
     point = 1.0 - cer_q / cer_b if cer_b > 0 else 0.0
@@ -215,8 +226,9 @@ def bootstrap_reduction(err_b: np.ndarray, err_q: np.ndarray, ref: np.ndarray, *
 
 
 def compare(base: Sequence[dict[str, Any]], qif: Sequence[dict[str, Any]], set_name: str, mode: str,
-            which: str = "all") -> Reduction | None:
-    """Bootstrap reduction of ``qif`` runs over ``base`` runs on a subset of a set (``None`` if missing)."""
+            which: str = "all", *, over_seeds: bool = False) -> Reduction | None:
+    """Bootstrap reduction of ``qif`` runs over ``base`` runs on a subset of a set (``None`` if missing);
+    ``over_seeds``: resample the seeds too (:func:`bootstrap_reduction`)."""
     base = [r for r in base if errors_of(r, set_name, mode) is not None]
     qif = [r for r in qif if errors_of(r, set_name, mode) is not None]
     if not base or not qif:
@@ -228,7 +240,7 @@ def compare(base: Sequence[dict[str, Any]], qif: Sequence[dict[str, Any]], set_n
     ref = ref_of(base[0], set_name)[mask]
     eb = np.stack([errors_of(r, set_name, mode)[mask] for r in base])  # type: ignore[index]
     eq = np.stack([errors_of(r, set_name, mode)[mask] for r in qif])  # type: ignore[index]
-    return bootstrap_reduction(eb, eq, ref)
+    return bootstrap_reduction(eb, eq, ref, over_seeds=over_seeds)
 
 
 def aid_accuracy(run: dict[str, Any], set_name: str, mode: str, which: str = "all") -> float | None:

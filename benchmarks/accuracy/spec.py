@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.recipe import OLD
+
 ROOT = Path(__file__).resolve().parents[2]
 EXP = ROOT / "exp" / "study"  # training runs (not committed)
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy"  # one result JSON per run (committed)
@@ -17,16 +19,13 @@ RESULTS = ROOT / "benchmarks" / "results" / "accuracy"  # one result JSON per ru
 # side by side on this 2-core machine, so ~70 min per run. A first recipe (batches of 50 s, warm-up of
 # 150 steps to lr 2e-3) was unstable (gradient-norm spikes) and still at 87% dev CER after 779 steps;
 # a 400-step warm-up with 100 s batches (the interim models' settings) learns.
+# The committed configs have changed since this study ran (peak lr, CTC weight, dropout, SpecAugment,
+# feature cache: docs/train.md "Recipe"); ``benchmarks.recipe.OLD`` restates on today's configs what
+# they and this budget were then (700 steps, cosine, 400 warm-up steps to lr 2e-3, 100 s batches), so a
+# run named here trains, and its weights read in the report, as they did for the study.
 MAX_STEPS = 700
-COMMON = [
-    f"train.max_steps={MAX_STEPS}",
-    "train.scheduler=cosine",
-    "train.warmup_steps=400",
-    "train.lr=0.002",
-    "data.max_duration=100",
-    "train.save_interval_steps=100",
-    "train.log_interval=20",
-]
+COMMON = [*OLD, "train.save_interval_steps=100", "train.log_interval=20"]
+assert f"train.max_steps={MAX_STEPS}" in COMMON
 AVERAGE_LAST = 3  # model = average of the last 3 step checkpoints (steps 500, 600, 700)
 CORPUS = "data/benchmark"  # qifusion synth --out data/benchmark --preset benchmark --seed 0
 HELD_OUT_ACCENT = "en-gb-scotland"  # the unseen-accent runs train without it

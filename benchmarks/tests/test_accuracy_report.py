@@ -324,3 +324,13 @@ def test_unseen_pair_not_converged_is_called_uninformative(results: Path, tmp_pa
     sec = text.split("## Unseen accent")[1].split("\n## ")[0]
     assert "**Not converged** (dev CER >= 80%): unseen_qifusion_s0. A comparison" in sec
     assert "| unseen_qifusion_s0 |" in sec and "| **no** | CPU |" in sec
+
+
+def test_the_committed_report_is_up_to_date_and_reads_the_weights_its_runs_had() -> None:
+    from benchmarks.accuracy.report_extra import _weights
+    from benchmarks.accuracy.spec import RESULTS as COMMITTED
+
+    assert is_up_to_date(), "docs/RESULTS.md is out of date: python -m benchmarks.accuracy.report"
+    # qifusion_s0 trained with CTC weight 0.3, whatever the committed config says today
+    res = json.loads((COMMITTED / "qifusion_s0.json").read_text())
+    assert _weights(res) == (1.0, 0.3)

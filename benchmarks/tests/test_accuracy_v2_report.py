@@ -1,0 +1,119 @@
+"""benchmarks.accuracy.v2_report and the two-level bootstrap: targets from hand-made result JSONs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy import v2_report
+from benchmarks.accuracy.report_stats import bootstrap_reduction
+
+ACCENTS = ["us", "us", "french", "german"]
+REF = [10, 10, 10, 10]
+
+
+def result(system: str, seed: int, errors: list[int], *, converged: bool = True,
+           pred: list[str | None] | None = None) -> dict:
+    pred = pred if pred is not None else ([None] * 4 if system == "baseline" else list(ACCENTS))
+    modes = {f"{m}@{c}": {"cer": 100 * sum(errors) / sum(REF), "wer": 50.0, "rtf": 0.1, "aid_accuracy": None,
+                          "errors": errors, "word_errors": [1] * 4, "pred_accent": pred, "per_accent": {}}
+             for m in (v2_report.RESC, v2_report.GREEDY, v2_report.LM) for c in ("full", "16")}
+    name = v2_report.run_name(system, seed)
+    return {"run": name, "group": "main", "system": system, "seed": seed, "converged": converged,
+            "dev_greedy_cer": 19.5 if converged else 35.0, "accents": sorted(set(ACCENTS)),
+            "train": {"steps": 6000},
+            "sets": {"test": {"utts": {"ids": ["a", "b", "c", "d"], "accent": ACCENTS, "ref_chars": REF,
+                                       "ref_words": [2] * 4}, "modes": modes}},
+            "block_probe": {"blocks": [1, 2], "acc": [0.5, 0.75]},
+            **({"laf": {"layers": [1, 2], "weights": [0.25, 0.75]}} if system == "qifusion" else {})}
+
+
+def write(d: Path, *results: dict) -> Path:
+    d.mkdir(exist_ok=True)
+    for r in results:
+        (d / f"{r['run']}.json").write_text(json.dumps(r))
+    return d
+
+
+def test_over_seeds_bootstrap_is_the_plain_one_for_one_seed_and_wider_for_spread_seeds() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.integers(5, 20, size=200).astype(float)
+    eb = rng.integers(0, 5, size=(1, 200)).astype(float)
+    eq = np.maximum(eb - 1, 0)
+    assert bootstrap_reduction(eb, eq, ref, over_seeds=True) == bootstrap_reduction(eb, eq, ref)
+    # two Qifusion seeds far apart: the seed draw adds their spread to the interval
+    eq2 = np.stack([np.maximum(eb[0] - 2, 0), eb[0]])
+    plain, both = bootstrap_reduction(eb, eq2, ref), bootstrap_reduction(eb, eq2, ref, over_seeds=True)
+    assert plain.point == both.point
+    assert both.hi - both.lo > 2 * (plain.hi - plain.lo)
+
+
+def test_targets_pending_provisional_and_per_seed_pairs(tmp_path: Path) -> None:
+    d = write(tmp_path / "res", result("baseline", 2, [2, 2, 4, 2]), result("baseline", 3, [2, 2, 4, 2]),
+              result("qifusion", 2, [1, 1, 2, 1]), result("qifusion", 3, [2, 2, 2, 2]),
+              result("baseline", 1, [3, 3, 3, 3]))
+    text = v2_report.build(d).text()
+    # seed 2: 1 - 5/10 = +50%; seed 3: 1 - 8/10 = +20%; median +35.0%
+    # minority (french, german): 1 - 3/6, 1 - 4/6
+    assert "median +35.0% (seeds: s2 +50.0%, s3 +20.0%)" in text
+    assert "median +41.7% (seeds: s2 +50.0%, s3 +33.3%)" in text
+    # the medians pass 22.1% but 4 utterances and 2 seeds leave 0 inside the interval (the draws of
+    # utterances a, b, d with Qifusion's seed 3 only reduce nothing)
+    assert "pooled +35.0% [+0.0%, +50.0%] | no (provisional) |" in text
+    assert ("| Qifusion chunk-16 CER within 5.0% of full (resc.) | median +0.0% (s2 +0.0%, s3 +0.0%) "
+            "| yes (provisional) |") in text
+    assert "`new-baseline-s4-accents`, `new-qifusion-s4-accents`" in text
+    assert "new-baseline-s1-accents (extra seed)" in text
+    assert "| AID >= 95.0% on unseen test speakers, full | median 100.0% (s2 100.0%, s3 100.0%) |" in text
+    assert "| qifusion-s2-accents" not in text  # names are whole
+
+
+def test_a_failed_main_run_fails_every_target(tmp_path: Path) -> None:
+    d = write(tmp_path / "res", *(result("baseline", s, [2, 2, 2, 2]) for s in (2, 3, 4)),
+              result("qifusion", 2, [1, 1, 1, 1]), result("qifusion", 3, [1, 1, 1, 1]),
+              result("qifusion", 4, [5, 5, 5, 5], converged=False))
+    text = v2_report.build(d).text()
+    assert "| every main run converged (dev CER <= 20%) |" in text
+    assert "new-qifusion-s4-accents 35.0%" in text
+    assert "| yes" not in text.split("## Targets")[1].split("## Runs")[0]
+    assert "**Failed runs** (not converged; not data points): new-qifusion-s4-accents." in text
+    assert "no (a main run failed)" in text
+
+
+def test_check_and_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture) -> None:
+    d = write(tmp_path / "res", result("baseline", 2, [2, 2, 2, 2]))
+    out = tmp_path / "R.md"
+    monkeypatch.setattr("sys.argv", ["v2_report", "--results", str(d), "--out", str(out), "--check"])
+    with pytest.raises(SystemExit) as e:
+        v2_report.main()
+    assert e.value.code == 1 and "out of date" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["v2_report", "--results", str(d), "--out", str(out)])
+    v2_report.main()
+    monkeypatch.setattr("sys.argv", ["v2_report", "--results", str(d), "--out", str(out), "--check"])
+    v2_report.main()
+    assert "is up to date" in capsys.readouterr().out
+    (d / "new-qifusion-s2-accents.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        v2_report.main()
+    assert e.value.code == 2
+    assert "new-qifusion-s2-accents.json: not a readable JSON result" in capsys.readouterr().err
+
+
+def test_ship_row_reads_the_shipped_card(tmp_path: Path) -> None:
+    d = tmp_path / "accents-en-qifusion"
+    assert v2_report.ship_row(d)[2] == "pending"
+    d.mkdir()
+    (d / "card.json").write_text(json.dumps({"data": "data/benchmark"}))  # the first study's model
+    assert v2_report.ship_row(d)[1:] == ["`models/accents-en-qifusion` is not a results-v2 model yet",
+                                         "pending"]
+    (d / "card.json").write_text(json.dumps({"run": "new-qifusion-s3-accents", "test_lm_wer": 16.04}))
+    assert v2_report.ship_row(d)[1:] == ["new-qifusion-s3-accents: 16.0%", "no"]
+
+
+def test_the_committed_page_is_generated_from_the_committed_results() -> None:
+    assert v2_report.OUT_MD.read_text() == v2_report.build().text(), \
+        "docs/RESULTS_v2.md is out of date: python -m benchmarks.accuracy.v2_report"
