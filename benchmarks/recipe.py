@@ -25,6 +25,11 @@ for at most ``MINUTES`` minutes of training time (``train.max_minutes``; dev pas
 one thread, two runs side by side (``--threads``, ``--jobs``), and evaluates dev every ``DEV_EVERY`` steps:
 the same greedy search and CER as ``qifusion decode``. Dev only: the test split is never read here.
 Results: ``benchmarks/results/recipe/RUN.json``.
+
+Results v2 (issue 21, :mod:`benchmarks.accuracy.v2`) trains its runs here too: ``VARIANTS`` (ablations
+and loss-weight sweeps of the committed configs: ``nofusion-qifusion-s2-accents``) and the committed
+configs on a subset of the accents (``new-baseline-s2-accents8``: :mod:`benchmarks.accents_subsets`,
+made from ``data/accents`` before the run trains); docs/recipe.md leaves them out.
 """
 from __future__ import annotations
 
@@ -37,10 +42,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.accents_subsets import SUBSETS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "exp" / "recipe"
 RESULTS = ROOT / "benchmarks" / "results" / "recipe"
-CORPORA = {"benchmark": ROOT / "data" / "benchmark", "accents": ROOT / "data" / "accents"}
+CORPORA = {"benchmark": ROOT / "data" / "benchmark", "accents": ROOT / "data" / "accents",
+           # subsets of accents (benchmarks.accents_subsets), made before their first run trains
+           **{name: ROOT / "data" / name for name in SUBSETS}}
 MINUTES = 60.0
 DEV_EVERY = 250
 EVAL_MODES = ("ctc_greedy", "attention_rescoring", "lm_rescoring")  # dev decodes of a finished run
@@ -69,6 +78,18 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 C5FC = [*C5, "data.feature_cache=true"]  # c5fc: c5 with the fbank computed once per (utterance, speed) = new
 RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC, "v6": V6,
            "v5": V5, "v3": V3, "old": OLD}
+# results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
+# and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out
+VARIANTS = {
+    "oracle": ["model.accent.oracle_accent=true"],  # the baseline given the true accent as an input
+    "matched": ["model.encoder.linear_units=561"],  # the baseline at Qifusion's parameter count
+    "nofusion": ["model.accent.use_fusion=false"],  # LAF + AID, no fusion
+    "nolaf": ["model.accent.laf_layers=[6]"],  # fusion of the last block's output only, no layer weights
+    "ctcfuse": ["model.accent.fuse_into_ctc=true"],  # the fused frames feed CTC too
+    "aid03": ["model.aid_weight=0.3"], "aid3": ["model.aid_weight=3.0"],
+    "ctc03": ["model.ctc_weight=0.3"], "ctc07": ["model.ctc_weight=0.7"],
+}
+ALL_RECIPES = {**RECIPES, **VARIANTS}
 
 
 def parse(name: str) -> tuple[str, str, int]:
@@ -76,13 +97,13 @@ def parse(name: str) -> tuple[str, str, int]:
     the run otherwise."""
     try:
         recipe, system, seed, *rest = name.split("-")
-        if (recipe not in RECIPES or system not in CONFIGS or not seed.startswith("s") or len(rest) > 1
+        if (recipe not in ALL_RECIPES or system not in CONFIGS or not seed.startswith("s") or len(rest) > 1
                 or (rest and rest[0] not in CORPORA)):
             raise ValueError
         return recipe, system, int(seed[1:])
     except ValueError:
         raise ValueError(f"run name '{name}' is not RECIPE-SYSTEM-sSEED[-CORPUS] with RECIPE in "
-                         f"{sorted(RECIPES)}, SYSTEM in {sorted(CONFIGS)} and CORPUS in "
+                         f"{sorted(ALL_RECIPES)}, SYSTEM in {sorted(CONFIGS)} and CORPUS in "
                          f"{sorted(CORPORA)}") from None
 
 
@@ -106,7 +127,7 @@ def corpus_fingerprint(corpus_dir: Path) -> str | None:
 
 def overrides(name: str) -> list[str]:
     recipe, _, seed = parse(name)
-    return [*RECIPES[recipe], f"train.seed={seed}", f"train.max_minutes={MINUTES}",
+    return [*ALL_RECIPES[recipe], f"train.seed={seed}", f"train.max_minutes={MINUTES}",
             f"train.dev_every_steps={DEV_EVERY}", "train.save_interval_steps=250", "train.keep_checkpoints=2",
             "train.log_interval=25"]
 
@@ -122,26 +143,36 @@ def committed_recipes(system: str) -> list[str]:
     return [r for r in RECIPES if resolved(r) == new]
 
 
-def train(name: str, *, core: int | None = None, threads: int = 1) -> int:
+def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
+          extra: list[str] | None = None) -> int:
     """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
-    its thread count to ``EXP/NAME/threads.json`` (the result JSON reports them)."""
+    its thread count to ``EXP/NAME/threads.json`` (the result JSON reports them). ``exp`` (default
+    ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run elsewhere."""
     _, system, _ = parse(name)
-    exp = EXP / name
+    exp = exp or EXP / name
     if (exp / "final" / "model.pt").exists():
         return 0
+    data = corpus(name)
+    if data.name in SUBSETS:
+        from benchmarks.accents_subsets import make
+
+        make(data.name, src=CORPORA["accents"], dst=data)
     cmd = [sys.executable, "-m", "qifusion", "train", "--config", str(ROOT / CONFIGS[system]),
-           "--data", str(corpus(name)), "--exp", str(exp)]
-    for o in overrides(name):
+           "--data", str(data), "--exp", str(exp)]
+    for o in [*overrides(name), *(extra or [])]:
         cmd += ["--set", o]
     if (exp / "checkpoints.json").exists():
         cmd.append("--resume")
     if core is not None and hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", str(core), *cmd]
+    from benchmarks.speed.speed_common import cpu_model
+
     starts = [*run_threads(exp), threads]
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "threads.json").write_text(json.dumps(starts) + "\n")
+    (exp / "cpus.json").write_text(json.dumps([*run_cpus(exp), cpu_model()]) + "\n")
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
-    with open(EXP / f"{name}.log", "a") as log:
+    with open(exp.parent / f"{exp.name}.log", "a") as log:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -149,6 +180,12 @@ def run_threads(exp: Path) -> list[int]:
     """Thread counts of a run's starts (``[1]`` for runs made before ``--threads`` existed)."""
     path = exp / "threads.json"
     return json.loads(path.read_text()) if path.exists() else ([1] if exp.exists() else [])
+
+
+def run_cpus(exp: Path) -> list[str | None]:
+    """The CPU model of each start of a run (``cpus.json``; the pace of an hour depends on it)."""
+    path = exp / "cpus.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:
@@ -191,12 +228,14 @@ def _finished_report(out_dir: Path, model_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def evaluate(name: str) -> dict[str, Any]:
+def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
     """Dev decode (``EVAL_MODES``, full context; the LM of :func:`build_run_lm`) of a finished run -> result
     JSON (a decode already made of the same model is read, not redone). The run reached the target at the
     first dev point of its curve at or under ``TARGET_CER``, else, if its final model (the average of its
     last checkpoints under ``train.average_last``) decodes at or under it greedily, at the run's end;
-    for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16)."""
+    for Qifusion also the streaming accent's settling (``benchmarks.accent_latency``, chunk 16). ``note``:
+    how the run was made when not as the docstring says (e.g. other work beside it), shown by the report."""
+    from benchmarks.speed.speed_common import cpu_model
     from qifusion.decode.options import LM_MODES
     from qifusion.decode.run import decode_dir
 
@@ -230,9 +269,10 @@ def evaluate(name: str) -> dict[str, Any]:
               "recipe": recipe, "system": system, "seed": seed,
               "config": CONFIGS[system],
               "overrides": overrides(name), "threads": max(run_threads(exp)), "minutes_budget": MINUTES,
+              "cpus": sorted({c or "unknown" for c in run_cpus(exp)}) or [f"{cpu_model()}, at evaluation"],
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
-              "accent_stream": accent_stream}
+              "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result
 
@@ -288,6 +328,7 @@ def main() -> None:
                    help="torch threads per run ('--jobs 1 --threads 2' on an idle machine: issue 17)")
     e = sub.add_parser("eval", help="evaluate finished runs on dev")
     e.add_argument("names", nargs="+")
+    e.add_argument("--note", default="", help="how the runs were made, when not idle (shown by the report)")
     x = sub.add_parser("explore", help="record hand-run experiments: NAME=EXP_DIR ...")
     x.add_argument("pairs", nargs="+")
     x.add_argument("--note", default="", help="how the runs were made (threads, load)")
@@ -315,7 +356,7 @@ def main() -> None:
             list(pool.map(worker, range(args.jobs)))
     else:
         for n in args.names:
-            res = evaluate(n)
+            res = evaluate(n, note=args.note)
             print(f"{n}: minutes to {TARGET_CER}% dev CER: {res['minutes_to_target']}")
 
 

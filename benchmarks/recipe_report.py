@@ -27,11 +27,18 @@ COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they
 
 
 def load_results() -> list[dict[str, Any]]:
-    """Every run's result JSON, ordered by recipe, system, seed."""
+    """Every recipe run's result JSON, ordered by recipe, system, seed (results v2's variants of the
+    committed configs, ``benchmarks.recipe.VARIANTS``, are reported by docs/RESULTS_v2.md instead)."""
     runs = [{**json.loads(p.read_text()), "label": p.stem} for p in sorted(RESULTS.glob("*.json"))]
+    runs = [r for r in runs if r["recipe"] in RECIPES]
     order = list(RECIPES)  # newest first
     # a result kept from an older corpus version (RUN@FP.json, recipe.save_result) after the current one
     return sorted(runs, key=lambda r: (order.index(r["recipe"]), r["system"], r["seed"], "@" in r["label"]))
+
+
+def _cpus(r: dict[str, Any]) -> str:
+    """`` (AMD EPYC)``: the CPU model(s) a run trained on, where recorded; empty otherwise."""
+    return f" ({', '.join(r['cpus'])})" if r.get("cpus") else ""
 
 
 def _name(r: dict[str, Any]) -> str:
@@ -136,6 +143,8 @@ def render(runs: list[dict[str, Any]]) -> str:
              " from, every dev and test sentence excluded (`benchmarks.recipe.build_run_lm`), default LM "
              "weights. The final model is the last weights, or, under `train.average_last: N`, the "
              "average of the last N checkpoints; the decodes after the curve are of the final model. "
+             "The CPU model where a run recorded it (runs from 2026-12-07 on) follows its thread count: "
+             "the sessions of this project run on machines of different models, at different paces. "
              "`accents@xxxxxxxx`: the fingerprint of the corpus's speakers table (`benchmarks.recipe."
              "corpus_fingerprint`); `accents` runs without one trained on the corpus before festival `kal` "
              "joined the train voices of `us` (docs/synth.md).", ""]
@@ -152,7 +161,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         lm = r["dev"].get("lm_rescoring")
         aid = resc.get("aid_accuracy")
         lines.append(f"| {_name(r)} | {_corpus(r)} | {r['recipe']} | {r['system']} | "
-                     f"{r['seed']} | {r.get('threads', 1)} | "
+                     f"{r['seed']} | {r.get('threads', 1)}{_cpus(r)} | "
                      f"{_fmt(r['minutes_to_target'])} | {_fmt(last.get('dev_cer'))} | "
                      f"{_fmt(r['dev'].get('ctc_greedy', {}).get('cer'), '.2f')}{_averaged(r)} | "
                      f"{_fmt(resc['cer'], '.2f')} / {_fmt(resc.get('wer'), '.2f')} | "

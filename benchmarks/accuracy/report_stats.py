@@ -86,10 +86,12 @@ def _check_sets(path: Path, sets: dict[str, Any]) -> None:
 
 def subset_mask(utts: dict[str, Any], which: str) -> np.ndarray:
     """Boolean mask (N,) of a set's utterances: ``all``, ``minority`` (not the majority accent),
-    ``seen:ACCENT`` (every accent but ACCENT) or one accent name."""
+    ``seen:ACCENT`` (every accent but ACCENT), ``in:A,B,...`` (those accents) or one accent name."""
     acc = np.asarray(utts["accent"], dtype=object)
     if which == "all":
         return np.ones(len(acc), dtype=bool)
+    if which.startswith("in:"):
+        return np.isin(acc, which[3:].split(","))
     if which == "minority":
         return acc != MAJORITY_ACCENT
     if which.startswith("seen:"):

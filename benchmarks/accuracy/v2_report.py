@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import recipe
+from benchmarks.accuracy import v2_report_extra as extra
 from benchmarks.accuracy.report_doc import DASH, Doc, f2, pct, red
 from benchmarks.accuracy.report_stats import (
     BOOTSTRAP_B,
@@ -52,6 +53,11 @@ def run_name(system: str, seed: int) -> str:
 def main_runs(runs: dict[str, dict[str, Any]], system: str) -> list[dict[str, Any]]:
     """The finished main runs of a system, by seed."""
     return [runs[run_name(system, s)] for s in MAIN_SEEDS if run_name(system, s) in runs]
+
+
+def main_group(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run of the main group (extra seeds included), by system and seed."""
+    return sorted((r for r in runs.values() if r["group"] == "main"), key=lambda r: (r["system"], r["seed"]))
 
 
 def paired_reductions(base: list[dict[str, Any]], qif: list[dict[str, Any]], key: str,
@@ -121,7 +127,8 @@ def targets(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
                      f"median {pct(med)} (" + ", ".join(f"s{s} {pct(a)}" for s, a in accs) + ")"
                      if accs else DASH,
                      verdict(None if med is None else med >= goal)])
-    rows.append(ship_row())
+    ship = ship_row()
+    rows.append([*ship[:2], "no (a main run failed)" if failed and ship[2] != "pending" else ship[2]])
     doc.h(2, "Targets")
     n = len(MAIN_SEEDS)
     doc.p(f"Main pair: seeds {', '.join(map(str, MAIN_SEEDS))} of each system; finished: baseline "
@@ -134,9 +141,12 @@ def targets(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
     if failed:
         doc.p("**Failed runs** (not converged; not data points):", ", ".join(failed) + ".")
     pending = [run_name(s, k) for s in SYSTEMS for k in MAIN_SEEDS if run_name(s, k) not in runs]
-    if pending:
-        doc.p("Pending main runs, each `python -m benchmarks.recipe run NAME --jobs 1 --threads 2 && "
-              "python -m benchmarks.accuracy.v2 eval NAME`:", ", ".join(f"`{n}`" for n in pending) + ".")
+    others = extra.pending(runs)
+    if pending or others:
+        doc.p("Pending runs, each `python -m benchmarks.recipe run NAME --jobs 1 --threads 2 && "
+              "python -m benchmarks.accuracy.v2 eval NAME`:",
+              f"main: {', '.join(f'`{n}`' for n in pending) or DASH};",
+              f"one seed: {', '.join(f'`{n}`' for n in others) or DASH}.")
 
 
 def per_run(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
@@ -145,13 +155,13 @@ def per_run(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
           "of the CTC prefix beam with the run's word 4-gram LM (`lm_rescoring`); AID = utterance accent-ID",
           "accuracy of the same decode.")
     rows = []
-    for r in sorted(runs.values(), key=lambda r: (r["system"], r["seed"])):
+    for r in main_group(runs):
         tag = "" if r["seed"] in MAIN_SEEDS else " (extra seed)"
         c = [f2(run_cer(r, "test", k)) for k in (f"{GREEDY}@full", f"{RESC}@full", f"{RESC}@16",
                                                 f"{LM}@full", f"{LM}@16")]
         lm = r["sets"]["test"]["modes"].get(f"{LM}@full", {})
         aid = [aid_accuracy(r, "test", f"{RESC}@{c}") for c in ("full", "16")]
-        rows.append([r["run"] + tag, str(r["train"]["steps"]),
+        rows.append([r["run"] + tag, str(r.get("final_step") or r["train"]["steps"]),
                      f"{r['dev_greedy_cer']:.1f}" + ("" if r["converged"] else " (failed)"), *c,
                      f2(lm.get("wer")), *(DASH if a is None else pct(a) for a in aid)])
     doc.table(["run", "steps", "dev CER", "greedy", "resc.", "resc. 16", "LM", "LM 16", "LM WER",
@@ -209,6 +219,9 @@ def build(results_dir: Path = RESULTS) -> Doc:
     per_run(doc, runs)
     per_accent(doc, runs)
     layers(doc, runs)
+    for section in (extra.section_ablations, extra.section_sweeps, extra.section_unseen,
+                    extra.section_scaling):
+        section(doc, runs)
     return doc
 
 

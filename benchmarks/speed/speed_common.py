@@ -62,7 +62,8 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), e.g. ``AMD EPYC``; None when unknown."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -84,7 +85,7 @@ def machine_info() -> dict[str, Any]:
         ort_version = None
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,

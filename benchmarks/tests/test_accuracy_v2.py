@@ -34,11 +34,19 @@ def finished(tiny_model_dir: Path, synth_corpus: Path, tmp_path: Path,
     return exp / NAME
 
 
-def test_main_run_names_only() -> None:
-    assert v2.main_run("new-baseline-s3-accents") == ("baseline", 3)
-    for bad in ("lr2-qifusion-s0-accents", "new-qifusion-s0"):
-        with pytest.raises(SystemExit, match=f"{bad}: a main run of results v2 is new-SYSTEM-sSEED-accents"):
-            v2.main_run(bad)
+def test_study_run_names() -> None:
+    assert v2.study_run("new-baseline-s3-accents") == ("main", "baseline", 3)
+    assert v2.study_run("oracle-baseline-s2-accents") == ("ablation", "baseline", 2)
+    assert v2.study_run("aid03-qifusion-s2-accents") == ("sweep", "qifusion", 2)
+    assert v2.study_run("new-qifusion-s2-accents8") == ("unseen", "qifusion", 2)
+    assert v2.study_run("new-baseline-s2-accents4") == ("scaling", "baseline", 2)
+    # a recipe run that is not part of the study, a variant on the wrong system, a name that is no run
+    for bad in ("lr2-qifusion-s0-accents", "new-qifusion-s0", "oracle-qifusion-s2-accents",
+                "nofusion-qifusion-s2-accents4"):
+        with pytest.raises(SystemExit, match=f"{bad}: a results-v2 run is new-SYSTEM-sSEED-accents"):
+            v2.study_run(bad)
+    with pytest.raises(SystemExit, match="run name 'qifusion-s2' is not RECIPE-SYSTEM-sSEED"):
+        v2.study_run("qifusion-s2")
 
 
 def test_unfinished_run_is_named(finished: Path) -> None:
@@ -51,8 +59,9 @@ def test_unfinished_run_is_named(finished: Path) -> None:
 def test_test_and_dev_decodes_per_utterance(finished: Path, synth_corpus: Path) -> None:
     out = v2.evaluate(NAME)
     res = json.loads(out.read_text())
-    assert (res["system"], res["seed"], res["converged"]) == ("qifusion", 0, False)
+    assert (res["group"], res["system"], res["seed"], res["converged"]) == ("main", "qifusion", 0, False)
     assert res["dev_greedy_cer"] == 71.5
+    assert res["final_step"] == json.loads((finished / "final" / "card.json").read_text())["steps"] > 0
     test = res["sets"]["test"]
     ids = [line.split()[0] for line in (synth_corpus / "test" / "text").read_text().splitlines()]
     assert test["utts"]["ids"] == sorted(ids)
@@ -81,3 +90,32 @@ def test_weights_hash_follows_the_weights_not_the_file(tiny_model_dir: Path) -> 
     with torch.no_grad():
         next(b.parameters()).view(-1)[0] += 1e-6
     assert v2.weights_sha256(a) != v2.weights_sha256(b)
+
+
+def test_a_run_trained_again_to_its_step_has_the_same_weights(synth_corpus: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time-budgeted run, re-trained by steps in another exp dir (what ``reproduce`` does when a
+    session has lost ``exp/``), gives bitwise the same final weights (tiny config, a few steps)."""
+    from qifusion.modeldir import load_model_dir
+
+    monkeypatch.setattr(recipe, "EXP", tmp_path / "exp")
+    monkeypatch.setattr(recipe, "CORPORA", {**recipe.CORPORA, "accents": synth_corpus})
+    monkeypatch.setattr(recipe, "CONFIGS", {**recipe.CONFIGS, "qifusion": "conf/tiny.yaml"})
+    monkeypatch.setattr(v2, "RESULTS", tmp_path / "v2")
+    monkeypatch.setattr(v2, "REPRODUCED", tmp_path / "again")
+    monkeypatch.setattr(recipe, "MINUTES", 2 / 60)  # the "original" stops after 2 s of training
+    assert recipe.train(NAME, threads=1) == 0
+    final = recipe.EXP / NAME / "final"
+    steps = json.loads((final / "card.json").read_text())["steps"]
+    result = {"final_step": steps, "weights_sha256": v2.weights_sha256(load_model_dir(final).model)}
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / f"{NAME}.json").write_text(json.dumps(result))
+    again = v2.reproduce(NAME, threads=1)
+    assert again == tmp_path / "again" / NAME / "final"
+    assert json.loads((again / "card.json").read_text())["steps"] == steps
+    assert steps > 1
+    # a recorded hash the re-training does not give is an error naming both
+    (tmp_path / "v2" / f"{NAME}.json").write_text(json.dumps({**result, "weights_sha256": "0" * 64}))
+    shutil.rmtree(tmp_path / "again")
+    with pytest.raises(SystemExit, match=f"{NAME}: the re-trained weights differ from the run's"):
+        v2.reproduce(NAME, threads=1)

@@ -16,17 +16,19 @@ REF = [10, 10, 10, 10]
 
 
 def result(system: str, seed: int, errors: list[int], *, converged: bool = True,
-           pred: list[str | None] | None = None) -> dict:
-    pred = pred if pred is not None else ([None] * 4 if system == "baseline" else list(ACCENTS))
+           pred: list[str | None] | None = None, run: str | None = None, group: str = "main",
+           accents: list[str] = ACCENTS) -> dict:
+    """A result JSON of ``benchmarks.accuracy.v2`` with 4 test utterances of 10 chars (dev = test)."""
+    pred = pred if pred is not None else ([None] * 4 if system == "baseline" else list(accents))
     modes = {f"{m}@{c}": {"cer": 100 * sum(errors) / sum(REF), "wer": 50.0, "rtf": 0.1, "aid_accuracy": None,
                           "errors": errors, "word_errors": [1] * 4, "pred_accent": pred, "per_accent": {}}
              for m in (v2_report.RESC, v2_report.GREEDY, v2_report.LM) for c in ("full", "16")}
-    name = v2_report.run_name(system, seed)
-    return {"run": name, "group": "main", "system": system, "seed": seed, "converged": converged,
-            "dev_greedy_cer": 19.5 if converged else 35.0, "accents": sorted(set(ACCENTS)),
-            "train": {"steps": 6000},
-            "sets": {"test": {"utts": {"ids": ["a", "b", "c", "d"], "accent": ACCENTS, "ref_chars": REF,
-                                       "ref_words": [2] * 4}, "modes": modes}},
+    utts = {"ids": ["a", "b", "c", "d"], "accent": accents, "ref_chars": REF, "ref_words": [2] * 4}
+    run = run or v2_report.run_name(system, seed)
+    return {"run": run, "group": group, "recipe": run.split("-")[0], "system": system, "seed": seed,
+            "converged": converged, "dev_greedy_cer": 19.5 if converged else 35.0,
+            "accents": sorted(set(accents)), "train": {"steps": 6000},
+            "sets": {"test": {"utts": utts, "modes": modes}, "dev": {"utts": utts, "modes": modes}},
             "block_probe": {"blocks": [1, 2], "acc": [0.5, 0.75]},
             **({"laf": {"layers": [1, 2], "weights": [0.25, 0.75]}} if system == "qifusion" else {})}
 
@@ -65,7 +67,7 @@ def test_targets_pending_provisional_and_per_seed_pairs(tmp_path: Path) -> None:
     assert "pooled +35.0% [+0.0%, +50.0%] | no (provisional) |" in text
     assert ("| Qifusion chunk-16 CER within 5.0% of full (resc.) | median +0.0% (s2 +0.0%, s3 +0.0%) "
             "| yes (provisional) |") in text
-    assert "`new-baseline-s4-accents`, `new-qifusion-s4-accents`" in text
+    assert "main: `new-baseline-s4-accents`, `new-qifusion-s4-accents`; one seed: `oracle-baseline-s2" in text
     assert "new-baseline-s1-accents (extra seed)" in text
     assert "| AID >= 95.0% on unseen test speakers, full | median 100.0% (s2 100.0%, s3 100.0%) |" in text
     assert "| qifusion-s2-accents" not in text  # names are whole
@@ -117,3 +119,32 @@ def test_ship_row_reads_the_shipped_card(tmp_path: Path) -> None:
 def test_the_committed_page_is_generated_from_the_committed_results() -> None:
     assert v2_report.OUT_MD.read_text() == v2_report.build().text(), \
         "docs/RESULTS_v2.md is out of date: python -m benchmarks.accuracy.v2_report"
+
+
+def test_one_seed_sections_read_against_the_main_run_of_their_seed(tmp_path: Path) -> None:
+    with_scot = ["us", "scottish", "french", "german"]
+    d = write(tmp_path / "res", result("baseline", 2, [2, 2, 2, 2]), result("qifusion", 2, [1, 1, 2, 1]),
+              result("qifusion", 2, [2, 2, 2, 2], run="nofusion-qifusion-s2-accents", group="ablation"),
+              result("qifusion", 2, [1, 1, 1, 1], run="aid3-qifusion-s2-accents", group="sweep"),
+              result("baseline", 2, [2, 4, 2, 2], run="new-baseline-s2-accents8", group="unseen",
+                     accents=with_scot),
+              result("qifusion", 2, [2, 1, 2, 2], run="new-qifusion-s2-accents8", group="unseen",
+                     accents=with_scot, pred=["us", "british", "french", "german"]))
+    text = v2_report.build(d).text()
+    # the ablation makes 8 errors where the main Qifusion seed 2 makes 5: 1 - 8/5
+    ablations = text.split("## Ablations")[1].split("## ")[0]
+    row = next(line for line in ablations.splitlines() if line.startswith("| nofusion-qifusion-s2-accents |"))
+    assert "| 20.00 | -60.0% [" in row
+    assert "| w_aid | 3 | aid3-qifusion-s2-accents | 10.00 | 10.00 | 100.0% |" in text
+    assert "| w_aid | 1 (committed) | new-qifusion-s2-accents | 12.50 |" in text
+    # unseen accent: scottish 4 -> 1 errors (+75%); the 8 seen ones 6 -> 6
+    assert "| scottish (unseen) | 40.00 | 10.00 | +75.0% [" in text
+    assert "| the 8 seen accents | 20.00 | 20.00 | +0.0% [" in text
+    assert "as: british 100.0%." in text
+    # the scaling table: all 9 accents is the main pair of seed 2; the subsets are pending
+    assert "| 4 | us, british, german, french | — | — | — |" in text
+    assert "hungarian, scottish | 20.00 | 12.50 | +37.5% [" in text
+    assert "`oracle-baseline-s2-accents`" in text and "`new-qifusion-s2-accents4`" in text
+    assert "`nofusion-qifusion-s2-accents`" not in text  # done
+    # the main table lists main runs only
+    assert "| nofusion-qifusion-s2-accents (extra seed)" not in text
