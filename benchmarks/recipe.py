@@ -29,7 +29,7 @@ Results: ``benchmarks/results/recipe/RUN.json``.
 Results v2 (issue 21, :mod:`benchmarks.accuracy.v2`) trains its runs here too: ``VARIANTS`` (ablations
 and loss-weight sweeps of the committed configs: ``nofusion-qifusion-s2-accents``) and the committed
 configs on a subset of the accents (``new-baseline-s2-accents8``: :mod:`benchmarks.accents_subsets`,
-made from ``data/accents`` before the run trains); docs/recipe.md leaves them out.
+made from ``data/accents`` before the run trains); docs/recipe.md leaves the variants out.
 """
 from __future__ import annotations
 

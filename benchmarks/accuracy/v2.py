@@ -145,6 +145,7 @@ def reproduce(name: str, *, threads: int = 2) -> Path:
     optimizer steps its result records, with no time budget, and check its final weights against the
     recorded ``weights_sha256``. Returns the re-trained model dir; SystemExit when training fails or the
     weights differ. This is how a run's model comes back in a later session (``exp/`` does not last)."""
+    from benchmarks.speed.speed_common import cpu_model
     from qifusion.modeldir import load_model_dir
 
     study_run(name)
@@ -152,8 +153,6 @@ def reproduce(name: str, *, threads: int = 2) -> Path:
     if not path.is_file():
         raise SystemExit(f"{name}: no result {path} to reproduce; evaluate the run first")
     res = json.loads(path.read_text())
-    from benchmarks.speed.speed_common import cpu_model
-
     trained_on = _recorded_cpus(name)
     here = cpu_model()
     other_cpu = bool(trained_on) and here not in trained_on
