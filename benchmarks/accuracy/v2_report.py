@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks import recipe
 from benchmarks.accuracy import v2_report_extra as extra
-from benchmarks.accuracy.report_doc import DASH, Doc, f2, pct, red
+from benchmarks.accuracy.report_doc import DASH, GREEDY, RESC, SYSTEMS, Doc, f2, pct, red
 from benchmarks.accuracy.report_stats import (
     BOOTSTRAP_B,
     BOOTSTRAP_SEED,
@@ -35,10 +35,9 @@ from qifusion.fileio import atomic_write_text
 OUT_MD = recipe.ROOT / "docs" / "RESULTS_v2.md"
 COMMAND = "python -m benchmarks.accuracy.v2_report"
 MAIN_SEEDS = (2, 3, 4)  # seeds 0-1 of Qifusion trained before results v2 existed; their models are gone
-SYSTEMS = ("baseline", "qifusion")
 MAJORITY = "us"  # the accents preset's majority training accent; "minority" = every other accent
 WHICH = {"all": "all accents", f"seen:{MAJORITY}": f"minority accents (all but {MAJORITY})"}
-RESC, GREEDY, LM = "attention_rescoring", "ctc_greedy", "lm_rescoring"
+LM = "lm_rescoring"
 PAPER_REDUCTION = 0.221  # the paper's KeSpeech relative CER reduction (arXiv 2407.03026)
 AID_FULL, AID_CHUNK = 0.95, 0.90
 STREAM_GAP = 0.05  # chunk-16 CER within 5% relative of full context
@@ -76,6 +75,14 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _median_text(pairs: list[tuple[int, float]], *, sign: bool, label: str = "") -> str:
+    """``median +b% (LABELs2 +a%, s3 +b%, ...)`` of per-seed values, or a dash when there are none."""
+    if not pairs:
+        return DASH
+    seeds = ", ".join(f"s{s} {pct(v, sign=sign)}" for s, v in pairs)
+    return f"median {pct(_median([v for _, v in pairs]), sign=sign)} ({label}{seeds})"
+
+
 def ship_row(model_dir: Path = SHIPPED) -> list[str]:
     """The shipped-model target: pending while ``models/accents-en-qifusion`` is not a results-v2 run."""
     card = json.loads((model_dir / "card.json").read_text()) if (model_dir / "card.json").is_file() else {}
@@ -109,23 +116,20 @@ def targets(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
             pooled = compare(base, qif, "test", key, which, over_seeds=True) if base and qif else None
             ok = None if med is None or pooled is None else (med >= PAPER_REDUCTION and pooled.lo > 0)
             rows.append([f"CER reduction >= {pct(PAPER_REDUCTION)}, {label}, resc. {chunk}",
-                         f"median {pct(med, sign=True)} (seeds: "
-                         + ", ".join(f"s{s} {pct(v, sign=True)}" for s, v in per_seed)
-                         + f"); pooled {red(pooled)}" if per_seed else DASH, verdict(ok)])
+                         _median_text(per_seed, sign=True, label="seeds: ") + f"; pooled {red(pooled)}"
+                         if per_seed else DASH, verdict(ok)])
     gaps = [(r["seed"], run_cer(r, "test", f"{RESC}@16"), run_cer(r, "test", f"{RESC}@full")) for r in qif]
     rel = [(s, c16 / cf - 1.0) for s, c16, cf in gaps if c16 is not None and cf]
     med_gap = _median([v for _, v in rel])
     rows.append([f"Qifusion chunk-16 CER within {pct(STREAM_GAP)} of full (resc.)",
-                 f"median {pct(med_gap, sign=True)} ("
-                 + ", ".join(f"s{s} {pct(v, sign=True)}" for s, v in rel) + ")" if rel else DASH,
+                 _median_text(rel, sign=True),
                  verdict(None if med_gap is None else med_gap <= STREAM_GAP)])
     for chunk, goal, where in (("full", AID_FULL, "full"), ("16", AID_CHUNK, "chunk 16")):
         accs = [(r["seed"], aid_accuracy(r, "test", f"{RESC}@{chunk}")) for r in qif]
         accs = [(s, a) for s, a in accs if a is not None]
         med = _median([a for _, a in accs])
         rows.append([f"AID >= {pct(goal)} on unseen test speakers, {where}",
-                     f"median {pct(med)} (" + ", ".join(f"s{s} {pct(a)}" for s, a in accs) + ")"
-                     if accs else DASH,
+                     _median_text(accs, sign=False),
                      verdict(None if med is None else med >= goal)])
     ship = ship_row()
     rows.append([*ship[:2], "no (a main run failed)" if failed and ship[2] != "pending" else ship[2]])

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.accents_subsets import ORDER, SUBSETS, UNSEEN
-from benchmarks.accuracy.report_doc import DASH, Doc, f2, pct, red
+from benchmarks.accuracy.report_doc import DASH, RESC, Doc, f2, mode_key, pct, red
 from benchmarks.accuracy.report_stats import aid_accuracy, compare, run_cer
 from benchmarks.accuracy.v2 import SUBSET_GROUPS, VARIANT_GROUPS
 
 SEED = 2  # the one-seed runs' seed: the first seed of the main pair
-RESC_FULL, RESC_16 = "attention_rescoring@full", "attention_rescoring@16"
+RESC_FULL, RESC_16 = mode_key(RESC, "full"), mode_key(RESC, "16")
 WHAT = {"oracle": "baseline given the true accent as an input (the most accent knowledge can give)",
         "matched": "baseline with Qifusion's parameter count (wider FFNs)",
         "nofusion": "Qifusion without the fusion (LAF + AID as an auxiliary loss only)",
