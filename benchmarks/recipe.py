@@ -7,9 +7,10 @@
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
-lr 2e-3, CTC weight 0.5, feature cache; ``c5fc`` is ``new``); ``lr1`` is the recipe before 2026-12-06
-(peak 1e-3, CTC weight 0.3, no cache; its runs were named ``new-*`` until then); ``lr2`` and ``lr4`` are
-``lr1`` with a peak of 2e-3 and 4e-3 (``train.lr``);
+lr 2e-3, CTC weight 0.5, feature cache, batches bucketed by their augmented lengths;
+``c5fc`` is ``new`` before 2026-12-07, its runs were named ``new-*`` until then); ``lr1`` is the recipe
+before 2026-12-06 (peak 1e-3, CTC weight 0.3, no cache; its runs were named ``new-*`` until then); ``lr2``
+and ``lr4`` are ``lr1`` with a peak of 2e-3 and 4e-3 (``train.lr``);
 ``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
 ``c5`` is ``lr2`` with a CTC weight of 0.5 instead of 0.3 (``model.ctc_weight``); ``c5fc`` is ``c5`` with
 the training fbank computed once per (utterance, speed factor) and read back (``data.feature_cache``);
@@ -55,8 +56,11 @@ DEV_EVERY = 250
 EVAL_MODES = ("ctc_greedy", "attention_rescoring", "lm_rescoring")  # dev decodes of a finished run
 TARGET_CER = 20.0  # issue 17: every seed at dev CER <= 20% within MINUTES
 CONFIGS = {"baseline": "conf/baseline_small.yaml", "qifusion": "conf/qifusion_small.yaml"}
+# every recipe before 2026-12-07: batches bucketed by the utterances' own lengths in 10 buckets (~29% padded
+# frames once speed perturbation and silence padding stretch them; docs/train.md)
+PADDED = ["data.bucket_augmented=false", "data.num_buckets=10"]
 # c3: the committed configs before the CTC weight moved to 0.5 and the feature cache was switched on
-C3 = ["model.ctc_weight=0.3", "data.feature_cache=false"]
+C3 = ["model.ctc_weight=0.3", "data.feature_cache=false", *PADDED]
 # lr1: the committed recipe before the peak lr moved to 2e-3 (docs/train.md "Recipe")
 LR1 = [*C3, "train.lr=0.001"]
 # lr2 / lr4: lr1 with twice / four times the peak learning rate: the accents hour underfits
@@ -75,7 +79,7 @@ OLD = [*V3, "train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps
        "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false"]
 CD2 = [*LR2, "train.cooldown=0.2"]
 C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.3
-C5FC = [*C5, "data.feature_cache=true"]  # c5fc: c5 with the fbank computed once per (utterance, speed) = new
+C5FC = [*C5, "data.feature_cache=true"]  # c5fc: c5 with the fbank computed once per (utterance, speed)
 RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC, "v6": V6,
            "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from qifusion.config import DataConfig, SpecAugConfig
-from qifusion.data.augment import spec_augment, speed_perturb, utt_rng
+from qifusion.data.augment import augmented_seconds, spec_augment, speed_perturb, utt_rng
 from qifusion.data.dataset import build_loader
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import make_batches, shard_batches
@@ -280,3 +280,26 @@ def test_vtlp_in_training_features_is_drawn_per_utterance():
     assert torch.equal(feats(on, "u", train=False), feats(off, "u", train=False))  # decoding: never
     with pytest.raises(ConfigError, match=r"data\.vtlp"):
         DataConfig(vtlp=0.9)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_training_batches_are_packed_by_their_augmented_lengths(corpus, tmp_path, cached):
+    """``bucket_augmented``: the sampler replays each utterance's padding and speed draws, so the lengths it
+    buckets and packs by are the lengths of the features the batch then holds (and max_duration holds)."""
+    _, utts = corpus
+    kw = dict(silence_pad_prob=1.0, silence_pad_max=0.4, speed_perturb=[0.9, 1.1], bucket_augmented=True)
+    loader = _loader(utts, **kw, feature_cache=tmp_path / "cache" if cached else None)
+    cfg = _cfg(**kw)
+    seconds = {u.utt_id: int((0.3 + 0.07 * int(u.utt_id[3:])) * 16000) / 16000 for u in utts}  # the fixture's
+    for epoch in (0, 1):
+        batches = _epoch(loader, epoch)
+        assert sorted(u for b in batches for u in b.utt_ids) == sorted(seconds)
+        for b in batches:
+            planned = [augmented_seconds(seconds[u], cfg=cfg, seed=3, epoch=epoch, utt_id=u)
+                       for u in b.utt_ids]
+            assert b.feats_lens.tolist() == pytest.approx([100 * p for p in planned], abs=3)
+            assert sum(planned) <= cfg.max_duration or len(b) == 1
+    plain = _loader(utts, **{**kw, "bucket_augmented": False})
+    plain.set_epoch(0)
+    loader.set_epoch(0)
+    assert plain.batch_indices() != loader.batch_indices()  # the stretched lengths change the packing

@@ -153,6 +153,16 @@ def targets(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
               f"one seed: {', '.join(f'`{n}`' for n in others) or DASH}.")
 
 
+def superseded(doc: Doc, results_dir: Path) -> None:
+    """Main runs of an earlier recipe (``RESULTS/superseded/*.json``): kept as records, never data points."""
+    rows = [json.loads(p.read_text()) for p in sorted((results_dir / "superseded").glob("*.json"))]
+    if rows:
+        runs = [f"`{r['run']}` {'converged' if r['converged'] else 'failed'} (dev CER "
+                f"{r['dev_greedy_cer']:.1f}%, {r['final_step']} steps): {r['superseded']}" for r in rows]
+        doc.p("**Superseded main runs** (an earlier recipe; records, not data points):",
+              "; ".join(runs) + ".")
+
+
 def per_run(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
     doc.h(2, "Runs")
     doc.p("Test split (speakers and source voices unseen in training). CER %; `LM` = attention rescoring",
@@ -220,6 +230,7 @@ def build(results_dir: Path = RESULTS) -> Doc:
           "(docs/synth.md), non-free MBROLA voices included. The first study (fixed 700 steps, espeak",
           "accents) is docs/RESULTS.md.")
     targets(doc, runs)
+    superseded(doc, results_dir)
     per_run(doc, runs)
     per_accent(doc, runs)
     layers(doc, runs)

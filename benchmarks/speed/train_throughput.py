@@ -15,7 +15,9 @@ masking; gradient clipping; the config's optimizer and schedule). Per step it re
 - ``step_s``: forward + backward + clipping + optimizer/scheduler step (from the batch handed to the
   trainer to the trainer's end-of-step log record),
 - ``load_s``: producing the batch (audio reading, augmentation, fbank),
-- ``audio_s``: seconds of audio in the batch.
+- ``audio_s``: seconds of audio in the batch,
+- the batch's feature frames, padded (B x T) and valid: ``padded_frames_ratio`` is their ratio over the
+  measured steps (1.0 = no padding).
 
 Reported (medians over the steps after the ``--warmup`` ones): ``audio_per_s`` (audio / step_s, the
 model's throughput), ``audio_per_s_with_loading`` (audio / (step_s + load_s), what a single-process run
@@ -50,6 +52,7 @@ class TimedLoader:
         self.load_s: list[float] = []
         self.audio_s: list[float] = []
         self.handed: list[float] = []
+        self.frames: list[tuple[int, int]] = []  # per batch: (padded B x T, valid) feature frames
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
@@ -73,6 +76,7 @@ class TimedLoader:
             t1 = time.perf_counter()
             self.load_s.append(t1 - t0)
             self.audio_s.append(float(batch.durations.sum()))
+            self.frames.append((batch.feats.shape[0] * batch.feats.shape[1], int(batch.feats_lens.sum())))
             self.handed.append(t1)
             yield batch
 
@@ -104,7 +108,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from qifusion.models.model import QifusionModel
     from qifusion.train.ddp import DistInfo
     from qifusion.train.loop import Trainer
-    from qifusion.train.run import seed_everything
+    from qifusion.train.run import build_optimizer, seed_everything
     from qifusion.train.scheduler import build_scheduler
 
     torch.set_num_threads(spec["threads"])
@@ -122,9 +126,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         mean, istd, _ = cmvn_from_utterances(utts[:: max(1, len(utts) // 50)], max_utts=50,
                                              num_mel_bins=cfg.data.num_mel_bins)
         model.encoder.set_cmvn(mean, istd)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt_cls = torch.optim.Adam if cfg.train.optimizer == "adam" else torch.optim.AdamW
-        optimizer = opt_cls(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = build_optimizer(cfg, model)
         scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, warmup_steps=cfg.train.warmup_steps,
                                     total_steps=total)
         cache = Path(tmp) / "fbank_cache" if cfg.data.feature_cache else None  # starts cold, as in a run
@@ -141,6 +143,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     step_s = [e - h for e, h in zip(clock.ends, loader.handed)]
     keep = slice(spec["warmup"], total)
     steps, loads, audio = step_s[keep], loader.load_s[keep], loader.audio_s[keep]
+    frames = loader.frames[keep]
     return {
         "config": spec["config"], "threads": spec["threads"], "max_duration": spec["max_duration"],
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
@@ -150,6 +153,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "audio_per_s_total": round(sum(audio) / (sum(steps) + sum(loads)), 2),
         "step_s_median": round(median(steps), 3), "load_s_median": round(median(loads), 3),
         "batch_audio_s_median": round(median(audio), 2),
+        "padded_frames_ratio": round(sum(p for p, _ in frames) / sum(v for _, v in frames), 3),
         "step_s": [round(s, 3) for s in step_s], "load_s": [round(x, 3) for x in loader.load_s],
         "batch_audio_s": [round(a, 2) for a in loader.audio_s],
         "peak_rss_mb": peak_rss_mb(),

@@ -37,14 +37,19 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
-    # new (committed) = c5fc: lr 2e-3, CTC weight 0.5, feature cache
+    # new (committed): lr 2e-3, CTC weight 0.5, feature cache, augmented-length buckets;
+    # c5fc: new before 2026-12-07 (own-length buckets, 10 of them)
     new, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "c5fc", "c5", "lr2"))
     assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)
+    assert (new.data.bucket_augmented, new.data.num_buckets) == (True, 30)
+    assert (c5fc.data.bucket_augmented, c5fc.data.num_buckets) == (False, 10)
+    c5fc.data.bucket_augmented, c5fc.data.num_buckets = True, 30
     assert c5fc == new
-    assert recipe.committed_recipes("qifusion") == ["new", "c5fc"] == recipe.committed_recipes("baseline")
+    assert recipe.committed_recipes("qifusion") == ["new"] == recipe.committed_recipes("baseline")
     # c5: c5fc without the cache; lr2: c5 with CTC weight 0.3 (the configs before 2026-12-06's second change)
     assert (c5.model.ctc_weight, c5.data.feature_cache) == (0.5, False)
     c5.data.feature_cache = True
+    c5.data.bucket_augmented, c5.data.num_buckets = True, 30
     assert c5 == new
     assert (lr2.train.lr, lr2.model.ctc_weight, lr2.data.feature_cache) == (0.002, 0.3, False)
     # lr1 / lr4: lr2 with the peak lr at 1e-3 (the recipe before 2026-12-06) and 4e-3
@@ -58,6 +63,7 @@ def test_run_names_and_overrides() -> None:
     cd2.train.cooldown = lr2.train.cooldown
     assert cd2 == lr2
     lr2.model.ctc_weight, lr2.data.feature_cache = 0.5, True
+    lr2.data.bucket_augmented, lr2.data.num_buckets = True, 30
     assert lr2 == new
     # the curve plot has a colour for every recipe and system (a missing one is a KeyError at report time)
     assert {(r, s) for r in recipe.RECIPES for s in recipe.CONFIGS} <= recipe_report.COLOURS.keys()
@@ -105,8 +111,12 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
     assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
     assert "benchmark corpus, new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page
-    # the committed config's seeds are counted together, whatever recipe name resolves to it
+    # the committed config's seeds are counted together, whatever recipe name resolves to it (c5fc did
+    # until 2026-12-07; here it is made to again)
     other = {**result, "run": "c5fc-qifusion-s1", "recipe": "c5fc", "seed": 1, "converged": False}
+    page2 = recipe_report.render([result, other])
+    assert "the committed qifusion config** (recipes new): 1 of 1 seeds" in page2
+    monkeypatch.setattr(recipe_report, "committed_recipes", lambda system: ["new", "c5fc"])
     assert ("**benchmark corpus, the committed qifusion config** (recipes new, c5fc): 1 of 2 seeds reached "
             "dev CER <= 20% within 60 minutes (seeds 0, 1).") in recipe_report.render([result, other])
     assert "committed qifusion config" not in recipe_report.render([{**result, "recipe": "lr2"}])

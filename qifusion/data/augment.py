@@ -89,6 +89,18 @@ def pad_silence(
     return x if lead.size == 0 and trail.size == 0 else np.concatenate([lead, x, trail])
 
 
+def augmented_seconds(duration: float, *, cfg: DataConfig, seed: int, epoch: int, utt_id: str) -> float:
+    """Seconds that ``utt_id`` (``duration`` s) will last in training ``epoch``: this epoch's silence padding
+    and speed factor, replayed from :func:`utt_rng` in the order the feature pipelines draw them
+    (:func:`pad_silence` / :func:`draw_padding`, then :func:`choose_speed`), so the sampler can bucket by
+    the lengths the model will see (``data.bucket_augmented``)."""
+    rng = utt_rng(seed, epoch, utt_id)
+    lead, trail = draw_padding(max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
+                               sample_rate=cfg.sample_rate)
+    factor = choose_speed(cfg.speed_perturb, rng)
+    return (duration + (lead.size + trail.size) / cfg.sample_rate) / factor
+
+
 def _mel(hz: np.ndarray) -> np.ndarray:
     return 1127.0 * np.log1p(hz / 700.0)
 

@@ -4,8 +4,9 @@
 and counts the bad ones (``loader.skipped``: reason -> count, ``loader.skip_examples``: reason -> first
 message naming the utterance and file), tokenises the text, and returns a :class:`Loader`.
 
-Per epoch the loader computes the batch list from ``(seed, epoch)`` (:mod:`qifusion.data.sampler`) and
-this rank's share of it. Each batch is a pure function of ``(seed, epoch, utterance ids)``: audio ->
+Per epoch the loader computes the batch list from ``(seed, epoch)`` (:mod:`qifusion.data.sampler`; in
+training by each utterance's length after that epoch's padding and speed draws, ``data.bucket_augmented``)
+and this rank's share of it. Each batch is a pure function of ``(seed, epoch, utterance ids)``: audio ->
 speed perturbation -> fbank with dither -> SpecAugment in training (randomness from
 :func:`qifusion.data.augment.utt_rng`; with ``data.feature_cache``, the fbank of each (utterance, speed)
 once: :mod:`qifusion.data.feature_cache`); plain fbank otherwise. Hence ``num_workers`` > 0 gives the same
@@ -28,7 +29,14 @@ from torch.nn.utils.rnn import pad_sequence
 
 from qifusion.config import DataConfig
 from qifusion.data.audio import audio_info, read_audio
-from qifusion.data.augment import augment_features, choose_speed, pad_silence, speed_perturb, utt_rng
+from qifusion.data.augment import (
+    augment_features,
+    augmented_seconds,
+    choose_speed,
+    pad_silence,
+    speed_perturb,
+    utt_rng,
+)
 from qifusion.data.feature_cache import FeatureCache
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
@@ -282,12 +290,21 @@ class Loader(_LoaderBase):
     def batch_indices(self) -> list[list[int]]:
         """This rank's batches of the current epoch, as lists of entry indices."""
         if self._cache is None or self._cache[0] != self.epoch:
-            all_batches = make_batches([e.duration for e in self._maker.entries],
+            all_batches = make_batches(self._bucket_durations(),
                                        max_duration=self.cfg.max_duration, num_buckets=self.cfg.num_buckets,
                                        shuffle=self.train, seed=self.seed, epoch=self.epoch)
             mine = shard_batches(all_batches, rank=self.rank, world_size=self.world_size, pad=not self.train)
             self._cache = (self.epoch, mine)
         return self._cache[1]
+
+    def _bucket_durations(self) -> list[float]:
+        """Per entry, the seconds the sampler buckets and packs by: in training with ``bucket_augmented``,
+        this epoch's length after silence padding and speed perturbation, else the utterance's own."""
+        entries, c = self._maker.entries, self.cfg
+        if not (self.train and c.bucket_augmented):
+            return [e.duration for e in entries]
+        return [augmented_seconds(e.duration, cfg=c, seed=self.seed, epoch=self.epoch, utt_id=e.utt.utt_id)
+                for e in entries]
 
     def batch_utt_ids(self) -> list[list[str]]:
         """This rank's batches of the current epoch, as utterance ids (no audio is read)."""

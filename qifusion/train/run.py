@@ -166,12 +166,13 @@ def _prepare_exp(cfg: Config, info: DistInfo, *, exp_dir: Path, train_utts: list
              accents, min(len(sample), CMVN_MAX_UTTS) - skipped)
 
 
-def _build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """``cfg.train``'s Adam or AdamW over the model's trainable parameters, multi-tensor (``foreach``: the
+    for-loop's arithmetic, bitwise, in fewer kernels; torch's ``fused`` kernel is not: docs/train.md)."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay, foreach=True)
 
 
 def _train(
@@ -231,7 +232,7 @@ def _train(
     train_loader.set_epoch(1)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accum_grad)
     total = cfg.train.max_steps or cfg.train.max_epochs * steps_per_epoch
-    optimizer = _build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(optimizer, name=cfg.train.scheduler, warmup_steps=cfg.train.warmup_steps,
                                 total_steps=total, cooldown=cfg.train.cooldown,
                                 time_budget=cfg.train.max_minutes > 0)
