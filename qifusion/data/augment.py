@@ -89,15 +89,19 @@ def pad_silence(
     return x if lead.size == 0 and trail.size == 0 else np.concatenate([lead, x, trail])
 
 
-def augmented_seconds(duration: float, *, cfg: DataConfig, seed: int, epoch: int, utt_id: str) -> float:
-    """Seconds that ``utt_id`` (``duration`` s) will last in training ``epoch``: this epoch's silence padding
-    and speed factor, replayed from :func:`utt_rng` in the order the feature pipelines draw them
-    (:func:`pad_silence` / :func:`draw_padding`, then :func:`choose_speed`), so the sampler can bucket by
-    the lengths the model will see (``data.bucket_augmented``)."""
-    rng = utt_rng(seed, epoch, utt_id)
+def draw_stretch(cfg: DataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """(lead, trail, factor): an utterance's silence padding (:func:`draw_padding`) and speed factor
+    (:func:`choose_speed`), the first draws from its :func:`utt_rng` in every training pipeline."""
     lead, trail = draw_padding(max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
                                sample_rate=cfg.sample_rate)
-    factor = choose_speed(cfg.speed_perturb, rng)
+    return lead, trail, choose_speed(cfg.speed_perturb, rng)
+
+
+def augmented_seconds(duration: float, *, cfg: DataConfig, seed: int, epoch: int, utt_id: str) -> float:
+    """Seconds that ``utt_id`` (``duration`` s) will last in training ``epoch``: this epoch's
+    :func:`draw_stretch`, replayed, so the sampler can bucket by the lengths the model will see
+    (``data.bucket_augmented``)."""
+    lead, trail, factor = draw_stretch(cfg, utt_rng(seed, epoch, utt_id))
     return (duration + (lead.size + trail.size) / cfg.sample_rate) / factor
 
 

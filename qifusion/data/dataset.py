@@ -32,8 +32,7 @@ from qifusion.data.audio import audio_info, read_audio
 from qifusion.data.augment import (
     augment_features,
     augmented_seconds,
-    choose_speed,
-    pad_silence,
+    draw_stretch,
     speed_perturb,
     utt_rng,
 )
@@ -133,9 +132,10 @@ def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, see
         feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins)
         return feats, samples.shape[0] / cfg.sample_rate
     rng = utt_rng(seed, epoch, utt_id)
-    samples = pad_silence(samples, max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
-                          sample_rate=cfg.sample_rate)
-    samples = speed_perturb(samples, choose_speed(cfg.speed_perturb, rng), sample_rate=cfg.sample_rate)
+    lead, trail, factor = draw_stretch(cfg, rng)
+    if lead.size or trail.size:
+        samples = np.concatenate([lead, np.asarray(samples, dtype=np.float32), trail])
+    samples = speed_perturb(samples, factor, sample_rate=cfg.sample_rate)
     feats = compute_fbank(samples, sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
                           dither=cfg.dither, rng=rng)
     return augment_features(feats, cfg=cfg, rng=rng, epoch=epoch), samples.shape[0] / cfg.sample_rate

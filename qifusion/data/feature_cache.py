@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from qifusion.config import DataConfig
-from qifusion.data.augment import augment_features, choose_speed, draw_padding, speed_perturb, utt_rng
+from qifusion.data.augment import augment_features, draw_stretch, speed_perturb, utt_rng
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.fileio import atomic_write
@@ -91,9 +91,7 @@ class FeatureCache:
         """
         cfg = self.cfg
         rng = utt_rng(self.seed, epoch, utt.utt_id)
-        lead, trail = draw_padding(max_seconds=cfg.silence_pad_max, prob=cfg.silence_pad_prob, rng=rng,
-                                   sample_rate=cfg.sample_rate)
-        factor = choose_speed(cfg.speed_perturb, rng)
+        lead, trail, factor = draw_stretch(cfg, rng)
         speech = self.fbank(utt, factor, read)
 
         def pad_frames(noise: np.ndarray) -> torch.Tensor:  # (n,) -> (~n / 160, F); no frames, no draws
