@@ -7,8 +7,11 @@
     python -m benchmarks.recipe explore v2-baseline-s2=exp/recipe/A ...      # record a hand-run experiment
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
-lr 2e-3, CTC weight 0.5, feature cache, batches bucketed by their augmented lengths;
-``c5fc`` is ``new`` before 2026-12-07, its runs were named ``new-*`` until then); ``lr1`` is the recipe
+lr 2e-3, CTC weight 0.5, feature cache filled before training, batches bucketed by their augmented
+lengths); ``ba`` is ``new`` with the cache filled on first use, inside the training steps (the committed
+configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
+batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
+named ``new-*`` until then); ``lr1`` is the recipe
 before 2026-12-06 (peak 1e-3, CTC weight 0.3, no cache; its runs were named ``new-*`` until then); ``lr2``
 and ``lr4`` are ``lr1`` with a peak of 2e-3 and 4e-3 (``train.lr``);
 ``cd2`` is ``lr2`` ending in a cool-down of the lr to 0 over the last 20% of the minutes (``train.cooldown``);
@@ -79,9 +82,14 @@ OLD = [*V3, "train.max_steps=700", "train.scheduler=cosine", "train.warmup_steps
        "data.speed_perturb=[0.9,1.0,1.1]", "model.encoder.embed_scale=false"]
 CD2 = [*LR2, "train.cooldown=0.2"]
 C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.3
-C5FC = [*C5, "data.feature_cache=true"]  # c5fc: c5 with the fbank computed once per (utterance, speed)
-RECIPES = {"new": [], "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC, "v6": V6,
-           "v5": V5, "v3": V3, "old": OLD}
+# ba: the committed configs before the feature cache was filled before training (it filled on first use,
+# inside the training steps: the same batches and weights at every step, 6331 instead of 6511 steps in the
+# accents hour of baseline seed 2)
+LAZY = ["data.feature_cache_prefill=false"]
+BA = LAZY
+C5FC = [*C5, "data.feature_cache=true", *LAZY]  # c5fc: c5 with the fbank computed once per (utterance, speed)
+RECIPES = {"new": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC,
+           "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
 # and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out
 VARIANTS = {
@@ -211,6 +219,13 @@ def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[s
     return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
 
 
+def feature_minutes(exp: Path) -> float | None:
+    """Minutes a run spent filling its feature cache before training (``kind: features`` records of
+    ``data.feature_cache_prefill``, summed over its starts; outside ``train_minutes``), None if it did not."""
+    recs = [r for r in log_records(exp) if r.get("kind") == "features"]
+    return round(sum(r["minutes"] for r in recs), 2) if recs else None
+
+
 def build_run_lm(model_dir: Path, corpus_dir: Path) -> Path:
     """The word 4-gram LM + lexicon of a run (``MODEL/lm``): the corpus's training text and the general
     English pool the synthesiser draws from (``qifusion lm --english``), with every dev and test sentence
@@ -276,6 +291,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "cpus": sorted({c or "unknown" for c in run_cpus(exp)}) or [f"{cpu_model()}, at evaluation"],
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
+              "feature_minutes": feature_minutes(exp),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

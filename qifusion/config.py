@@ -245,6 +245,10 @@ class DataConfig:
     # training only: the fbank of each (utterance, speed factor) is computed once and kept in EXP/fbank_cache
     # (float16; removed when training ends) instead of recomputed every epoch (qifusion.data.feature_cache)
     feature_cache: bool = False
+    # with feature_cache: compute every (utterance, speed factor) entry before training starts, on all CPU
+    # cores, instead of on first use inside the training steps; same batches and weights, the loader then
+    # only reads entries (its minutes are logged apart from the training clock; docs/train.md)
+    feature_cache_prefill: bool = False
 
     def __post_init__(self) -> None:
         if not self.vtlp >= 1.0:

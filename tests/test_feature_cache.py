@@ -1,4 +1,7 @@
-"""The training feature cache (``data.feature_cache``): what an entry holds, cold == warm, workers, repair."""
+"""The training feature cache (``data.feature_cache``): what an entry holds, cold == warm, workers, repair,
+and the prefill before training (``data.feature_cache_prefill``)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import torch
 from qifusion.config import DataConfig, SpecAugConfig
 from qifusion.data.augment import draw_padding, pad_silence, speed_perturb, utt_rng
 from qifusion.data.dataset import build_loader, utterance_features
-from qifusion.data.feature_cache import FeatureCache
+from qifusion.data.feature_cache import FeatureCache, prefill
 from qifusion.data.features import compute_fbank
 from qifusion.data.tokenizer import Tokenizer
 from tests.test_dataset import (
@@ -30,10 +33,13 @@ def _cfg(**kw):
     return DataConfig(**base)
 
 
-def _epochs(utts, cache_dir, *, workers=0, epochs=(1, 2, 3)):
+def _epochs(utts, cache_dir, *, workers=0, epochs=(1, 2, 3), prefill_processes=0):
     tok = Tokenizer.build([u.text for u in utts])
     loader = build_loader(utts, cfg=_cfg(num_workers=workers), tokenizer=tok, accents=ACCENTS, train=True,
                           seed=5, feature_cache=cache_dir)
+    if prefill_processes:
+        stats = loader.prefill_cache(processes=prefill_processes)
+        assert (stats.entries, stats.computed, stats.failed) == (3 * len(utts), 3 * len(utts), 0)
     out = []
     for e in epochs:
         loader.set_epoch(e)
@@ -68,6 +74,32 @@ def test_cold_warm_and_workers_give_the_same_batches(utts, tmp_path):
     dev.set_epoch(0)
     list(dev)
     assert not (tmp_path / "dev").exists()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_prefilled_cache_gives_the_batches_of_a_lazy_one(utts, tmp_path, processes):
+    lazy = _epochs(utts, tmp_path / "lazy")
+    full = tmp_path / "full"
+    _same(lazy, _epochs(utts, full, prefill_processes=processes))  # every speed factor computed first
+    entries = sorted(full.rglob("*.npy"))
+    assert len(entries) == 3 * len(utts) and not list(full.rglob("*.tmp"))
+    lazy_entries = sorted(p.relative_to(tmp_path / "lazy") for p in (tmp_path / "lazy").rglob("*.npy"))
+    for rel in lazy_entries:  # the entries training drew are the same bytes either way
+        assert (full / rel).read_bytes() == (tmp_path / "lazy" / rel).read_bytes()
+    stamps = [p.stat().st_mtime_ns for p in entries]
+    again = prefill(FeatureCache(full, cfg=_cfg(), seed=5), utts, processes=processes)
+    assert (again.entries, again.computed) == (3 * len(utts), 0)  # a resumed run computes nothing twice
+    assert [p.stat().st_mtime_ns for p in entries] == stamps
+
+
+def test_prefill_counts_unreadable_utterances_and_goes_on(utts, tmp_path, caplog):
+    bad = dataclasses.replace(utts[0], utt_id="broken", audio=str(tmp_path / "missing.wav"))
+    cache = FeatureCache(tmp_path / "c", cfg=_cfg(speed_perturb=[]), seed=0)
+    with caplog.at_level("WARNING", logger="qifusion.data.feature_cache"):
+        stats = prefill(cache, [bad, *utts[1:3]], processes=2)
+    assert (stats.entries, stats.computed, stats.failed) == (3, 2, 1)  # no speed perturbation: factor 1.0
+    assert "missing.wav" in caplog.text
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == 2
 
 
 def test_an_entry_is_the_fbank_of_the_speed_perturbed_audio(utts, tmp_path):

@@ -210,18 +210,19 @@ def test_train_log_has_loss_parts_averaged_over_the_interval(tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- real runs
-@pytest.mark.parametrize(("workers", "cache"), [(0, False), (1, False), (1, True)])
+@pytest.mark.parametrize(("workers", "cache"), [(0, False), (1, False), (1, True), (1, "prefill")])
 def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: Path, workers: int,
-                                                  cache: bool) -> None:
+                                                  cache: bool | str) -> None:
     """The reference trains without loader processes; the killed-and-resumed run with ``workers`` of them
     (the recipe's configs use 1): the same batches, the same weights, bit for bit. With the feature cache
-    both runs use one (the resumed run finds it half filled) and training removes it at the end."""
+    both runs use one (the resumed run finds it half filled) and training removes it at the end; with
+    ``prefill`` the killed run computes every entry before training (the reference fills it lazily)."""
     sets = [*AUG, "train.max_steps=12", "train.save_interval_steps=2", "train.log_interval=2",
-            "data.max_duration=20", f"data.feature_cache={str(cache).lower()}"]
+            "data.max_duration=20", f"data.feature_cache={str(bool(cache)).lower()}"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     subprocess.run(_train_cmd(synth_corpus, ref, [*sets, "data.num_workers=0"]), env=_env(), check=True,
                    capture_output=True)
-    sets.append(f"data.num_workers={workers}")
+    sets += [f"data.num_workers={workers}", f"data.feature_cache_prefill={str(cache == 'prefill').lower()}"]
     proc = subprocess.Popen(_train_cmd(synth_corpus, cut, sets), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -242,6 +243,13 @@ def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: 
     steps = [r["step"] for r in recs if r["kind"] == "train"]
     assert steps == sorted(set(steps)) == list(range(2, 13, 2))  # no duplicates after the resume
     assert not (cut / "fbank_cache").exists() and not (ref / "fbank_cache").exists()
+    filled = [(r["step"], r["computed"], r["entries"]) for r in recs if r["kind"] == "features"]
+    if cache == "prefill":  # all entries before step 1; none again on resume (the cache outlives a kill)
+        n = filled[0][2]
+        assert n > 0 and filled[0][:2] == (0, n) and len(filled) == 2 and filled[1][0] >= 4
+        assert filled[1][1:] == (0, n)
+    else:
+        assert filled == []
 
 
 DDP_SCRIPT = """
@@ -297,7 +305,7 @@ def test_ddp_two_cpu_ranks_identical_weights_and_bitwise_resume(synth_corpus: Pa
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     exp = tmp_path / "exp"
     sets = ["train.max_steps=4", "data.max_duration=15", "train.log_interval=1",
-            "train.save_interval_steps=2"]
+            "train.save_interval_steps=2", "data.feature_cache=true"]
     _torchrun(script, tmp_path, _train_cmd(synth_corpus, exp, sets))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["len"] == r1["len"]  # the loader equalises batches over ranks
@@ -305,9 +313,11 @@ def test_ddp_two_cpu_ranks_identical_weights_and_bitwise_resume(synth_corpus: Pa
     assert r0["skipped"] == r1["skipped"] == 1  # NaN on rank 1 only: both ranks skipped it
     _assert_bitwise_equal(r0["model"], r1["model"])
     assert (exp / "final" / "model.pt").exists() and "world_size" in (exp / "final" / "card.json").read_text()
-    # interrupted after step_2.pt (mid-epoch 2 of 2-batch epochs), then resumed: bitwise the same weights
+    # interrupted after step_2.pt (mid-epoch 2 of 2-batch epochs), then resumed: bitwise the same weights;
+    # this run fills the shared feature cache before training, each rank half of the utterances
     cut, out = tmp_path / "cut", tmp_path / "cut_out"
     out.mkdir()
+    sets.append("data.feature_cache_prefill=true")
     _torchrun(script, out, _train_cmd(synth_corpus, cut, sets), cut_after="step_2.pt")
     assert (cut / "step_2.pt").exists() and not (cut / "final").exists()
     state = torch.load(cut / "step_2.pt", weights_only=True)
@@ -317,6 +327,10 @@ def test_ddp_two_cpu_ranks_identical_weights_and_bitwise_resume(synth_corpus: Pa
     _torchrun(script, out, _train_cmd(synth_corpus, cut, sets, resume=True))
     assert "resumed from " + str(cut / "step_2.pt") in (cut / "train.log").read_text()
     _assert_bitwise_equal(_weights(exp / "final" / "model.pt"), _weights(cut / "final" / "model.pt"))
+    filled = [json.loads(x) for x in (cut / "train_log.jsonl").read_text().splitlines() if '"features"' in x]
+    total = len((synth_corpus / "train" / "text").read_text().splitlines())  # tiny.yaml: speed factor 1 only
+    assert [(r["step"], r["entries"]) for r in filled] == [(0, total // 2), (2, total // 2)]  # rank 0's half
+    assert filled[0]["computed"] == filled[0]["entries"] and filled[1]["computed"] == 0
     assert torch.load(out / "rank1.pt", weights_only=True)["skipped"] == 1
 
 

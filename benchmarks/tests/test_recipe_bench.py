@@ -37,13 +37,17 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v6-qifusion-s0") == (1.0, 10, 0, 64)
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
-    # new (committed): lr 2e-3, CTC weight 0.5, feature cache, augmented-length buckets;
-    # c5fc: new before 2026-12-07 (own-length buckets, 10 of them)
-    new, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "c5fc", "c5", "lr2"))
+    # new (committed): lr 2e-3, CTC weight 0.5, feature cache filled before training, augmented-length
+    # buckets; ba: the cache filled on first use; c5fc: ba with own-length buckets (10 of them)
+    new, ba, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "ba", "c5fc", "c5", "lr2"))
     assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)
     assert (new.data.bucket_augmented, new.data.num_buckets) == (True, 30)
+    assert [c.data.feature_cache_prefill for c in (new, ba, c5fc)] == [True, False, False]
+    ba.data.feature_cache_prefill = True
+    assert ba == new
     assert (c5fc.data.bucket_augmented, c5fc.data.num_buckets) == (False, 10)
     c5fc.data.bucket_augmented, c5fc.data.num_buckets = True, 30
+    c5fc.data.feature_cache_prefill = True
     assert c5fc == new
     assert recipe.committed_recipes("qifusion") == ["new"] == recipe.committed_recipes("baseline")
     # c5: c5fc without the cache; lr2: c5 with CTC weight 0.3 (the configs before 2026-12-06's second change)
@@ -71,7 +75,8 @@ def test_run_names_and_overrides() -> None:
 
 def _fake_exp(path: Path) -> Path:
     path.mkdir(parents=True)
-    recs = [{"kind": "train", "step": 25, "train_minutes": 1.0, "loss": 150.0},
+    recs = [{"kind": "features", "step": 0, "minutes": 1.88, "entries": 30, "computed": 30, "unreadable": 0},
+            {"kind": "train", "step": 25, "train_minutes": 1.0, "loss": 150.0},
             {"kind": "dev", "step": 250, "train_minutes": 10.0, "dev_cer": 50.0, "dev_aid_acc": 0.2},
             {"kind": "epoch", "epoch": 1, "step": 389, "train_minutes": 16.0, "dev_cer": 45.0},
             {"kind": "dev", "step": 500, "train_minutes": 20.0, "dev_cer": 19.5, "dev_aid_acc": 0.7}]
@@ -87,6 +92,7 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(recipe_report, "RESULTS", tmp_path / "results")
     exp = _fake_exp(tmp_path / "exp")
     assert [p["step"] for p in recipe.curve(exp)] == [250, 389, 500]
+    assert recipe.feature_minutes(exp) == 1.88
     out = recipe.record_exploration("try-ctc07", exp, note="one thread")
     rec = json.loads(out.read_text())
     assert rec["epoch_ends"] == [{"epoch": 1, "step": 389, "dev_cer": 45.0}]
@@ -108,6 +114,8 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     assert ("| new-qifusion-s0 | benchmark | new | qifusion | 0 | 1 | 20.0 | 19.5 | 19.20 (avg of 2) | "
             "18.00 / 40.00 | 19.00 / 30.00 | 70.0% | 500 |") in page  # threads: 1 before --threads
     assert "| 19.5 | 19.20 | 18.00" in recipe_report.render([{**result, "final_averages": None}])
+    assert "| 70.0% | 500 (+ 1.9 min of fbank before training) |" in recipe_report.render(
+        [{**result, "feature_minutes": 1.88}])
     del result["dev"]["lm_rescoring"]  # a run evaluated before the LM row: a dash
     assert "| 18.00 / 40.00 | - | 70.0% |" in recipe_report.render([result])
     assert "benchmark corpus, new recipe, qifusion: 1 of 1 seeds reached dev CER <= 20%" in page

@@ -28,7 +28,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from qifusion.config import DataConfig
-from qifusion.data.audio import audio_info, read_audio
+from qifusion.data.audio import audio_info
 from qifusion.data.augment import (
     augment_features,
     augmented_seconds,
@@ -36,7 +36,7 @@ from qifusion.data.augment import (
     speed_perturb,
     utt_rng,
 )
-from qifusion.data.feature_cache import FeatureCache
+from qifusion.data.feature_cache import FeatureCache, PrefillStats, prefill, read_utterance
 from qifusion.data.features import compute_fbank
 from qifusion.data.manifest import Utterance
 from qifusion.data.sampler import make_batches, shard_batches
@@ -116,8 +116,7 @@ class _BatchMaker(torch.utils.data.Dataset):
 
 def read_entry_audio(e: _Entry, cfg: DataConfig) -> np.ndarray:
     """(N,) float32 samples of an entry's utterance at ``cfg.sample_rate`` (DataError if unreadable)."""
-    u = e.utt
-    return read_audio(u.audio, start=u.start, end=u.end, target_sr=cfg.sample_rate, utt_id=u.utt_id)
+    return read_utterance(e.utt, sample_rate=cfg.sample_rate)
 
 
 def utterance_features(samples: np.ndarray, *, cfg: DataConfig, train: bool, seed: int, epoch: int,
@@ -285,6 +284,15 @@ class Loader(_LoaderBase):
     def total_duration(self) -> float:
         """Seconds of audio over all kept utterances (all ranks)."""
         return sum(e.duration for e in self._maker.entries)
+
+    def prefill_cache(self, *, processes: int = 1, progress: bool = False) -> PrefillStats | None:
+        """Compute this rank's share (every ``world_size``-th utterance) of the feature cache's entries
+        before training (:func:`~qifusion.data.feature_cache.prefill`); None without a cache."""
+        cache = self._maker.cache
+        if cache is None:
+            return None
+        utts = [e.utt for e in self._maker.entries[self.rank::self.world_size]]
+        return prefill(cache, utts, processes=processes, progress=progress)
 
     # -------------------------------------------------------------- epochs and batches
     def batch_indices(self) -> list[list[int]]:

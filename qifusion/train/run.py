@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable
@@ -229,6 +230,8 @@ def _train(
                                  tokenizer=tokenizer, accents=accents, feature_cache=cache_dir)
     dev_loader = _build_loader(data_dir, "dev", dev_utts, cfg=cfg, train=False, info=info,
                                tokenizer=tokenizer, accents=accents) if dev_utts else None
+    prefill = cache_dir is not None and cfg.data.feature_cache_prefill
+    filled = _prefill(train_loader, info=info) if prefill else None
     train_loader.set_epoch(1)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accum_grad)
     total = cfg.train.max_steps or cfg.train.max_epochs * steps_per_epoch
@@ -248,6 +251,8 @@ def _train(
         metrics.truncate_after(trainer.state.step)
         LOG.info("resumed from %s (epoch %d, batch %d, step %d)", latest, trainer.state.epoch,
                  trainer.state.batch, trainer.state.step)
+    if filled is not None:  # after a resume's truncation, at the step training starts from
+        metrics.write({**filled, "epoch": trainer.state.epoch, "step": trainer.state.step})
     LOG.info("training on %d utterances (%.2f h), %d batches per epoch per rank", train_loader.num_utts,
              train_loader.total_duration / 3600, len(train_loader))
     if train_loader.skipped:
@@ -281,6 +286,24 @@ def _train(
         if dev_utts and shard_dir_of(data_dir / "dev") is None:
             _calibrate(out, data_dir / "dev")
     barrier(info)
+
+
+def _prefill(loader: Any, *, info: DistInfo) -> dict[str, Any] | None:
+    """``data.feature_cache_prefill``: every rank computes its share of the cache on its share of the
+    machine's cores, before the training clock starts. Returns the ``kind: features`` log record
+    (this rank's counts; None with sharded data, which has no cache)."""
+    if not hasattr(loader, "prefill_cache"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    stats = loader.prefill_cache(processes=max(1, cores // info.local_world_size), progress=info.is_main)
+    barrier(info)
+    if stats is None:
+        return None
+    LOG.info("feature cache: %d of %d (utterance, speed factor) entries computed in %.2f minutes before "
+             "training (rank %d; %d unreadable utterances)", stats.computed, stats.entries,
+             stats.seconds / 60, info.rank, stats.failed)
+    return {"kind": "features", "minutes": round(stats.seconds / 60, 3), "entries": stats.entries,
+            "computed": stats.computed, "unreadable": stats.failed}
 
 
 def _average_last(model: torch.nn.Module, exp_dir: Path, num: int, *,
