@@ -85,9 +85,8 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 # ba: the committed configs before the feature cache was filled before training (it filled on first use,
 # inside the training steps: the same batches and weights at every step, 6331 instead of 6511 steps in the
 # accents hour of baseline seed 2)
-LAZY = ["data.feature_cache_prefill=false"]
-BA = LAZY
-C5FC = [*C5, "data.feature_cache=true", *LAZY]  # c5fc: c5 with the fbank computed once per (utterance, speed)
+BA = ["data.feature_cache_prefill=false"]
+C5FC = [*C5, "data.feature_cache=true", *BA]  # c5fc: c5 with the fbank computed once per (utterance, speed)
 RECIPES = {"new": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC,
            "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
@@ -219,10 +218,11 @@ def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[s
     return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
 
 
-def feature_minutes(exp: Path) -> float | None:
-    """Minutes a run spent filling its feature cache before training (``kind: features`` records of
-    ``data.feature_cache_prefill``, summed over its starts; outside ``train_minutes``), None if it did not."""
-    recs = [r for r in log_records(exp) if r.get("kind") == "features"]
+def feature_minutes(records: list[dict[str, Any]]) -> float | None:
+    """Minutes a run spent filling its feature cache before training (the ``kind: features`` records of
+    its :func:`log_records`, from ``data.feature_cache_prefill``, summed over its starts; outside
+    ``train_minutes``), None if it did not."""
+    recs = [r for r in records if r.get("kind") == "features"]
     return round(sum(r["minutes"] for r in recs), 2) if recs else None
 
 
@@ -263,7 +263,8 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
     exp = EXP / name
     if not (exp / "final" / "model.pt").exists():
         raise SystemExit(f"{name}: not finished (no {exp / 'final'}); run it first")
-    points = curve(exp)
+    records = log_records(exp)
+    points = curve(exp, records)
     reached = next((p["train_minutes"] for p in points if p["dev_cer"] <= TARGET_CER), None)
     final = exp / "final"
     averaged = json.loads((final / "card.json").read_text()).get("averaged")
@@ -291,7 +292,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "cpus": sorted({c or "unknown" for c in run_cpus(exp)}) or [f"{cpu_model()}, at evaluation"],
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
-              "feature_minutes": feature_minutes(exp),
+              "feature_minutes": feature_minutes(records),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

@@ -110,7 +110,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from qifusion.data.manifest import load_accents, load_data_dir
     from qifusion.data.tokenizer import Tokenizer
     from qifusion.models.model import QifusionModel
-    from qifusion.train.ddp import DistInfo
+    from qifusion.train.ddp import DistInfo, cpu_cores
     from qifusion.train.loop import Trainer
     from qifusion.train.run import build_optimizer, seed_everything
     from qifusion.train.scheduler import build_scheduler
@@ -138,7 +138,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                                           seed=cfg.train.seed, feature_cache=cache))
         filled = None
         if cache is not None and cfg.data.feature_cache_prefill:  # as `qifusion train`: before the clock
-            filled = loader.loader.prefill_cache(processes=len(os.sched_getaffinity(0)))
+            filled = loader.loader.prefill_cache(processes=cpu_cores())
         clock = StepClock()
         trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader,
                           cfg=cfg.train, dist_info=DistInfo(), exp_dir=Path(tmp) / "exp", evaluate=None,

@@ -92,7 +92,7 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(recipe_report, "RESULTS", tmp_path / "results")
     exp = _fake_exp(tmp_path / "exp")
     assert [p["step"] for p in recipe.curve(exp)] == [250, 389, 500]
-    assert recipe.feature_minutes(exp) == 1.88
+    assert recipe.feature_minutes(recipe.log_records(exp)) == 1.88
     out = recipe.record_exploration("try-ctc07", exp, note="one thread")
     rec = json.loads(out.read_text())
     assert rec["epoch_ends"] == [{"epoch": 1, "step": 389, "dev_cer": 45.0}]

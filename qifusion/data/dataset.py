@@ -224,6 +224,10 @@ class _LoaderBase:
         return "\n".join(f"skipped {n} utterance(s): {r} (e.g. {self.skip_examples.get(r, '?')})"
                          for r, n in sorted(self.skipped.items()))
 
+    def prefill_cache(self, *, processes: int = 1, progress: bool = False) -> PrefillStats | None:
+        """Fill the feature cache before training (:class:`Loader`); None here: no cache (sharded data)."""
+        return None
+
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch``; keeps a loaded resume position when ``epoch`` is the loaded one."""
         if epoch != self.epoch:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import random
 import shutil
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from qifusion.data.synth_accents import corpus_licences
 from qifusion.errors import UserError
 from qifusion.modeldir import load_config_file, read_accents, save_model_dir, write_accents
 from qifusion.train import checkpoint as ckpt
-from qifusion.train.ddp import DistInfo, barrier, cleanup_distributed, setup_distributed
+from qifusion.train.ddp import DistInfo, barrier, cleanup_distributed, cpu_cores, setup_distributed
 from qifusion.train.logs import LOG, MetricsLog, setup_text_logging
 from qifusion.train.loop import Trainer
 from qifusion.train.scheduler import build_scheduler
@@ -292,10 +291,8 @@ def _prefill(loader: Any, *, info: DistInfo) -> dict[str, Any] | None:
     """``data.feature_cache_prefill``: every rank computes its share of the cache on its share of the
     machine's cores, before the training clock starts. Returns the ``kind: features`` log record
     (this rank's counts; None with sharded data, which has no cache)."""
-    if not hasattr(loader, "prefill_cache"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    stats = loader.prefill_cache(processes=max(1, cores // info.local_world_size), progress=info.is_main)
+    processes = max(1, cpu_cores() // info.local_world_size)
+    stats = loader.prefill_cache(processes=processes, progress=info.is_main)
     barrier(info)
     if stats is None:
         return None
