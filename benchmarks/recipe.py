@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.accents_subsets import SUBSETS
+from qifusion import omp
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "exp" / "recipe"
@@ -157,8 +158,10 @@ def committed_recipes(system: str) -> list[str]:
 def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
           extra: list[str] | None = None) -> int:
     """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
-    its thread count to ``EXP/NAME/threads.json`` (the result JSON reports them). ``exp`` (default
-    ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run elsewhere."""
+    its thread count, CPU model and OpenMP waits (:func:`qifusion.omp.wait_settings`) to
+    ``EXP/NAME/threads.json``, ``cpus.json`` and ``waits.json`` (the result JSON reports them). ``exp``
+    (default ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run
+    elsewhere."""
     _, system, _ = parse(name)
     exp = exp or EXP / name
     if (exp / "final" / "model.pt").exists():
@@ -182,7 +185,9 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "threads.json").write_text(json.dumps(starts) + "\n")
     (exp / "cpus.json").write_text(json.dumps([*run_cpus(exp), cpu_model()]) + "\n")
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
+    waits = omp.wait_settings()  # a short spin, then sleep (qifusion/omp.py), whatever the caller's shell set
+    (exp / "waits.json").write_text(json.dumps([*run_waits(exp), _waits_label(waits)]) + "\n")
+    env = dict(os.environ, **waits, OMP_NUM_THREADS=str(threads))
     with open(exp.parent / f"{exp.name}.log", "a") as log:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -197,6 +202,20 @@ def run_cpus(exp: Path) -> list[str | None]:
     """The CPU model of each start of a run (``cpus.json``; the pace of an hour depends on it)."""
     path = exp / "cpus.json"
     return json.loads(path.read_text()) if path.exists() else []
+
+
+def _waits_label(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={env.get(k, '-')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+
+
+def run_waits(exp: Path) -> list[str]:
+    """How each start's OpenMP threads waited (``waits.json``); a run trained before ``waits.json`` existed
+    (until 2026-12-07, both seed-2 main runs included) had passive waits without a spin (slower steps:
+    docs/train.md "Threads")."""
+    path = exp / "waits.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return [_waits_label({"OMP_WAIT_POLICY": "PASSIVE"})] if (exp / "train_log.jsonl").exists() else []
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:
@@ -292,7 +311,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "cpus": sorted({c or "unknown" for c in run_cpus(exp)}) or [f"{cpu_model()}, at evaluation"],
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
-              "feature_minutes": feature_minutes(records),
+              "feature_minutes": feature_minutes(records), "omp_waits": sorted(set(run_waits(exp))),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

@@ -8,10 +8,12 @@ are raised as :class:`qifusion.errors.UserError` and printed as one line, withou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qifusion import omp
 from qifusion.decode.options import (  # torch-free: fast --help
     DEFAULT_BEAM,
     DEFAULT_CHUNK,
@@ -310,6 +312,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qifusion`` console script."""
+    omp.apply_defaults(os.environ)  # before any command imports torch (qifusion/omp.py)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

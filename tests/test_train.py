@@ -426,6 +426,21 @@ def test_average_by_last_takes_newest_steps_of_either_kind(tmp_path: Path) -> No
     assert chosen == ["step_100.pt", "epoch_2.pt", "step_300.pt"]  # step 200 counted once
 
 
+def test_resume_takes_a_checkpoint_the_index_missed(tmp_path: Path) -> None:
+    """A run killed after a checkpoint's rename but before the index is rewritten: --resume takes that file
+    (its step from the name, or from an epoch file's counters), not the newest indexed one."""
+    from qifusion.train.checkpoint import latest_checkpoint
+
+    torch.save({"model": {}, "trainer": {"epoch": 1, "step": 2}}, tmp_path / "step_2.pt")
+    (tmp_path / "checkpoints.json").write_text(json.dumps([{"file": "step_2.pt", "epoch": 1, "step": 2}]))
+    torch.save({"model": {}, "trainer": {"epoch": 1, "step": 4}}, tmp_path / "step_4.pt")
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_4.pt"
+    torch.save({"model": {}, "trainer": {"epoch": 2, "step": 5}}, tmp_path / "epoch_2.pt")
+    assert latest_checkpoint(tmp_path) == tmp_path / "epoch_2.pt"
+    (tmp_path / "epoch_3.pt").write_bytes(b"not a checkpoint")  # unreadable: ranked below the readable ones
+    assert latest_checkpoint(tmp_path) == tmp_path / "epoch_2.pt"
+
+
 def test_average_last_loads_the_mean_of_the_newest_checkpoints_and_measures_dev(tmp_path: Path) -> None:
     from qifusion.config import ConfigError
     from qifusion.train.run import _average_last

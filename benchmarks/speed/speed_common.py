@@ -103,13 +103,15 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(module: str, spec: dict[str, Any], *, threads: int) -> dict[str, Any]:
+def run_worker(module: str, spec: dict[str, Any], *, threads: int,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python -m module --worker JSON(spec)`` in a fresh process at ``threads`` threads (from the
-    repository root); returns the JSON object of its last stdout line. Its stderr goes to ours
-    (progress, warnings). Exits with a message naming the worker when it fails."""
+    repository root), with ``env`` added to its environment; returns the JSON object of its last stdout
+    line. Its stderr goes to ours (progress, warnings). Exits with a message naming the worker when it
+    fails."""
     cmd = [sys.executable, "-m", module, "--worker", json.dumps({**spec, "threads": threads})]
-    proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.PIPE, text=True, check=False,
-                          cwd=ROOT)
+    proc = subprocess.run(cmd, env={**thread_env(threads), **(env or {})}, stdout=subprocess.PIPE, text=True,
+                          check=False, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         sys.exit(f"worker failed (exit {proc.returncode}): {shlex.join(cmd)}")

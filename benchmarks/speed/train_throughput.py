@@ -153,6 +153,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     frames = loader.frames[keep]
     return {
         "config": spec["config"], "threads": spec["threads"], "max_duration": spec["max_duration"],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "steps": len(steps), "warmup_steps": spec["warmup"],
         "audio_per_s": round(median([a / s for a, s in zip(audio, steps)]), 2),
@@ -181,6 +183,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="KEY=VAL[;KEY=VAL]",
                     help="also measure every config with these overrides (repeatable), e.g. "
                          "'model.encoder.subsampling_channels=0'")
+    ap.add_argument("--spin-counts", default="",
+                    help="comma list of GOMP_SPINCOUNT values to measure each run under (default: the "
+                         "environment's, else qifusion.omp's); e.g. '0,2000': passive waits vs a short spin")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
@@ -191,14 +196,18 @@ def main() -> None:
         ap.error("--steps must be >= 1 and --warmup >= 0")
     result: dict[str, Any] = {"command": command_line(), "machine": machine_info(), "data": args.data,
                               "runs": []}
-    for t in [int(x) for x in args.threads.split(",")]:
-        for config, variant in [(c, v) for c in args.configs.split(",") for v in ["", *args.variant]]:
-            spec = {"config": config, "data": args.data, "steps": args.steps, "warmup": args.warmup,
-                    "max_duration": args.max_duration, "overrides": [o for o in variant.split(";") if o]}
-            row = {**run_worker(__spec__.name, spec, threads=t), "overrides": spec["overrides"]}
-            print(f"train_throughput: {config} {variant}, {t} thread(s): {row['audio_per_s']} s audio/s "
-                  f"({row['step_s_median']} s/step, peak {row['peak_rss_mb']} MiB)", file=sys.stderr)
-            result["runs"].append(row)
+    spins = [int(x) for x in args.spin_counts.split(",") if x] or [None]
+    runs = [(t, c, v, n) for t in [int(x) for x in args.threads.split(",")] for c in args.configs.split(",")
+            for v in ["", *args.variant] for n in spins]
+    for t, config, variant, spin in runs:
+        spec = {"config": config, "data": args.data, "steps": args.steps, "warmup": args.warmup,
+                "max_duration": args.max_duration, "overrides": [o for o in variant.split(";") if o]}
+        env = {} if spin is None else {"GOMP_SPINCOUNT": str(spin)}
+        row = {**run_worker(__spec__.name, spec, threads=t, env=env), "overrides": spec["overrides"]}
+        print(f"train_throughput: {config} {variant}, {t} thread(s), GOMP_SPINCOUNT {row['gomp_spincount']}: "
+              f"{row['audio_per_s']} s audio/s ({row['step_s_median']} s/step, "
+              f"peak {row['peak_rss_mb']} MiB)", file=sys.stderr)
+        result["runs"].append(row)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"train_throughput: wrote {args.out}", file=sys.stderr)
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from benchmarks import recipe, recipe_report
+from qifusion import omp
 
 
 def test_run_names_and_overrides() -> None:
@@ -183,3 +184,23 @@ def test_accent_stream_measure_and_page_row(tiny_model_dir: Path, synth_corpus: 
            "dev": {"attention_rescoring": {"cer": 50.0, "aid_accuracy": 0.5}}}
     page = recipe_report.render([row])
     assert f"| r | {100 * res['accuracy_at']['1.0']:.1f}% |" in page
+
+
+def test_training_runs_with_the_omp_waits_and_records_them(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each start trains with a short spin before sleeping, whatever the shell set, and says so in waits.json;
+    a run made before waits.json existed had passive waits without a spin."""
+    seen = []
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(recipe.subprocess, "call", lambda cmd, **kw: seen.append(kw["env"]) or 0)
+    exp = tmp_path / "new-baseline-s0-accents"
+    assert recipe.run_waits(exp) == []
+    for _ in range(2):
+        assert recipe.train("new-baseline-s0-accents", threads=2, exp=exp) == 0
+    assert [(e["OMP_WAIT_POLICY"], e["GOMP_SPINCOUNT"], e["OMP_NUM_THREADS"]) for e in seen] == \
+        [("PASSIVE", str(omp.SPIN_COUNT), "2")] * 2
+    assert recipe.run_waits(exp) == [f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={omp.SPIN_COUNT}"] * 2
+    (exp / "waits.json").unlink()
+    assert recipe.run_waits(exp) == []  # no start trained here
+    (exp / "train_log.jsonl").write_text("")
+    assert recipe.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=-"]

@@ -101,10 +101,22 @@ def read_index(exp_dir: Path) -> list[dict[str, Any]]:
     order = len(entries)
     for f in sorted(Path(exp_dir).glob("*.pt"), key=lambda p: p.stat().st_mtime):
         m = _NAME.match(f.name)
-        if m and f.name not in known:
+        if m and f.name not in known:  # e.g. a run killed between writing the file and the index
             order += 1
-            entries.append({"file": f.name, "kind": m.group(1), "order": order})
+            entries.append({"file": f.name, "kind": m.group(1), "order": order, **_counters(f, m)})
     return entries
+
+
+def _counters(path: Path, name: re.Match[str]) -> dict[str, int]:
+    """Epoch and step of a checkpoint missing from the index: a step file's step is in its name; an epoch
+    file is read for its trainer counters (empty if unreadable, so it sorts before indexed files)."""
+    if name.group(1) == "step":
+        return {"step": int(name.group(2))}
+    try:
+        trainer = torch.load(path, map_location="cpu", weights_only=True).get("trainer", {})
+        return {"epoch": int(trainer["epoch"]), "step": int(trainer["step"])}
+    except Exception:  # a corrupt file is reported when it is loaded, not here
+        return {}
 
 
 def latest_checkpoint(exp_dir: Path) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable
@@ -217,7 +218,9 @@ def _train(
         LOG.info("--init %s: %s", init_src.path, report.summary())
     model.to(info.device)
     n_params = sum(p.numel() for p in model.parameters())
-    LOG.info("model: %.2fM parameters on %s, world size %d", n_params / 1e6, info.device, info.world_size)
+    waits = " ".join(f"{k}={os.environ.get(k, '-')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    LOG.info("model: %.2fM parameters on %s, world size %d, %d threads (%s)", n_params / 1e6, info.device,
+             info.world_size, torch.get_num_threads(), waits)
     ddp_model: torch.nn.Module = model
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
