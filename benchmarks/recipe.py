@@ -186,7 +186,7 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     (exp / "threads.json").write_text(json.dumps(starts) + "\n")
     (exp / "cpus.json").write_text(json.dumps([*run_cpus(exp), cpu_model()]) + "\n")
     waits = omp.wait_settings()  # a short spin, then sleep (qifusion/omp.py), whatever the caller's shell set
-    (exp / "waits.json").write_text(json.dumps([*run_waits(exp), _waits_label(waits)]) + "\n")
+    (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(waits)]) + "\n")
     env = dict(os.environ, **waits, OMP_NUM_THREADS=str(threads))
     with open(exp.parent / f"{exp.name}.log", "a") as log:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -204,10 +204,6 @@ def run_cpus(exp: Path) -> list[str | None]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _waits_label(env: dict[str, str]) -> str:
-    return " ".join(f"{k}={env.get(k, '-')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
-
-
 def run_waits(exp: Path) -> list[str]:
     """How each start's OpenMP threads waited (``waits.json``); a run trained before ``waits.json`` existed
     (until 2026-12-07, both seed-2 main runs included) had passive waits without a spin (slower steps:
@@ -215,7 +211,7 @@ def run_waits(exp: Path) -> list[str]:
     path = exp / "waits.json"
     if path.exists():
         return json.loads(path.read_text())
-    return [_waits_label({"OMP_WAIT_POLICY": "PASSIVE"})] if (exp / "train_log.jsonl").exists() else []
+    return [omp.describe({"OMP_WAIT_POLICY": "PASSIVE"})] if (exp / "train_log.jsonl").exists() else []
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:

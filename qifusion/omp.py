@@ -18,9 +18,10 @@ and bounds the waste on a busy one. :func:`apply_defaults` sets it where the use
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 SPIN_COUNT = 2000  # iterations of a spin-wait before a thread sleeps (docs/train.md "Threads")
+VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def wait_settings() -> dict[str, str]:
@@ -32,8 +33,14 @@ def apply_defaults(env: MutableMapping[str, str]) -> dict[str, str]:
     """Set :func:`wait_settings` in ``env`` (e.g. ``os.environ``) unless the user set ``OMP_WAIT_POLICY``
     or ``GOMP_SPINCOUNT``; returns what was set (empty when the user's choice stands). Only takes effect
     in a process that has not imported torch yet, and in the processes it starts."""
-    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+    if any(k in env for k in VARIABLES):
         return {}
     new = wait_settings()
     env.update(new)
     return new
+
+
+def describe(env: Mapping[str, str]) -> str:
+    """The wait settings of ``env`` as one line, e.g. ``OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=2000``
+    (``-`` for an unset variable): what ``train.log`` and the recipes' ``waits.json`` record."""
+    return " ".join(f"{k}={env.get(k, '-')}" for k in VARIABLES)

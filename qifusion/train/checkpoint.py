@@ -113,10 +113,13 @@ def _counters(path: Path, name: re.Match[str]) -> dict[str, int]:
     if name.group(1) == "step":
         return {"step": int(name.group(2))}
     try:
-        trainer = torch.load(path, map_location="cpu", weights_only=True).get("trainer", {})
-        return {"epoch": int(trainer["epoch"]), "step": int(trainer["step"])}
-    except Exception:  # a corrupt file is reported when it is loaded, not here
+        state = torch_load(path)
+    except UserError:  # a corrupt file is reported when it is loaded, not here
         return {}
+    trainer = state.get("trainer") if isinstance(state, dict) else None
+    if not isinstance(trainer, dict) or not {"epoch", "step"} <= trainer.keys():
+        return {}
+    return {"epoch": int(trainer["epoch"]), "step": int(trainer["step"])}
 
 
 def latest_checkpoint(exp_dir: Path) -> Path | None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qifusion import omp
 from qifusion.config import Config, ConfigError, load_config, save_config, to_dict
 from qifusion.data.feature_cache import CACHE_DIR_NAME
 from qifusion.data.synth_accents import corpus_licences
@@ -218,9 +219,8 @@ def _train(
         LOG.info("--init %s: %s", init_src.path, report.summary())
     model.to(info.device)
     n_params = sum(p.numel() for p in model.parameters())
-    waits = " ".join(f"{k}={os.environ.get(k, '-')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
     LOG.info("model: %.2fM parameters on %s, world size %d, %d threads (%s)", n_params / 1e6, info.device,
-             info.world_size, torch.get_num_threads(), waits)
+             info.world_size, torch.get_num_threads(), omp.describe(os.environ))
     ddp_model: torch.nn.Module = model
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
