@@ -8,7 +8,10 @@
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
 lr 2e-3, CTC weight 0.5, feature cache filled before training, batches bucketed by their augmented
-lengths); ``ba`` is ``new`` with the cache filled on first use, inside the training steps (the committed
+lengths), trained with torch's threads spinning briefly before they sleep (:mod:`qifusion.omp`); ``pw``
+is ``new`` trained with passive waits and no spin (slower steps, the same weights at every step: the seed-2
+main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``ba`` is
+``new`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
 batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
 named ``new-*`` until then); ``lr1`` is the recipe
@@ -88,8 +91,8 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 # accents hour of baseline seed 2)
 BA = ["data.feature_cache_prefill=false"]
 C5FC = [*C5, "data.feature_cache=true", *BA]  # c5fc: c5 with the fbank computed once per (utterance, speed)
-RECIPES = {"new": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC,
-           "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+RECIPES = {"new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5,
+           "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
 # and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out
 VARIANTS = {
@@ -102,6 +105,14 @@ VARIANTS = {
     "ctc03": ["model.ctc_weight=0.3"], "ctc07": ["model.ctc_weight=0.7"],
 }
 ALL_RECIPES = {**RECIPES, **VARIANTS}
+# how a recipe's torch threads wait (qifusion/omp.py) where it differs from omp.wait_settings(): pw, passive
+# waits with no spin, as every run trained before 2026-12-07 11:00 UTC
+WAITS = {"pw": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}}
+
+
+def waits(recipe: str) -> dict[str, str]:
+    """The OpenMP wait variables a recipe's runs train with (:data:`WAITS`, else a short spin)."""
+    return WAITS.get(recipe, omp.wait_settings())
 
 
 def parse(name: str) -> tuple[str, str, int]:
@@ -145,24 +156,25 @@ def overrides(name: str) -> list[str]:
 
 
 def committed_recipes(system: str) -> list[str]:
-    """The recipes whose runs of ``system`` trained with the committed config (``new`` and any recipe that
-    resolves to the same config, e.g. one adopted since): issue 17 counts their seeds together."""
+    """The recipes whose runs of ``system`` train as the committed recipe does (``new`` and any recipe that
+    resolves to the same config with the same :func:`waits`, e.g. one adopted since): issue 17 counts their
+    seeds together."""
     from qifusion.config import load_config
 
     def resolved(recipe: str) -> Any:
         return load_config(ROOT / CONFIGS[system], RECIPES[recipe])
     new = resolved("new")
-    return [r for r in RECIPES if resolved(r) == new]
+    return [r for r in RECIPES if resolved(r) == new and waits(r) == waits("new")]
 
 
 def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
           extra: list[str] | None = None) -> int:
     """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
-    its thread count, CPU model and OpenMP waits (:func:`qifusion.omp.wait_settings`) to
+    its thread count, CPU model and OpenMP waits (:func:`waits`) to
     ``EXP/NAME/threads.json``, ``cpus.json`` and ``waits.json`` (the result JSON reports them). ``exp``
     (default ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run
     elsewhere."""
-    _, system, _ = parse(name)
+    recipe, system, _ = parse(name)
     exp = exp or EXP / name
     if (exp / "final" / "model.pt").exists():
         return 0
@@ -185,9 +197,9 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "threads.json").write_text(json.dumps(starts) + "\n")
     (exp / "cpus.json").write_text(json.dumps([*run_cpus(exp), cpu_model()]) + "\n")
-    waits = omp.wait_settings()  # a short spin, then sleep (qifusion/omp.py), whatever the caller's shell set
-    (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(waits)]) + "\n")
-    env = dict(os.environ, **waits, OMP_NUM_THREADS=str(threads))
+    wait = waits(recipe)  # the recipe's, whatever the caller's shell set
+    (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(wait)]) + "\n")
+    env = dict(os.environ, **wait, OMP_NUM_THREADS=str(threads))
     with open(exp.parent / f"{exp.name}.log", "a") as log:
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -206,8 +218,8 @@ def run_cpus(exp: Path) -> list[str | None]:
 
 def run_waits(exp: Path) -> list[str]:
     """How each start's OpenMP threads waited (``waits.json``); a run trained before ``waits.json`` existed
-    (until 2026-12-07, both seed-2 main runs included) had passive waits without a spin (slower steps:
-    docs/train.md "Threads")."""
+    (until 2026-12-07: the ``pw`` runs and every run before them) had passive waits without a spin (slower
+    steps: docs/train.md "Threads")."""
     path = exp / "waits.json"
     if path.exists():
         return json.loads(path.read_text())

@@ -14,6 +14,7 @@ PLOT = ROOT / "docs" / "results" / "recipe_curves.png"
 EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they are all here)
     ("new", "baseline"): "darkviolet", ("new", "qifusion"): "deeppink",
+    ("pw", "baseline"): "mediumorchid", ("pw", "qifusion"): "palevioletred",
     ("ba", "baseline"): "plum", ("ba", "qifusion"): "hotpink",
     ("lr1", "baseline"): "tab:blue", ("lr1", "qifusion"): "tab:orange",
     ("lr2", "baseline"): "navy", ("lr2", "qifusion"): "darkgoldenrod",

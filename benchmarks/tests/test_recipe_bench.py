@@ -204,3 +204,17 @@ def test_training_runs_with_the_omp_waits_and_records_them(tmp_path: Path,
     assert recipe.run_waits(exp) == []  # no start trained here
     (exp / "train_log.jsonl").write_text("")
     assert recipe.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=-"]
+
+
+def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pw`` is the committed config trained as every run before qifusion/omp.py was: passive waits, no spin.
+    Its seeds are not counted as the committed recipe's (the same seed trained twice would count twice)."""
+    seen = []
+    monkeypatch.setattr(recipe.subprocess, "call", lambda cmd, **kw: seen.append(kw["env"]) or 0)
+    exp = tmp_path / "pw-qifusion-s2-accents"
+    assert recipe.train("pw-qifusion-s2-accents", threads=2, exp=exp) == 0
+    assert (seen[0]["OMP_WAIT_POLICY"], seen[0]["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
+    assert recipe.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=0"]
+    assert recipe.overrides("pw-qifusion-s2-accents") == recipe.overrides("new-qifusion-s2-accents")
+    assert "pw" not in recipe.committed_recipes("qifusion")
