@@ -107,7 +107,7 @@ VARIANTS = {
 ALL_RECIPES = {**RECIPES, **VARIANTS}
 # how a recipe's torch threads wait (qifusion/omp.py) where it differs from omp.wait_settings(): pw, passive
 # waits with no spin, as every run trained before 2026-12-07 11:00 UTC
-WAITS = {"pw": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}}
+WAITS = {"pw": omp.wait_settings(spin_count=0)}
 
 
 def waits(recipe: str) -> dict[str, str]:

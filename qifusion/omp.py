@@ -24,9 +24,10 @@ SPIN_COUNT = 2000  # iterations of a spin-wait before a thread sleeps (docs/trai
 VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def wait_settings() -> dict[str, str]:
-    """The variables :func:`apply_defaults` sets: passive waits after a short spin."""
-    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+def wait_settings(spin_count: int = SPIN_COUNT) -> dict[str, str]:
+    """The variables :func:`apply_defaults` sets: passive waits after a short spin (``spin_count``
+    iterations; 0: sleep at once, as ``OMP_WAIT_POLICY=PASSIVE`` alone)."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": str(spin_count)}
 
 
 def apply_defaults(env: MutableMapping[str, str]) -> dict[str, str]:
