@@ -9,7 +9,8 @@
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
 lr 2e-3, CTC weight 0.5, feature cache filled before training, batches bucketed by their augmented
 lengths), trained with torch's threads spinning briefly before they sleep (:mod:`qifusion.omp`); ``pw``
-is ``new`` trained with passive waits and no spin (slower steps, the same weights at every step: the seed-2
+is ``new`` trained with passive waits and no spin (slower steps, the same batches; Qifusion seed 2 had the
+same weights at every step both ways, the baseline's seed 2 not quite, docs/train.md "Threads": the seed-2
 main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``ba`` is
 ``new`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
@@ -173,7 +174,8 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     its thread count, CPU model and OpenMP waits (:func:`waits`) to
     ``EXP/NAME/threads.json``, ``cpus.json`` and ``waits.json`` (the result JSON reports them). ``exp``
     (default ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run
-    elsewhere."""
+    elsewhere. Every checkpoint the run writes is hard-linked into ``EXP/NAME.archive`` as it trains
+    (:func:`benchmarks.average_window.keeping`)."""
     recipe, system, _ = parse(name)
     exp = exp or EXP / name
     if (exp / "final" / "model.pt").exists():
@@ -200,7 +202,9 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     wait = waits(recipe)  # the recipe's, whatever the caller's shell set
     (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(wait)]) + "\n")
     env = dict(os.environ, **wait, OMP_NUM_THREADS=str(threads))
-    with open(exp.parent / f"{exp.name}.log", "a") as log:
+    from benchmarks.average_window import archive_of, keeping  # checkpoints kept for the averaging replay
+
+    with open(exp.parent / f"{exp.name}.log", "a") as log, keeping(exp, archive_of(exp)):
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -343,6 +343,31 @@ def render_aid_sources() -> list[str]:
     return [*lines, ""]
 
 
+def render_average_windows() -> list[str]:
+    """The ``benchmarks.average_window`` results: a finished run's dev CER under each (keep, average) rule
+    of the final model, replayed on every checkpoint the run wrote."""
+    found = [json.loads(p.read_text()) for p in sorted((RESULTS / "average").glob("*.json"))]
+    if not found:
+        return []
+    rules = [(r["keep_checkpoints"], r["average_last"]) for r in found[0]["rules"]]
+    lines = ["## Which average ends a run? (`python -m benchmarks.average_window`)", "",
+             "Dev CER (CTC greedy) of a finished run's final model had the run kept the newest "
+             "`train.keep_checkpoints` step and epoch checkpoints (0: all) and ended on the average of the "
+             "newest `train.average_last` of them, replayed on every checkpoint it wrote (hard-linked while "
+             "it trained); in brackets the first and last step averaged. The committed rule is 2 and 4, "
+             "(2, 1) is the last step alone. Dev only: a rule picked here is judged on other seeds.", "",
+             "| keep_checkpoints | average_last | " + " | ".join(r["run"] for r in found) + " |",
+             "|---|---|" + "---|" * len(found)]
+    for i, (keep, num) in enumerate(rules):
+        cells = []
+        for r in found:
+            row = r["rules"][i] if i < len(r["rules"]) else None
+            ok = row is not None and (row["keep_checkpoints"], row["average_last"]) == (keep, num)
+            cells.append(f"{row['dev_cer']:.2f} ({row['steps'][0]}-{row['steps'][1]})" if ok else "-")
+        lines.append(f"| {keep} | {num} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -357,7 +382,8 @@ def write_report() -> Path:
     explorations = load_explorations()
     if explorations:
         plot_explorations(explorations, EXPLORE_PLOT)
-    atomic_write_text(DOC, "\n".join([render(runs), *render_aid_sources(), *render_explorations(explorations),
+    atomic_write_text(DOC, "\n".join([render(runs), *render_aid_sources(), *render_average_windows(),
+                                      *render_explorations(explorations),
                                       *render_old_study(explorations)]))
     return DOC
 

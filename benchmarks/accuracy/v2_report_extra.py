@@ -39,6 +39,11 @@ def _label(r: dict[str, Any]) -> str:
     return r["run"] + ("" if r["converged"] else " (failed: not converged)")
 
 
+def _data(*rs: dict[str, Any] | None) -> bool:
+    """Every run is there and converged: a failed run is listed, never compared (not a data point)."""
+    return all(r is not None and r["converged"] for r in rs)
+
+
 def section_ablations(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
     doc.h(2, "Ablations (test)")
     doc.p(f"Seed {SEED}, attention rescoring. Reduction = `1 - CER_run / CER_main` against the main run of",
@@ -49,7 +54,8 @@ def section_ablations(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
         r, ref = runs.get(name(v, system)), runs.get(name("new", system))
         if group == "ablation" and r is not None:
             cells = [c for key in (RESC_FULL, RESC_16) for c in
-                     (f2(run_cer(r, "test", key)), red(compare([ref], [r], "test", key)) if ref else DASH)]
+                     (f2(run_cer(r, "test", key)),
+                      red(compare([ref], [r], "test", key)) if _data(ref, r) else DASH)]
             rows.append([_label(r), WHAT[v], *cells, pct(aid_accuracy(r, "test", RESC_FULL))])
     doc.table(["run", "what", "CER full", "reduction", "CER 16", "reduction", "AID"], rows, left=2)
 
@@ -79,7 +85,7 @@ def section_unseen(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
     rows = []
     for which, label in ((UNSEEN, f"{UNSEEN} (unseen)"), (f"seen:{UNSEEN}", "the 8 seen accents")):
         rows.append([label, *(f2(run_cer(r, "test", RESC_FULL, which)) if r else DASH for r in (base, qif)),
-                     red(compare([base], [qif], "test", RESC_FULL, which)) if base and qif else DASH])
+                     red(compare([base], [qif], "test", RESC_FULL, which)) if _data(base, qif) else DASH])
     doc.table(["test accents", "baseline", "Qifusion", "reduction"], rows)
     if qif:
         seen = aid_accuracy(qif, "test", RESC_FULL, f"seen:{UNSEEN}")
@@ -108,6 +114,7 @@ def section_scaling(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
         which = "in:" + ",".join(accents)
         base, qif = runs.get(name("new", "baseline", corpus)), runs.get(name("new", "qifusion", corpus))
         rows.append([str(len(accents)), ", ".join(accents),
-                     *(f2(run_cer(r, "test", RESC_FULL, which)) if r else DASH for r in (base, qif)),
-                     red(compare([base], [qif], "test", RESC_FULL, which)) if base and qif else DASH])
+                     *(f2(run_cer(r, "test", RESC_FULL, which)) + ("" if r["converged"] else " (failed)")
+                       if r else DASH for r in (base, qif)),
+                     red(compare([base], [qif], "test", RESC_FULL, which)) if _data(base, qif) else DASH])
     doc.table(["accents", "trained on", "baseline", "Qifusion", "reduction"], rows, left=2)

@@ -83,6 +83,11 @@ def test_a_failed_main_run_fails_every_target(tmp_path: Path) -> None:
     assert "| yes" not in text.split("## Targets")[1].split("## Runs")[0]
     assert "**Failed runs** (not converged; not data points): new-qifusion-s4-accents." in text
     assert "no (a main run failed)" in text
+    # ... and its numbers are in no median, pooled mean or per-accent mean: seeds 2 and 3 reduce by 50%
+    assert "finished: baseline 3/3, Qifusion 3/3; converged: baseline 3, Qifusion 2." in text
+    assert "median +50.0% (seeds: s2 +50.0%, s3 +50.0%); pooled +50.0%" in text
+    assert "s4 " not in text.split("## Targets")[1].split("## Runs")[0].split("\n", 4)[4]
+    assert "| all | 20.00 | 10.00 | +50.0% |" in text
 
 
 def test_check_and_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
