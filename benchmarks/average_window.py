@@ -42,17 +42,22 @@ def archive_of(exp: Path) -> Path:
 
 
 def link_new(exp: Path, archive: Path) -> list[str]:
-    """Hard-link into ``archive`` every ``step_*.pt`` / ``epoch_*.pt`` of ``exp`` it lacks, and copy the
-    run's checkpoint index beside them; returns the names linked. A file pruned meanwhile is skipped."""
+    """Hard-link into ``archive`` every ``step_*.pt`` / ``epoch_*.pt`` of ``exp`` it lacks or holds another
+    file of (a checkpoint written again after a resume), and copy the run's checkpoint index beside them;
+    returns the names linked. A file pruned meanwhile is skipped."""
     archive.mkdir(parents=True, exist_ok=True)
     linked = []
     for f in sorted([*exp.glob("step_*.pt"), *exp.glob("epoch_*.pt")]):
-        if not (archive / f.name).exists():
-            try:
-                os.link(f, archive / f.name)
-            except FileNotFoundError:  # pruned between the listing and the link
+        target, tmp = archive / f.name, archive / f".{f.name}.tmp"
+        try:
+            if target.exists() and os.path.samefile(f, target):
                 continue
-            linked.append(f.name)
+            tmp.unlink(missing_ok=True)
+            os.link(f, tmp)
+        except FileNotFoundError:  # pruned between the listing and the link
+            continue
+        os.replace(tmp, target)
+        linked.append(f.name)
     merged = {e["file"]: e for e in _entries(archive / INDEX)}
     merged.update({e["file"]: e for e in _entries(exp / INDEX)})  # the archive keeps pruned entries too
     atomic_write_text(archive / INDEX, json.dumps(list(merged.values()), indent=1) + "\n")

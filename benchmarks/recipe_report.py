@@ -349,7 +349,8 @@ def render_average_windows() -> list[str]:
     found = [json.loads(p.read_text()) for p in sorted((RESULTS / "average").glob("*.json"))]
     if not found:
         return []
-    rules = [(r["keep_checkpoints"], r["average_last"]) for r in found[0]["rules"]]
+    by_rule = [{(x["keep_checkpoints"], x["average_last"]): x for x in r["rules"]} for r in found]
+    rules = list(dict.fromkeys(rule for rows in by_rule for rule in rows))  # in the order the runs list them
     lines = ["## Which average ends a run? (`python -m benchmarks.average_window`)", "",
              "Dev CER (CTC greedy) of a finished run's final model had the run kept the newest "
              "`train.keep_checkpoints` step and epoch checkpoints (0: all) and ended on the average of the "
@@ -358,12 +359,9 @@ def render_average_windows() -> list[str]:
              "(2, 1) is the last step alone. Dev only: a rule picked here is judged on other seeds.", "",
              "| keep_checkpoints | average_last | " + " | ".join(r["run"] for r in found) + " |",
              "|---|---|" + "---|" * len(found)]
-    for i, (keep, num) in enumerate(rules):
-        cells = []
-        for r in found:
-            row = r["rules"][i] if i < len(r["rules"]) else None
-            ok = row is not None and (row["keep_checkpoints"], row["average_last"]) == (keep, num)
-            cells.append(f"{row['dev_cer']:.2f} ({row['steps'][0]}-{row['steps'][1]})" if ok else "-")
+    for keep, num in rules:
+        cells = [f"{x['dev_cer']:.2f} ({x['steps'][0]}-{x['steps'][1]})" if x else "-"
+                 for x in (rows.get((keep, num)) for rows in by_rule)]
         lines.append(f"| {keep} | {num} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -30,6 +30,12 @@ def test_the_archive_keeps_what_the_run_prunes(tmp_path: Path) -> None:
     _write(exp, [{"file": "step_750.pt", "epoch": 2, "step": 750}])
     assert aw.link_new(exp, archive) == ["step_750.pt"]
     assert aw.link_new(exp, archive) == []
+    (exp / "step_750.pt").unlink()  # written again after a resume: the archive follows the new file
+    (exp / "step_750.pt").write_bytes(b"again")
+    assert aw.link_new(exp, archive) == ["step_750.pt"]
+    assert (archive / "step_750.pt").read_bytes() == b"again"
+    assert sorted(p.name for p in archive.iterdir()) == [
+        "checkpoints.json", "epoch_1.pt", "step_250.pt", "step_500.pt", "step_750.pt"]
     index = {e["file"]: e["step"] for e in json.loads((archive / aw.INDEX).read_text())}
     assert index == {"step_250.pt": 250, "epoch_1.pt": 460, "step_500.pt": 500, "step_750.pt": 750}
 
@@ -87,6 +93,9 @@ def test_the_recipe_page_tables_each_rule_per_run(tmp_path: Path, monkeypatch) -
              {"keep_checkpoints": 2, "average_last": 4, "steps": [6005, 6907], "dev_cer": 20.081}]
     (tmp_path / "average" / "new-baseline-s2-accents.json").write_text(
         json.dumps({"run": "new-baseline-s2-accents", "rules": rules}))
+    (tmp_path / "average" / "new-qifusion-s3-accents.json").write_text(  # a run replayed under one rule only
+        json.dumps({"run": "new-qifusion-s3-accents", "rules": [{**rules[1], "dev_cer": 19.5}]}))
     lines = recipe_report.render_average_windows()
-    assert "| keep_checkpoints | average_last | new-baseline-s2-accents |" in lines
-    assert "| 2 | 1 | 21.89 (6907-6907) |" in lines and "| 2 | 4 | 20.08 (6005-6907) |" in lines
+    assert "| keep_checkpoints | average_last | new-baseline-s2-accents | new-qifusion-s3-accents |" in lines
+    assert "| 2 | 1 | 21.89 (6907-6907) | - |" in lines
+    assert "| 2 | 4 | 20.08 (6005-6907) | 19.50 (6005-6907) |" in lines
