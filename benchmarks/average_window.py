@@ -58,9 +58,11 @@ def link_new(exp: Path, archive: Path) -> list[str]:
             continue
         os.replace(tmp, target)
         linked.append(f.name)
-    merged = {e["file"]: e for e in _entries(archive / INDEX)}
+    kept = _entries(archive / INDEX)
+    merged = {e["file"]: e for e in kept}
     merged.update({e["file"]: e for e in _entries(exp / INDEX)})  # the archive keeps pruned entries too
-    atomic_write_text(archive / INDEX, json.dumps(list(merged.values()), indent=1) + "\n")
+    if list(merged.values()) != kept or not (archive / INDEX).exists():  # not rewritten on every pass
+        atomic_write_text(archive / INDEX, json.dumps(list(merged.values()), indent=1) + "\n")
     return linked
 
 

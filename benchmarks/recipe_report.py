@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.average_window import OUT as AVERAGE_RESULTS
 from benchmarks.recipe import DEV_EVERY, MINUTES, RECIPES, RESULTS, ROOT, TARGET_CER, committed_recipes
 from qifusion.data.synth_plan import PRESETS
 
@@ -346,7 +347,7 @@ def render_aid_sources() -> list[str]:
 def render_average_windows() -> list[str]:
     """The ``benchmarks.average_window`` results: a finished run's dev CER under each (keep, average) rule
     of the final model, replayed on every checkpoint the run wrote."""
-    found = [json.loads(p.read_text()) for p in sorted((RESULTS / "average").glob("*.json"))]
+    found = [json.loads(p.read_text()) for p in sorted(AVERAGE_RESULTS.glob("*.json"))]
     if not found:
         return []
     by_rule = [{(x["keep_checkpoints"], x["average_last"]): x for x in r["rules"]} for r in found]

@@ -86,7 +86,7 @@ def test_a_rule_is_replayed_with_the_trainers_pruning_and_choice(tmp_path: Path)
 def test_the_recipe_page_tables_each_rule_per_run(tmp_path: Path, monkeypatch) -> None:
     from benchmarks import recipe_report
 
-    monkeypatch.setattr(recipe_report, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipe_report, "AVERAGE_RESULTS", tmp_path / "average")
     assert recipe_report.render_average_windows() == []
     (tmp_path / "average").mkdir()
     rules = [{"keep_checkpoints": 2, "average_last": 1, "steps": [6907, 6907], "dev_cer": 21.894},
