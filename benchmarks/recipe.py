@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.accents_subsets import SUBSETS
+from benchmarks.recipe_log import curve, feature_minutes, log_records, run_cpus, run_threads, run_waits
 from qifusion import omp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,55 +207,6 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
 
     with open(exp.parent / f"{exp.name}.log", "a") as log, keeping(exp, archive_of(exp)):
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def run_threads(exp: Path) -> list[int]:
-    """Thread counts of a run's starts (``[1]`` for runs made before ``--threads`` existed)."""
-    path = exp / "threads.json"
-    return json.loads(path.read_text()) if path.exists() else ([1] if exp.exists() else [])
-
-
-def run_cpus(exp: Path) -> list[str | None]:
-    """The CPU model of each start of a run (``cpus.json``; the pace of an hour depends on it)."""
-    path = exp / "cpus.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def run_waits(exp: Path) -> list[str]:
-    """How each start's OpenMP threads waited (``waits.json``); a run trained before ``waits.json`` existed
-    (until 2026-12-07: the ``pw`` runs and every run before them) had passive waits without a spin (slower
-    steps: docs/train.md "Threads")."""
-    path = exp / "waits.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    return [omp.describe({"OMP_WAIT_POLICY": "PASSIVE"})] if (exp / "train_log.jsonl").exists() else []
-
-
-def log_records(exp: Path) -> list[dict[str, Any]]:
-    """The records of a run's ``train_log.jsonl``."""
-    return [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
-
-
-def curve(exp: Path, records: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
-    """Dev points of a run's ``train_log.jsonl`` (or its ``records``): step, train_minutes, dev_cer,
-    dev_aid_acc. The end-of-budget dev record of logs written before it carried a step gets the last
-    step logged before it."""
-    points = []
-    step = 0
-    for rec in log_records(exp) if records is None else records:
-        step = rec.get("step", step)
-        if "dev_cer" in rec and "train_minutes" in rec:
-            keys = ("train_minutes", "dev_cer", "dev_aid_acc")
-            points.append({"step": step, **{k: rec[k] for k in keys if k in rec}})
-    return sorted({p["step"]: p for p in points}.values(), key=lambda p: p["step"])
-
-
-def feature_minutes(records: list[dict[str, Any]]) -> float | None:
-    """Minutes a run spent filling its feature cache before training (the ``kind: features`` records of
-    its :func:`log_records`, from ``data.feature_cache_prefill``, summed over its starts; outside
-    ``train_minutes``), None if it did not."""
-    recs = [r for r in records if r.get("kind") == "features"]
-    return round(sum(r["minutes"] for r in recs), 2) if recs else None
 
 
 def build_run_lm(model_dir: Path, corpus_dir: Path) -> Path:

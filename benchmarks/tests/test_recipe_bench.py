@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import recipe, recipe_report
+from benchmarks import recipe, recipe_log, recipe_report
 from qifusion import omp
 
 
@@ -92,8 +92,8 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(recipe, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(recipe_report, "RESULTS", tmp_path / "results")
     exp = _fake_exp(tmp_path / "exp")
-    assert [p["step"] for p in recipe.curve(exp)] == [250, 389, 500]
-    assert recipe.feature_minutes(recipe.log_records(exp)) == 1.88
+    assert [p["step"] for p in recipe_log.curve(exp)] == [250, 389, 500]
+    assert recipe_log.feature_minutes(recipe_log.log_records(exp)) == 1.88
     out = recipe.record_exploration("try-ctc07", exp, note="one thread")
     rec = json.loads(out.read_text())
     assert rec["epoch_ends"] == [{"epoch": 1, "step": 389, "dev_cer": 45.0}]
@@ -104,7 +104,7 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     # a finished benchmark run: minutes to the target, seeds that reached it
     confusion = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}
     result = {"run": "new-qifusion-s0", "recipe": "new", "system": "qifusion", "seed": 0,
-              "minutes_to_target": 20.0, "converged": True, "curve": recipe.curve(exp),
+              "minutes_to_target": 20.0, "converged": True, "curve": recipe_log.curve(exp),
               "final_averages": ["step_250.pt", "step_500.pt"],
               "dev": {"ctc_greedy": {"cer": 19.2},
                       "attention_rescoring": {"cer": 18.0, "wer": 40.0, "aid_accuracy": 0.7,
@@ -194,16 +194,16 @@ def test_training_runs_with_the_omp_waits_and_records_them(tmp_path: Path,
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setattr(recipe.subprocess, "call", lambda cmd, **kw: seen.append(kw["env"]) or 0)
     exp = tmp_path / "new-baseline-s0-accents"
-    assert recipe.run_waits(exp) == []
+    assert recipe_log.run_waits(exp) == []
     for _ in range(2):
         assert recipe.train("new-baseline-s0-accents", threads=2, exp=exp) == 0
     assert [(e["OMP_WAIT_POLICY"], e["GOMP_SPINCOUNT"], e["OMP_NUM_THREADS"]) for e in seen] == \
         [("PASSIVE", str(omp.SPIN_COUNT), "2")] * 2
-    assert recipe.run_waits(exp) == [f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={omp.SPIN_COUNT}"] * 2
+    assert recipe_log.run_waits(exp) == [f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={omp.SPIN_COUNT}"] * 2
     (exp / "waits.json").unlink()
-    assert recipe.run_waits(exp) == []  # no start trained here
+    assert recipe_log.run_waits(exp) == []  # no start trained here
     (exp / "train_log.jsonl").write_text("")
-    assert recipe.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=-"]
+    assert recipe_log.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=-"]
 
 
 def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed_one(
@@ -215,6 +215,6 @@ def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed
     exp = tmp_path / "pw-qifusion-s2-accents"
     assert recipe.train("pw-qifusion-s2-accents", threads=2, exp=exp) == 0
     assert (seen[0]["OMP_WAIT_POLICY"], seen[0]["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
-    assert recipe.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=0"]
+    assert recipe_log.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=0"]
     assert recipe.overrides("pw-qifusion-s2-accents") == recipe.overrides("new-qifusion-s2-accents")
     assert "pw" not in recipe.committed_recipes("qifusion")
