@@ -51,7 +51,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.accents_subsets import SUBSETS
-from benchmarks.recipe_log import curve, feature_minutes, log_records, run_cpus, run_threads, run_waits
+from benchmarks.recipe_log import (
+    curve,
+    feature_minutes,
+    log_records,
+    run_cpus,
+    run_paces,
+    run_threads,
+    run_waits,
+)
 from qifusion import omp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,10 +180,10 @@ def committed_recipes(system: str) -> list[str]:
 def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
           extra: list[str] | None = None) -> int:
     """Train (or resume) one run with ``threads`` torch threads; returns the exit code. Every start appends
-    its thread count, CPU model and OpenMP waits (:func:`waits`) to
-    ``EXP/NAME/threads.json``, ``cpus.json`` and ``waits.json`` (the result JSON reports them). ``exp``
-    (default ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of the run
-    elsewhere. Every checkpoint the run writes is hard-linked into ``EXP/NAME.archive`` as it trains
+    its thread count, CPU model, OpenMP waits (:func:`waits`) and the host's pace (:func:`host_pace`) to
+    ``EXP/NAME/threads.json``, ``cpus.json``, ``waits.json`` and ``pace.json`` (the result JSON reports
+    them). ``exp`` (default ``EXP/NAME``) and ``extra`` overrides (after the run's own): a re-training of
+    the run elsewhere. Every checkpoint the run writes is hard-linked into ``EXP/NAME.archive`` as it trains
     (:func:`benchmarks.average_window.keeping`)."""
     recipe, system, _ = parse(name)
     exp = exp or EXP / name
@@ -203,10 +211,30 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     wait = waits(recipe)  # the recipe's, whatever the caller's shell set
     (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(wait)]) + "\n")
     env = dict(os.environ, **wait, OMP_NUM_THREADS=str(threads))
+    (exp / "pace.json").write_text(json.dumps([*run_paces(exp), host_pace(threads, env)]) + "\n")
     from benchmarks.average_window import archive_of, keeping  # checkpoints kept for the averaging replay
 
     with open(exp.parent / f"{exp.name}.log", "a") as log, keeping(exp, archive_of(exp)):
         return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+# the host's pace: benchmarks.speed.encoder's train step (12 blocks, d144, 8 x 10 s; the developers' guide
+# measured WeNet's own encoder at 2.23 s on 2 threads), median of 3 after one warm-up: ~15 s at 2 threads
+PACE = ["-m", "benchmarks.speed.encoder", "--size", "small", "--parts", "train", "--repeats", "3"]
+
+
+def host_pace(threads: int, env: dict[str, str]) -> float | None:
+    """Seconds per train step of :data:`PACE` with ``threads`` torch threads and the run's environment
+    ``env``, measured just before a start: an hour's step count depends on the host's pace at the time
+    (sessions run on machines of one CPU name at different paces). None, with a line on stderr, where it
+    could not be measured (the run trains anyway)."""
+    cmd = [sys.executable, *PACE, "--threads", str(threads)]
+    try:
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=True)
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["train_step_s"])
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError) as e:
+        print(f"host pace not measured: {e}", file=sys.stderr)
+        return None
 
 
 def build_run_lm(model_dir: Path, corpus_dir: Path) -> Path:
@@ -276,6 +304,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
               "feature_minutes": feature_minutes(records), "omp_waits": sorted(set(run_waits(exp))),
+              "host_pace_s": run_paces(exp),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

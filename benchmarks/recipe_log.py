@@ -26,6 +26,14 @@ def run_cpus(exp: Path) -> list[str | None]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def run_paces(exp: Path) -> list[float | None]:
+    """The host's pace before each start of a run (``pace.json``, :func:`benchmarks.recipe.host_pace`:
+    seconds per small-encoder train step; None where it could not be measured); empty for runs trained
+    before 2026-12-07 17:00 UTC."""
+    path = exp / "pace.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def run_waits(exp: Path) -> list[str]:
     """How each start's OpenMP threads waited (``waits.json``); a run trained before ``waits.json`` existed
     (until 2026-12-07: the ``pw`` runs and every run before them) had passive waits without a spin (slower

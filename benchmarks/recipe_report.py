@@ -40,8 +40,13 @@ def load_results() -> list[dict[str, Any]]:
 
 
 def _cpus(r: dict[str, Any]) -> str:
-    """`` (AMD EPYC)``: the CPU model(s) a run trained on, where recorded; empty otherwise."""
-    return f" ({', '.join(r['cpus'])})" if r.get("cpus") else ""
+    """`` (AMD EPYC; pace 2.41 s)``: the CPU model(s) a run trained on and the host's pace before each
+    start (:func:`benchmarks.recipe.host_pace`), where recorded; empty otherwise."""
+    facts = [", ".join(r["cpus"])] if r.get("cpus") else []
+    paces = r.get("host_pace_s") or []
+    if paces:
+        facts.append("pace " + ", ".join("-" if p is None else f"{p:.2f}" for p in paces) + " s")
+    return f" ({'; '.join(facts)})" if facts else ""
 
 
 def _name(r: dict[str, Any]) -> str:
@@ -153,6 +158,10 @@ def render(runs: list[dict[str, Any]]) -> str:
              "average of the last N checkpoints; the decodes after the curve are of the final model. "
              "The CPU model where a run recorded it (runs from 2026-12-07 on) follows its thread count: "
              "the sessions of this project run on machines of different models, at different paces. "
+             "`pace`: seconds per train step of `python -m benchmarks.speed.encoder --size small --parts "
+             "train` (12 blocks, 8 x 10 s; WeNet's own encoder took 2.23 s on the developers' machine) at "
+             "the run's threads, measured just before each start (runs from 2026-12-07 17:00 UTC on): a "
+             "slower host gives an hour fewer steps. "
              "`accents@xxxxxxxx`: the fingerprint of the corpus's speakers table (`benchmarks.recipe."
              "corpus_fingerprint`); `accents` runs without one trained on the corpus before festival `kal` "
              "joined the train voices of `us` (docs/synth.md). Runs with `data.feature_cache_prefill` "

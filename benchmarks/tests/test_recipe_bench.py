@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -189,16 +190,21 @@ def test_accent_stream_measure_and_page_row(tiny_model_dir: Path, synth_corpus: 
 def test_training_runs_with_the_omp_waits_and_records_them(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each start trains with a short spin before sleeping, whatever the shell set, and says so in waits.json;
-    a run made before waits.json existed had passive waits without a spin."""
-    seen = []
+    a run made before waits.json existed had passive waits without a spin. Each start's host pace is measured
+    with the training's own threads and waits and kept in pace.json (None where it failed)."""
+    seen, paced = [], []
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setattr(recipe.subprocess, "call", lambda cmd, **kw: seen.append(kw["env"]) or 0)
+    monkeypatch.setattr(recipe, "host_pace", lambda threads, env: paced.append((threads, env)) or
+                        [2.5, None][len(paced) - 1])
     exp = tmp_path / "new-baseline-s0-accents"
-    assert recipe_log.run_waits(exp) == []
+    assert recipe_log.run_waits(exp) == [] and recipe_log.run_paces(exp) == []
     for _ in range(2):
         assert recipe.train("new-baseline-s0-accents", threads=2, exp=exp) == 0
     assert [(e["OMP_WAIT_POLICY"], e["GOMP_SPINCOUNT"], e["OMP_NUM_THREADS"]) for e in seen] == \
         [("PASSIVE", str(omp.SPIN_COUNT), "2")] * 2
+    assert [(t, e) for t, e in paced] == [(2, e) for e in seen]
+    assert recipe_log.run_paces(exp) == [2.5, None]
     assert recipe_log.run_waits(exp) == [f"OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={omp.SPIN_COUNT}"] * 2
     (exp / "waits.json").unlink()
     assert recipe_log.run_waits(exp) == []  # no start trained here
@@ -212,9 +218,31 @@ def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed
     Its seeds are not counted as the committed recipe's (the same seed trained twice would count twice)."""
     seen = []
     monkeypatch.setattr(recipe.subprocess, "call", lambda cmd, **kw: seen.append(kw["env"]) or 0)
+    monkeypatch.setattr(recipe, "host_pace", lambda threads, env: None)
     exp = tmp_path / "pw-qifusion-s2-accents"
     assert recipe.train("pw-qifusion-s2-accents", threads=2, exp=exp) == 0
     assert (seen[0]["OMP_WAIT_POLICY"], seen[0]["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
     assert recipe_log.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=0"]
     assert recipe.overrides("pw-qifusion-s2-accents") == recipe.overrides("new-qifusion-s2-accents")
     assert "pw" not in recipe.committed_recipes("qifusion")
+
+
+def test_host_pace_reads_the_encoder_benchmark_and_never_stops_a_run(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """The pace is the benchmark's train_step_s at the run's threads; a benchmark that fails or prints no
+    JSON gives None and a line naming why, and the page shows each start's pace beside the CPU."""
+    calls = []
+
+    def fake_run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess:
+        calls.append(cmd)
+        out = 'warming up\n{"train_step_s": 1.9731, "params_M": 6.6}\n' if len(calls) == 1 else "oops\n"
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(recipe.subprocess, "run", fake_run)
+    assert recipe.host_pace(2, {}) == 1.9731
+    assert calls[0][1:] == [*recipe.PACE, "--threads", "2"]
+    assert recipe.host_pace(1, {}) is None
+    assert "host pace not measured" in capsys.readouterr().err
+    row = {"cpus": ["AMD EPYC"], "host_pace_s": [1.9731, None]}
+    assert recipe_report._cpus(row) == " (AMD EPYC; pace 1.97, - s)"
+    assert recipe_report._cpus({"cpus": ["AMD EPYC"]}) == " (AMD EPYC)"
