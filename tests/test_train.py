@@ -182,6 +182,46 @@ def test_grad_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_1.pt", "epoch_2.pt"]
 
 
+class _Dtypes(_StandIn):
+    """Stand-in that records the dtype its linear layer computed in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, feats, feats_lens, tokens, token_lens, accents):
+        self.seen.append(self.lin(feats).dtype)
+        return super().forward(feats, feats_lens, tokens, token_lens, accents)
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [("none", torch.float32), ("bf16", torch.bfloat16),
+                                            ("fp16", torch.float32)])
+def test_bf16_autocast_trains_on_cpu_and_fp16_falls_back(tmp_path: Path, amp: str, dtype: torch.dtype,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """``train.amp: bf16`` runs the forward under a CPU bf16 autocast (weights, optimizer state and loss
+    stay float32); fp16 needs CUDA: float32 on CPU, with a warning."""
+    torch.manual_seed(0)
+    model = _Dtypes()
+    before = model.lin.weight.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="qifusion.train"):
+        state = _trainer(model, tmp_path, max_epochs=1, amp=amp).fit()
+    assert state.step == 4 and set(model.seen) == {dtype}
+    assert model.lin.weight.dtype == torch.float32 and not torch.equal(model.lin.weight, before)
+    assert ("fp16 needs CUDA" in caplog.text) == (amp == "fp16")
+
+
+def test_log_probs_are_float32_under_a_bf16_autocast() -> None:
+    """The CTC head and the decoder's sequence scores take their log-softmax in float32 (CPU autocast keeps
+    log_softmax in bf16: log-probs with 3 significant digits)."""
+    from qifusion.models.ctc import CTCHead
+
+    head = CTCHead(8, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp = head(torch.randn(2, 3, 8))
+    assert logp.dtype == torch.float32
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 3))
+
+
 class _WithParts(_StandIn):
     """Stand-in that also returns loss parts: ``loss_aid`` = call index, ``aid_acc`` = 0.5."""
 

@@ -86,9 +86,10 @@ class Trainer:
         self.progress = progress and dist_info.is_main
         self.state = TrainState()
         cuda = dist_info.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-        if cfg.amp != "none" and not cuda:
-            LOG.warning("train.amp=%s needs CUDA; training in float32 on CPU", cfg.amp)
+        amp = cuda or cfg.amp == "bf16"  # bf16 autocast on CPU too (oneDNN bf16 matmuls); fp16 needs CUDA
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if amp else None
+        if cfg.amp == "fp16" and not cuda:
+            LOG.warning("train.amp=fp16 needs CUDA; training in float32 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self._micro = 0  # micro-batches in the current accumulation cycle
