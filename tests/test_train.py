@@ -211,15 +211,20 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_falls_back(tmp_path: Path, amp: st
 
 
 def test_log_probs_are_float32_under_a_bf16_autocast() -> None:
-    """The CTC head and the decoder's sequence scores take their log-softmax in float32 (CPU autocast keeps
-    log_softmax in bf16: log-probs with 3 significant digits)."""
+    """The CTC head, the attention loss and the decoder's sequence scores take their log-softmax in float32
+    (CPU autocast keeps log_softmax in bf16: log-probs with 3 significant digits)."""
     from qifusion.models.ctc import CTCHead
+    from qifusion.models.decoder import label_smoothing_loss
 
     head = CTCHead(8, 5)
+    x, target = torch.randn(2, 3, 8), torch.tensor([[1, 2, -1], [4, 0, 3]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logp = head(torch.randn(2, 3, 8))
-    assert logp.dtype == torch.float32
+        logp = head(x)
+        logits = head.proj(x)
+        loss = label_smoothing_loss(logits, target, 0.1)
+    assert logp.dtype == torch.float32 and loss.dtype == torch.float32
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 3))
+    torch.testing.assert_close(loss, label_smoothing_loss(logits.float(), target, 0.1))
 
 
 class _WithParts(_StandIn):
