@@ -194,12 +194,20 @@ class _Dtypes(_StandIn):
         return super().forward(feats, feats_lens, tokens, token_lens, accents)
 
 
-@pytest.mark.parametrize(("amp", "dtype"), [("none", torch.float32), ("bf16", torch.bfloat16),
-                                            ("fp16", torch.float32)])
-def test_bf16_autocast_trains_on_cpu_and_fp16_falls_back(tmp_path: Path, amp: str, dtype: torch.dtype,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+AMP_CASES = [("none", True, torch.float32), ("bf16", True, torch.bfloat16), ("bf16", False, torch.float32),
+             ("fp16", True, torch.float32)]
+
+
+@pytest.mark.parametrize(("amp", "native", "dtype"), AMP_CASES)
+def test_bf16_autocast_trains_on_cpu_and_falls_back_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, amp: str,
+        native: bool, dtype: torch.dtype) -> None:
     """``train.amp: bf16`` runs the forward under a CPU bf16 autocast (weights, optimizer state and loss
-    stay float32); fp16 needs CUDA: float32 on CPU, with a warning."""
+    stay float32) where the CPU has native bf16 matmuls; without them, and for fp16 (CUDA only), it trains
+    in float32 with a warning saying why."""
+    from qifusion.train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
     torch.manual_seed(0)
     model = _Dtypes()
     before = model.lin.weight.detach().clone()
@@ -208,6 +216,7 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_falls_back(tmp_path: Path, amp: st
     assert state.step == 4 and set(model.seen) == {dtype}
     assert model.lin.weight.dtype == torch.float32 and not torch.equal(model.lin.weight, before)
     assert ("fp16 needs CUDA" in caplog.text) == (amp == "fp16")
+    assert ("bf16 needs native bf16 matmuls" in caplog.text) == (amp == "bf16" and not native)
 
 
 def test_log_probs_are_float32_under_a_bf16_autocast() -> None:
