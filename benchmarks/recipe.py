@@ -11,7 +11,8 @@ lr 2e-3, CTC weight 0.5, feature cache filled before training, batches bucketed 
 lengths), trained with torch's threads spinning briefly before they sleep (:mod:`qifusion.omp`); ``pw``
 is ``new`` trained with passive waits and no spin (slower steps, the same batches; Qifusion seed 2 had the
 same weights at every step both ways, the baseline's seed 2 not quite, docs/train.md "Threads": the seed-2
-main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``ba`` is
+main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``bf`` is
+``new`` under a bf16 autocast (``train.amp``: a candidate, not committed); ``ba`` is
 ``new`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
 batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
@@ -100,8 +101,11 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 # inside the training steps: the same batches and weights at every step, 6331 instead of 6511 steps in the
 # accents hour of baseline seed 2)
 BA = ["data.feature_cache_prefill=false"]
+# bf: the committed configs trained under a bf16 autocast (train.amp, oneDNN bf16 matmuls on this CPU's
+# AVX512-BF16; weights, optimizer and losses float32): a candidate for more steps in the hour
+BF = ["train.amp=bf16"]
 C5FC = [*C5, "data.feature_cache=true", *BA]  # c5fc: c5 with the fbank computed once per (utterance, speed)
-RECIPES = {"new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5,
+RECIPES = {"bf": BF, "new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5,
            "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
 # and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out

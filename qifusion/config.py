@@ -275,7 +275,7 @@ class TrainConfig:
     cooldown: float = 0.0
     grad_clip: float = 5.0
     accum_grad: int = 1
-    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
+    amp: str = "none"  # "none", "bf16" (CUDA, or CPU with bf16 matmuls) or "fp16" (CUDA only)
     log_interval: int = 50
     save_interval_steps: int = 0  # >0: write EXP/step_N.pt every N steps
     keep_checkpoints: int = 0  # 0 = keep all

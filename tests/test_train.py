@@ -182,6 +182,60 @@ def test_grad_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_1.pt", "epoch_2.pt"]
 
 
+class _Dtypes(_StandIn):
+    """Stand-in that records the dtype its linear layer computed in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, feats, feats_lens, tokens, token_lens, accents):
+        self.seen.append(self.lin(feats).dtype)
+        return super().forward(feats, feats_lens, tokens, token_lens, accents)
+
+
+AMP_CASES = [("none", True, torch.float32), ("bf16", True, torch.bfloat16), ("bf16", False, torch.float32),
+             ("fp16", True, torch.float32)]
+
+
+@pytest.mark.parametrize(("amp", "native", "dtype"), AMP_CASES)
+def test_bf16_autocast_trains_on_cpu_and_falls_back_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, amp: str,
+        native: bool, dtype: torch.dtype) -> None:
+    """``train.amp: bf16`` runs the forward under a CPU bf16 autocast (weights, optimizer state and loss
+    stay float32) where the CPU has native bf16 matmuls; without them, and for fp16 (CUDA only), it trains
+    in float32 with a warning saying why."""
+    from qifusion.train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
+    torch.manual_seed(0)
+    model = _Dtypes()
+    before = model.lin.weight.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="qifusion.train"):
+        state = _trainer(model, tmp_path, max_epochs=1, amp=amp).fit()
+    assert state.step == 4 and set(model.seen) == {dtype}
+    assert model.lin.weight.dtype == torch.float32 and not torch.equal(model.lin.weight, before)
+    assert ("fp16 needs CUDA" in caplog.text) == (amp == "fp16")
+    assert ("bf16 needs native bf16 matmuls" in caplog.text) == (amp == "bf16" and not native)
+
+
+def test_log_probs_are_float32_under_a_bf16_autocast() -> None:
+    """The CTC head, the attention loss and the decoder's sequence scores take their log-softmax in float32
+    (CPU autocast keeps log_softmax in bf16: log-probs with 3 significant digits)."""
+    from qifusion.models.ctc import CTCHead
+    from qifusion.models.decoder import label_smoothing_loss
+
+    head = CTCHead(8, 5)
+    x, target = torch.randn(2, 3, 8), torch.tensor([[1, 2, -1], [4, 0, 3]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp = head(x)
+        logits = head.proj(x)
+        loss = label_smoothing_loss(logits, target, 0.1)
+    assert logp.dtype == torch.float32 and loss.dtype == torch.float32
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 3))
+    torch.testing.assert_close(loss, label_smoothing_loss(logits.float(), target, 0.1))
+
+
 class _WithParts(_StandIn):
     """Stand-in that also returns loss parts: ``loss_aid`` = call index, ``aid_acc`` = 0.5."""
 

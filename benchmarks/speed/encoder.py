@@ -3,7 +3,8 @@
 Prints one JSON line ``{"train_step_s", "infer_10s_s", "stream_10s_s", "per_chunk_ms", "params_M"}``:
 
 - ``train_step_s``: forward + backward + AdamW step of encoder + linear CTC head (CTC loss, random
-  targets) on 8 x 1000 fbank frames (full context, dropout on).
+  targets) on 8 x 1000 fbank frames (full context, dropout on); with ``--amp bf16`` the forward runs
+  under a CPU bf16 autocast (as ``train.amp: bf16``).
 - ``infer_10s_s``: 1 x 1000 frames (10 s), full context, inference mode.
 - ``stream_10s_s`` / ``per_chunk_ms``: the same 10 s chunk by chunk (chunk 16 after sub-sampling, all
   history cached) through ``forward_chunk`` + CTC head; total and per chunk.
@@ -19,6 +20,7 @@ Example::
 
     .venv/bin/python -m benchmarks.speed.encoder --size small
     .venv/bin/python -m benchmarks.speed.encoder --size base --parts infer,stream --threads 1
+    .venv/bin/python -m benchmarks.speed.encoder --size small --parts train --amp bf16
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run(
     parts: set[str],
     profile: bool = False,
     chunk_threads: int = 0,
+    amp: str = "none",
 ) -> dict[str, float]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -73,8 +76,10 @@ def run(
     def train_step() -> None:
         enc.train()
         opt.zero_grad(set_to_none=True)
-        o = enc(feats, lens, chunk_size=-1)
-        logp = F.log_softmax(head(o.out), dim=-1).transpose(0, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            o = enc(feats, lens, chunk_size=-1)
+            logits = head(o.out)
+        logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
         out_lens = o.mask.sum(1)
         loss = F.ctc_loss(logp, targets, out_lens, target_lens, zero_infinity=True)
         loss.backward()
@@ -135,6 +140,7 @@ def main() -> None:
     ap.add_argument("--parts", default="train,infer,stream", help="comma list of train, infer, stream")
     ap.add_argument("--profile", action="store_true", help="print an op table of one streaming pass")
     ap.add_argument("--chunk-threads", type=int, default=0, help="threads per chunk step (0 = --threads)")
+    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="train step autocast")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"train", "infer", "stream"}:
@@ -148,6 +154,7 @@ def main() -> None:
         parts=parts,
         profile=args.profile,
         chunk_threads=args.chunk_threads,
+        amp=args.amp,
     )
     print(json.dumps(res))
 

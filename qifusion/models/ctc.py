@@ -15,7 +15,7 @@ class CTCHead(nn.Module):
         self.proj = nn.Linear(d_model, vocab_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.proj(x), dim=-1)
+        return F.log_softmax(self.proj(x).float(), dim=-1)  # float32 under a bf16 autocast too
 
     @staticmethod
     def loss(

@@ -54,6 +54,12 @@ class TrainState:
     dev: list[dict[str, Any]] = field(default_factory=list)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN: AVX512-BF16 or AMX); elsewhere a bf16 autocast
+    is emulated and slower than float32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class Trainer:
     """Runs epochs over ``train_loader``; ``evaluate(model)`` gives dev metrics (``dev_loss``, ...)."""
 
@@ -86,9 +92,11 @@ class Trainer:
         self.progress = progress and dist_info.is_main
         self.state = TrainState()
         cuda = dist_info.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-        if cfg.amp != "none" and not cuda:
-            LOG.warning("train.amp=%s needs CUDA; training in float32 on CPU", cfg.amp)
+        amp = cuda or (cfg.amp == "bf16" and cpu_has_bf16())  # a CPU bf16 autocast; fp16 needs CUDA
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if amp else None
+        if cfg.amp != "none" and not amp:
+            why = "needs CUDA" if cfg.amp == "fp16" else "needs native bf16 matmuls (AVX512-BF16, AMX) on CPU"
+            LOG.warning("train.amp=%s %s; training in float32", cfg.amp, why)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self._micro = 0  # micro-batches in the current accumulation cycle
