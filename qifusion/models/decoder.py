@@ -163,7 +163,7 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
     logits (B,L,V), target (B,L).
     """
     b, _, v = logits.shape
-    logp = torch.log_softmax(logits.float(), dim=-1)  # float32 under a bf16 autocast too
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     ignore = target == IGNORE_ID
     tgt = target.masked_fill(ignore, 0)
     conf = 1.0 - smoothing

@@ -394,7 +394,8 @@ class QifusionModel(nn.Module):
         lens: torch.Tensor,
     ) -> torch.Tensor:
         ys_in, ys_out = add_sos_eos(toks, lens, self.sos_eos)
-        logp = dec(mem, mmask, ys_in, lens + 1).float().log_softmax(-1)  # float32 under a bf16 autocast
+        logits = dec(mem, mmask, ys_in, lens + 1)
+        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)  # not bf16
         ok = ys_out >= 0
         tok_lp = logp.gather(-1, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (tok_lp * ok.to(tok_lp.dtype)).sum(1)
