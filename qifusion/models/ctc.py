@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 when it is in a lower precision (bf16/fp16 under an autocast), else as it is."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -20,7 +20,7 @@ class CTCHead(nn.Module):
         self.proj = nn.Linear(d_model, vocab_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(_at_least_float32(self.proj(x)), dim=-1)  # not bf16 under a bf16 autocast
+        return F.log_softmax(at_least_float32(self.proj(x)), dim=-1)  # not bf16 under a bf16 autocast
 
     @staticmethod
     def loss(

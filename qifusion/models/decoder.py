@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from qifusion.config import DecoderConfig
+from qifusion.models.ctc import at_least_float32
 from qifusion.models.mha import FeedForward, MultiHeadAttention
 
 IGNORE_ID = -1
@@ -163,7 +164,7 @@ def label_smoothing_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: 
     logits (B,L,V), target (B,L).
     """
     b, _, v = logits.shape
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    logp = torch.log_softmax(at_least_float32(logits), dim=-1)  # not bf16 under an autocast
     ignore = target == IGNORE_ID
     tgt = target.masked_fill(ignore, 0)
     conf = 1.0 - smoothing

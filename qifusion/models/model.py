@@ -22,7 +22,7 @@ from torch import nn
 from qifusion.config import ConfigError, ModelConfig
 from qifusion.models.aid import AccentClassifier, aid_accuracy, frame_evidence, utterance_posterior
 from qifusion.models.conformer import ConformerEncoder
-from qifusion.models.ctc import CTCHead
+from qifusion.models.ctc import CTCHead, at_least_float32
 from qifusion.models.decoder import (
     TransformerDecoder,
     add_sos_eos,
@@ -394,8 +394,7 @@ class QifusionModel(nn.Module):
         lens: torch.Tensor,
     ) -> torch.Tensor:
         ys_in, ys_out = add_sos_eos(toks, lens, self.sos_eos)
-        logits = dec(mem, mmask, ys_in, lens + 1)
-        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)  # not bf16
+        logp = at_least_float32(dec(mem, mmask, ys_in, lens + 1)).log_softmax(-1)  # not bf16
         ok = ys_out >= 0
         tok_lp = logp.gather(-1, ys_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return (tok_lp * ok.to(tok_lp.dtype)).sum(1)
