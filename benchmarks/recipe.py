@@ -12,7 +12,9 @@ lengths), trained with torch's threads spinning briefly before they sleep (:mod:
 is ``new`` trained with passive waits and no spin (slower steps, the same batches; Qifusion seed 2 had the
 same weights at every step both ways, the baseline's seed 2 not quite, docs/train.md "Threads": the seed-2
 main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``bf`` is
-``new`` under a bf16 autocast (``train.amp``: a candidate, not committed); ``ba`` is
+``new`` under a bf16 autocast (``train.amp``: a candidate, not committed; its first run,
+``bf-baseline-s3-accents``, trained with oneDNN's primitive cache at 32768 entries instead of 1024:
+speed and memory only, docs/train.md "bf16 on CPU"); ``ba`` is
 ``new`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
 batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
