@@ -10,8 +10,8 @@ same host. The batch shapes are those of a training hour: ``--epochs`` epochs of
 sampler on ``--data`` (batch size B, frames = the utterances' augmented seconds x 100, tokens L of the
 longest transcript), of which ``--steps`` are drawn (seeded); the features and tokens are random (a step's
 cost does not depend on them). Each value of ``--cache-capacities`` (oneDNN's primitive cache,
-``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, qifusion/omp.py) runs in a fresh process. Reported per capacity: mean
-seconds per step of each mode, their ratio, the peak RSS.
+``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, docs/train.md "bf16 on CPU") runs in a fresh process. Reported per
+capacity: mean seconds per step of each mode, their ratio, the peak RSS.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from typing import Any
 from benchmarks.speed.speed_common import command_line, machine_info, peak_rss_mb, run_worker
 
 
-def hour_shapes(config: str, data: str, *, epochs: int, seed: int) -> list[tuple[int, int, int]]:
+def hour_shapes(config: str, data: str, *, epochs: int,
+                seed: int) -> tuple[list[tuple[int, int, int]], int, int]:
     """(B, frames, tokens) of every training batch in ``epochs`` epochs of ``config`` on ``data`` (no audio
-    is read: the sampler's batches, the utterances' augmented seconds and tokenised transcripts)."""
+    is read: the sampler's batches, the utterances' augmented seconds and tokenised transcripts), and the
+    vocabulary size and accent count a model trained on ``data`` has."""
     from qifusion.config import load_config
     from qifusion.data.augment import augmented_seconds
     from qifusion.data.dataset import build_loader
@@ -43,22 +45,24 @@ def hour_shapes(config: str, data: str, *, epochs: int, seed: int) -> list[tuple
 
     cfg = load_config(config, [])
     utts = load_data_dir(Path(data), require_text=True, strict=False)
+    if any(u.duration is None for u in utts):
+        sys.exit(f"amp_ab: {data} needs the utterances' durations (utt2dur, or 'duration' in data.jsonl)")
+    accents = load_accents(utts)
     with tempfile.TemporaryDirectory() as tmp:
         tok = Tokenizer.build([u.text for u in utts], token_type=cfg.data.token_type,
                               bpe_vocab_size=cfg.data.bpe_vocab_size, workdir=Path(tmp))
-        loader = build_loader(utts, cfg=cfg.data, tokenizer=tok, accents=load_accents(utts), train=True,
-                              seed=seed, feature_cache=None)
+        loader = build_loader(utts, cfg=cfg.data, tokenizer=tok, accents=accents, train=True, seed=seed,
+                              feature_cache=None)
     by_id = {u.utt_id: u for u in utts}
-    if any(u.duration is None for u in utts):
-        sys.exit(f"amp_ab: {data} needs the utterances' durations (utt2dur, or 'duration' in data.jsonl)")
+    num_tokens = {u.utt_id: len(tok.encode(u.text)) for u in utts}
     shapes = []
     for epoch in range(1, epochs + 1):
         loader.set_epoch(epoch)
         for ids in loader.batch_utt_ids():
             secs = [augmented_seconds(by_id[i].duration, cfg=cfg.data, seed=seed, epoch=epoch, utt_id=i)
                     for i in ids]
-            shapes.append((len(ids), int(max(secs) * 100), max(len(tok.encode(by_id[i].text)) for i in ids)))
-    return shapes
+            shapes.append((len(ids), int(max(secs) * 100), max(num_tokens[i] for i in ids)))
+    return shapes, tok.vocab_size, len(accents)
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +74,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
-    model = QifusionModel(load_config(spec["config"], []).model, vocab_size=spec["vocab"], num_accents=9)
+    model = QifusionModel(load_config(spec["config"], []).model, vocab_size=spec["vocab"],
+                          num_accents=spec["accents"])
     if spec.get("init"):  # a trained model's weights: a step's cost may depend on them
         from qifusion.train.checkpoint import load_checkpoint
 
@@ -121,14 +126,13 @@ def main() -> None:
 
     if args.steps < 1 or args.epochs < 1:
         ap.error("--steps and --epochs must be >= 1")
-    shapes = hour_shapes(args.config, args.data, epochs=args.epochs, seed=args.seed)
+    shapes, vocab, accents = hour_shapes(args.config, args.data, epochs=args.epochs, seed=args.seed)
     drawn = random.Random(args.seed).choices(shapes, k=args.steps)
-    vocab = 31  # the accents preset's char units; the cost of a step hardly depends on it
     result: dict[str, Any] = {"command": command_line(), "machine": machine_info(), "config": args.config,
                               "data": args.data, "init": args.init or None, "hour_batches": len(shapes),
                               "distinct_shapes": len(set(shapes)), "runs": []}
     for capacity in [c for c in args.cache_capacities.split(",") if c]:
-        spec = {"config": args.config, "shapes": drawn, "vocab": vocab, "init": args.init}
+        spec = {"config": args.config, "shapes": drawn, "vocab": vocab, "accents": accents, "init": args.init}
         row = run_worker(__spec__.name, spec, threads=args.threads,
                          env={"ONEDNN_PRIMITIVE_CACHE_CAPACITY": capacity})
         print(f"amp_ab: cache {capacity}: float32 {row['float32_s_per_step']} s/step, bf16 "
