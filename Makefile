@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # flite, festival + festvox voices: the free voices of the `accents-free` corpus (docs/synth.md); the
 # non-free MBROLA voices of the full `accents` corpus are never installed here: `make voices-nonfree`.
+# libjemalloc2: the heap allocator `qifusion train` runs under where the system has it (qifusion/malloc.py)
 APT_PACKAGES := espeak-ng sox wordnet-base fortunes-min fortunes chromium chromium-driver \
 	flite festival festvox-kdlpc16k festvox-kallpc16k \
 	cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
-	zlib1g-dev libbz2-dev liblzma-dev
+	zlib1g-dev libbz2-dev liblzma-dev \
+	libjemalloc2
 # Free, but in Debian's contrib component, which many systems do not enable: installed when apt can see
 # it (the British voice `rab` of the accents corpora; `qifusion voices install-nonfree` enables contrib).
 APT_OPTIONAL := festvox-rablpc16k

@@ -14,7 +14,9 @@ same weights at every step both ways, the baseline's seed 2 not quite, docs/trai
 main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``bf`` is
 ``new`` under a bf16 autocast (``train.amp``: a candidate, not committed; its first run,
 ``bf-baseline-s3-accents``, trained with oneDNN's primitive cache at 32768 entries instead of 1024:
-speed and memory only, docs/train.md "bf16 on CPU"); ``ba`` is
+speed and memory only, docs/train.md "bf16 on CPU"); ``bfj`` is ``bf`` with jemalloc preloaded
+(:mod:`qifusion.malloc`; every other recipe's runs train with the system's malloc, as they did before
+``qifusion train`` preloaded jemalloc by itself, docs/train.md "Heap allocator"); ``ba`` is
 ``new`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
 batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
@@ -59,11 +61,12 @@ from benchmarks.recipe_log import (
     feature_minutes,
     log_records,
     run_cpus,
+    run_heaps,
     run_paces,
     run_threads,
     run_waits,
 )
-from qifusion import omp
+from qifusion import malloc, omp
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "exp" / "recipe"
@@ -105,10 +108,10 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 BA = ["data.feature_cache_prefill=false"]
 # bf: the committed configs trained under a bf16 autocast (train.amp, oneDNN bf16 matmuls on this CPU's
 # AVX512-BF16; weights, optimizer and losses float32): a candidate for more steps in the hour
-BF = ["train.amp=bf16"]
+BF = ["train.amp=bf16"]  # bfj: the same, trained with jemalloc preloaded (JEMALLOC below)
 C5FC = [*C5, "data.feature_cache=true", *BA]  # c5fc: c5 with the fbank computed once per (utterance, speed)
-RECIPES = {"bf": BF, "new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2, "c5": C5,
-           "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+RECIPES = {"bfj": BF, "bf": BF, "new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2,
+           "c5": C5, "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
 # and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out
 VARIANTS = {
@@ -124,6 +127,17 @@ ALL_RECIPES = {**RECIPES, **VARIANTS}
 # how a recipe's torch threads wait (qifusion/omp.py) where it differs from omp.wait_settings(): pw, passive
 # waits with no spin, as every run trained before 2026-12-07 11:00 UTC
 WAITS = {"pw": omp.wait_settings(spin_count=0)}
+JEMALLOC = {"bfj"}  # the recipes whose runs train with jemalloc preloaded (qifusion/malloc.py)
+
+
+def allocator(recipe: str) -> dict[str, str]:
+    """The variables that choose a recipe's heap allocator (:data:`JEMALLOC`, else the system's)."""
+    if recipe in JEMALLOC:
+        new = malloc.allocator_env({}, library=malloc.find_jemalloc())
+        if not new:
+            raise SystemExit(f"recipe {recipe} trains with jemalloc: apt install libjemalloc2")
+        return new
+    return {malloc.CHOICE: "system"}
 
 
 def waits(recipe: str) -> dict[str, str]:
@@ -173,14 +187,15 @@ def overrides(name: str) -> list[str]:
 
 def committed_recipes(system: str) -> list[str]:
     """The recipes whose runs of ``system`` train as the committed recipe does (``new`` and any recipe that
-    resolves to the same config with the same :func:`waits`, e.g. one adopted since): issue 17 counts their
-    seeds together."""
+    resolves to the same config with the same :func:`waits` and heap allocator, e.g. one adopted since):
+    issue 17 counts their seeds together."""
     from qifusion.config import load_config
 
     def resolved(recipe: str) -> Any:
         return load_config(ROOT / CONFIGS[system], RECIPES[recipe])
     new = resolved("new")
-    return [r for r in RECIPES if resolved(r) == new and waits(r) == waits("new")]
+    return [r for r in RECIPES if resolved(r) == new and waits(r) == waits("new")
+            and (r in JEMALLOC) == ("new" in JEMALLOC)]
 
 
 def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
@@ -218,6 +233,7 @@ def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | N
     (exp / "waits.json").write_text(json.dumps([*run_waits(exp), omp.describe(wait)]) + "\n")
     env = dict(os.environ, **wait, OMP_NUM_THREADS=str(threads))
     (exp / "pace.json").write_text(json.dumps([*run_paces(exp), host_pace(threads, env)]) + "\n")
+    env.update(allocator(recipe))  # after the pace: every run's pace is measured the same way
     from benchmarks.average_window import archive_of, keeping  # checkpoints kept for the averaging replay
 
     with open(exp.parent / f"{exp.name}.log", "a") as log, keeping(exp, archive_of(exp)):
@@ -310,7 +326,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "minutes_to_target": reached, "target_cer": TARGET_CER,
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
               "feature_minutes": feature_minutes(records), "omp_waits": sorted(set(run_waits(exp))),
-              "host_pace_s": run_paces(exp),
+              "heap_allocators": sorted(set(run_heaps(exp))), "host_pace_s": run_paces(exp),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

@@ -1,5 +1,5 @@
 """What a recipe run's experiment folder says about it (:mod:`benchmarks.recipe`): how each start trained
-(threads, CPU, OpenMP waits) and what it logged (dev curve, feature-cache minutes).
+(threads, CPU, OpenMP waits, heap allocator) and what it logged (dev curve, feature-cache minutes).
 
 Each reader takes the run's folder ``exp/recipe/RUN`` and reads only files the trainer or
 :func:`benchmarks.recipe.train` wrote there; a run trained before a file existed gets the value that held
@@ -42,6 +42,18 @@ def run_waits(exp: Path) -> list[str]:
     if path.exists():
         return json.loads(path.read_text())
     return [omp.describe({"OMP_WAIT_POLICY": "PASSIVE"})] if (exp / "train_log.jsonl").exists() else []
+
+
+def run_heaps(exp: Path) -> list[str]:
+    """The heap allocator of each start of a run, as ``train.log`` names it (``heap allocator: ...``,
+    :func:`qifusion.malloc.describe`); a start logged before the name existed (every run until 2026-12-07
+    23:00 UTC) ran with the system's malloc."""
+    path = exp / "train.log"
+    if not path.exists():
+        return []
+    starts = [line for line in path.read_text().splitlines() if " INFO model: " in line]
+    return [line.split("heap allocator: ", 1)[1].removesuffix(")") if "heap allocator: " in line else "system"
+            for line in starts]
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:

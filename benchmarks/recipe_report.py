@@ -14,6 +14,7 @@ DOC = ROOT / "docs" / "recipe.md"
 PLOT = ROOT / "docs" / "results" / "recipe_curves.png"
 EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they are all here)
+    ("bfj", "baseline"): "mediumblue", ("bfj", "qifusion"): "darkorange",
     ("bf", "baseline"): "indigo", ("bf", "qifusion"): "orangered",
     ("new", "baseline"): "darkviolet", ("new", "qifusion"): "deeppink",
     ("pw", "baseline"): "mediumorchid", ("pw", "qifusion"): "palevioletred",

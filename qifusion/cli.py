@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qifusion import omp
+from qifusion import malloc, omp
 from qifusion.decode.options import (  # torch-free: fast --help
     DEFAULT_BEAM,
     DEFAULT_CHUNK,
@@ -310,11 +310,21 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
 
 
+def _heap_allocator() -> None:
+    """Re-execute the console command under jemalloc where the system has it (qifusion/malloc.py)."""
+    try:
+        malloc.reexec_with_jemalloc()
+    except ValueError as e:  # a QIFUSION_MALLOC that is not a choice
+        raise UserError(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qifusion`` console script."""
     omp.apply_defaults(os.environ)  # before any command imports torch (qifusion/omp.py)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and argv is None and "torch" not in sys.modules:
+            _heap_allocator()  # may start this command again under jemalloc (qifusion/malloc.py)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"qifusion {args.command}: error: {e}", file=sys.stderr)

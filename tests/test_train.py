@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from qifusion import malloc
 from qifusion.cli import main
 from qifusion.config import TrainConfig
 from qifusion.errors import UserError
@@ -290,6 +291,9 @@ def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     log = (cut / "train.log").read_text()
     assert "resumed from " + str(cut / "step_") in log
+    # the console command re-executed itself under jemalloc where the system has it (qifusion/malloc.py)
+    heap = f"jemalloc ({malloc.find_jemalloc()})" if malloc.find_jemalloc() else "system"
+    assert f"heap allocator: {heap})" in log
     _assert_bitwise_equal(_weights(ref / "final" / "model.pt"), _weights(cut / "final" / "model.pt"))
     card = json.loads((cut / "final" / "card.json").read_text())
     assert card["steps"] == 12 and card["epochs"] >= 2

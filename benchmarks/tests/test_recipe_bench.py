@@ -227,6 +227,33 @@ def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed
     assert "pw" not in recipe.committed_recipes("qifusion")
 
 
+def test_the_heap_allocator_is_the_recipes_and_the_log_names_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bfj`` trains with jemalloc preloaded, every other recipe with the system's malloc (as their runs
+    did); the pace is measured the same way for both; each start's allocator is read from train.log."""
+    trained, paced = {}, []
+
+    def call(cmd: list[str], **kw: dict[str, str]) -> int:
+        trained[Path(cmd[cmd.index("--exp") + 1]).name] = kw["env"]
+        return 0
+
+    monkeypatch.setattr(recipe.malloc, "find_jemalloc", lambda: "/x/libjemalloc.so.2")
+    monkeypatch.setattr(recipe.subprocess, "call", call)
+    monkeypatch.setattr(recipe, "host_pace", lambda threads, env: paced.append(dict(env)))
+    for name in ("bfj-baseline-s3-accents", "new-baseline-s3-accents"):
+        assert recipe.train(name, threads=2, exp=tmp_path / name) == 0
+    bfj, new = trained["bfj-baseline-s3-accents"], trained["new-baseline-s3-accents"]
+    assert bfj["LD_PRELOAD"].split()[0] == "/x/libjemalloc.so.2"
+    assert bfj["MALLOC_CONF"] == recipe.malloc.JEMALLOC_CONF
+    assert new["QIFUSION_MALLOC"] == "system" and "jemalloc" not in new.get("LD_PRELOAD", "")
+    assert len(paced) == 2 and all("jemalloc" not in env.get("LD_PRELOAD", "") for env in paced)
+    assert "bfj" not in recipe.committed_recipes("baseline")
+    start = "2026 [rank 0] INFO model: 3.76M parameters on cpu, world size 1, 2 threads (OMP_WAIT_POLICY=-"
+    heap = "heap allocator: jemalloc (/x/libjemalloc.so.2)"
+    (tmp_path / "train.log").write_text(f"{start})\n{start}; {heap})\n")
+    assert recipe_log.run_heaps(tmp_path) == ["system", "jemalloc (/x/libjemalloc.so.2)"]
+
+
 def test_host_pace_reads_the_encoder_benchmark_and_never_stops_a_run(monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """The pace is the benchmark's train_step_s at the run's threads; a benchmark that fails or prints no

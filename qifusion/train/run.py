@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qifusion import omp
+from qifusion import malloc, omp
 from qifusion.config import Config, ConfigError, load_config, save_config, to_dict
 from qifusion.data.feature_cache import CACHE_DIR_NAME
 from qifusion.data.synth_accents import corpus_licences
@@ -219,8 +219,9 @@ def _train(
         LOG.info("--init %s: %s", init_src.path, report.summary())
     model.to(info.device)
     n_params = sum(p.numel() for p in model.parameters())
-    LOG.info("model: %.2fM parameters on %s, world size %d, %d threads (%s)", n_params / 1e6, info.device,
-             info.world_size, torch.get_num_threads(), omp.describe(os.environ))
+    LOG.info("model: %.2fM parameters on %s, world size %d, %d threads (%s; heap allocator: %s)",
+             n_params / 1e6, info.device, info.world_size, torch.get_num_threads(), omp.describe(os.environ),
+             malloc.describe())
     ddp_model: torch.nn.Module = model
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
