@@ -26,7 +26,7 @@ from pathlib import Path
 CHOICE = "QIFUSION_MALLOC"  # "jemalloc" (default: when found) or "system"
 CHOICES = ("jemalloc", "system")
 # never hand freed pages back to the system (they would be faulted in again on the next step), as Intel's
-# PyTorch CPU tuning guide sets it; the heap stays at the run's peak (~2 GB for the small configs)
+# PyTorch CPU tuning guide sets it; the cost is memory (a bf16 hour of the small configs grew to 8.8 GB)
 JEMALLOC_CONF = "background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 LIBRARY = "libjemalloc.so.2"
 # Debian/Ubuntu (apt install libjemalloc2), Fedora/RHEL (jemalloc), conda and virtualenv prefixes
