@@ -63,8 +63,10 @@ def allocator_env(env: Mapping[str, str], *, library: str | None) -> dict[str, s
 def reexec_with_jemalloc(env: MutableMapping[str, str] = os.environ) -> None:
     """Replace this process by the same command line under jemalloc (:func:`allocator_env`), once; return
     when there is nothing to change. Call before torch loads: the command is started again from scratch."""
+    if env.get("QIFUSION_MALLOC_REEXEC"):  # the guard: never loop if the preload did not take
+        return
     new = allocator_env(env, library=find_jemalloc())
-    if not new or env.get("QIFUSION_MALLOC_REEXEC"):  # the guard: never loop if the preload did not take
+    if not new:
         return
     env.update(new, QIFUSION_MALLOC_REEXEC="1")
     sys.stdout.flush()

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.recipe_log import log_records, run_heaps
 from benchmarks.speed.speed_common import ROOT, command_line, machine_info
 from qifusion import omp
 
@@ -93,15 +94,13 @@ def start(run: Path, ckpt: Path, *, data: Path, step: int, steps: int, threads: 
     if proc.returncode != 0:
         log = (workdir / "train.out").read_text()[-3000:]
         sys.exit(f"resume_pace: {variant}: qifusion train failed:\n{log}")
-    recs = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
-    train = [r for r in recs if r.get("kind") == "train" and r["step"] > step]
+    train = [r for r in log_records(exp) if r.get("kind") == "train" and r["step"] > step]
     if not train or train[-1]["step"] != step + steps:  # e.g. the run's train.max_minutes spent first
         sys.exit(f"resume_pace: {variant}: training stopped before step {step + steps}: an earlier --step?")
     pace = [r["audio_per_s"] for r in train]
-    heap = next((line.split("heap allocator: ")[1].removesuffix(")") for line in
-                 (exp / "train.log").read_text().splitlines() if "heap allocator: " in line), "?")
-    return {"variant": variant, "heap": heap, "audio_per_s": round(statistics.mean(pace[1:]), 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "records": [round(p, 1) for p in pace]}
+    return {"variant": variant, "heap": run_heaps(exp)[-1],
+            "audio_per_s": round(statistics.mean(pace[1:]), 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "records": [round(p, 1) for p in pace]}
 
 
 def main() -> None:
