@@ -1,6 +1,6 @@
 """Which average of checkpoints should end a run? (issue 17)
 
-    python -m benchmarks.average_window new-baseline-s2-accents  # a finished run: dev CER of each rule
+    python -m benchmarks.average_window fp-baseline-s2-accents  # a finished run: dev CER of each rule
 
 A run of :mod:`benchmarks.recipe` keeps the newest ``train.keep_checkpoints`` step and epoch checkpoints
 (2 + 2, one every 250 steps and one per epoch) and ends on the average of the newest ``train.average_last``

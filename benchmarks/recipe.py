@@ -8,16 +8,19 @@
 
 A run is ``RECIPE-SYSTEM-sSEED``: ``new`` is ``conf/{baseline,qifusion}_small.yaml`` as committed (peak
 lr 2e-3, CTC weight 0.5, feature cache filled before training, batches bucketed by their augmented
-lengths), trained with torch's threads spinning briefly before they sleep (:mod:`qifusion.omp`); ``pw``
-is ``new`` trained with passive waits and no spin (slower steps, the same batches; Qifusion seed 2 had the
-same weights at every step both ways, the baseline's seed 2 not quite, docs/train.md "Threads": the seed-2
-main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``bf`` is
-``new`` under a bf16 autocast (``train.amp``: a candidate, not committed; its first run,
-``bf-baseline-s3-accents``, trained with oneDNN's primitive cache at 32768 entries instead of 1024:
-speed and memory only, docs/train.md "bf16 on CPU"); ``bfj`` is ``bf`` with jemalloc preloaded
-(:mod:`qifusion.malloc`; every other recipe's runs train with the system's malloc, as they did before
-``qifusion train`` preloaded jemalloc by itself, docs/train.md "Heap allocator"); ``ba`` is
-``new`` with the cache filled on first use, inside the training steps (the committed
+lengths, a bf16 autocast where the CPU has bf16 matmuls and float32 elsewhere), trained with the heap
+allocator ``qifusion train`` picks (jemalloc under the bf16 autocast, :mod:`qifusion.malloc`) and torch's
+threads spinning briefly before they sleep (:mod:`qifusion.omp`); ``bfj`` is the same under jemalloc
+without page decay (its first run was made before the configs adopted bf16); ``bf`` is ``bfj`` under the
+system's malloc (its run, ``bf-baseline-s3-accents``, trained with oneDNN's primitive cache at 32768
+entries instead of 1024: speed and memory only, docs/train.md "bf16 on CPU"); ``fp`` is the committed
+configs before 2026-12-08 02:00 UTC: float32 steps under the system's malloc (its runs were named
+``new-*`` until then; every recipe below trained in float32 under the system's malloc too, before
+``qifusion train`` preloaded jemalloc by itself, docs/train.md "Heap allocator"); ``pw`` is ``fp``
+trained with passive waits and no spin (slower steps, the same batches; Qifusion seed 2 had the same
+weights at every step both ways, the baseline's seed 2 not quite, docs/train.md "Threads": the seed-2
+main runs until 2026-12-07 11:00 UTC, named ``new-*`` until then, and every run before them); ``ba`` is
+``fp`` with the cache filled on first use, inside the training steps (the committed
 configs on 2026-12-07 until 06:00 UTC; its runs were named ``new-*`` until then); ``c5fc`` is ``ba`` with
 batches bucketed by the utterances' own lengths (the committed configs before 2026-12-07, its runs were
 named ``new-*`` until then); ``lr1`` is the recipe
@@ -63,6 +66,7 @@ from benchmarks.recipe_log import (
     run_cpus,
     run_heaps,
     run_paces,
+    run_precisions,
     run_threads,
     run_waits,
 )
@@ -83,7 +87,10 @@ CONFIGS = {"baseline": "conf/baseline_small.yaml", "qifusion": "conf/qifusion_sm
 # frames once speed perturbation and silence padding stretch them; docs/train.md)
 PADDED = ["data.bucket_augmented=false", "data.num_buckets=10"]
 # c3: the committed configs before the CTC weight moved to 0.5 and the feature cache was switched on
-C3 = ["model.ctc_weight=0.3", "data.feature_cache=false", *PADDED]
+# fp: the committed configs before 2026-12-08 02:00 UTC: float32 steps (every recipe below trained so), under
+# the system's malloc (allocator() below)
+FP = ["train.amp=none"]
+C3 = [*FP, "model.ctc_weight=0.3", "data.feature_cache=false", *PADDED]
 # lr1: the committed recipe before the peak lr moved to 2e-3 (docs/train.md "Recipe")
 LR1 = [*C3, "train.lr=0.001"]
 # lr2 / lr4: lr1 with twice / four times the peak learning rate: the accents hour underfits
@@ -106,12 +113,13 @@ C5 = [*LR2, "model.ctc_weight=0.5"]  # c5: lr2 with CTC weight 0.5 instead of 0.
 # inside the training steps: the same batches and weights at every step, 6331 instead of 6511 steps in the
 # accents hour of baseline seed 2)
 BA = ["data.feature_cache_prefill=false"]
-# bf: the committed configs trained under a bf16 autocast (train.amp, oneDNN bf16 matmuls on this CPU's
-# AVX512-BF16; weights, optimizer and losses float32): a candidate for more steps in the hour
-BF = ["train.amp=bf16"]  # bfj: the same, trained with jemalloc preloaded (JEMALLOC below)
+# bf: a bf16 autocast (train.amp, oneDNN bf16 matmuls where the CPU has AVX512-BF16 or AMX; weights,
+# optimizer and losses float32) under the system's malloc; bfj: the same under jemalloc, as the committed
+# configs now train (their first run, bfj-baseline-s3-accents, was made before they were adopted)
+BF = ["train.amp=bf16"]
 C5FC = [*C5, "data.feature_cache=true", *BA]  # c5fc: c5 with the fbank computed once per (utterance, speed)
-RECIPES = {"bfj": BF, "bf": BF, "new": [], "pw": [], "ba": BA, "lr1": LR1, "lr2": LR2, "lr4": LR4, "cd2": CD2,
-           "c5": C5, "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
+RECIPES = {"bfj": BF, "bf": BF, "new": [], "fp": FP, "pw": FP, "ba": [*FP, *BA], "lr1": LR1, "lr2": LR2,
+           "lr4": LR4, "cd2": CD2, "c5": C5, "c5fc": C5FC, "v6": V6, "v5": V5, "v3": V3, "old": OLD}
 # results v2's one-seed variants of the committed configs (issue 21, benchmarks/accuracy/v2.py), trained
 # and checked for convergence as every run here; docs/recipe.md, a page about recipes, leaves them out
 VARIANTS = {
@@ -127,17 +135,16 @@ ALL_RECIPES = {**RECIPES, **VARIANTS}
 # how a recipe's torch threads wait (qifusion/omp.py) where it differs from omp.wait_settings(): pw, passive
 # waits with no spin, as every run trained before 2026-12-07 11:00 UTC
 WAITS = {"pw": omp.wait_settings(spin_count=0)}
-JEMALLOC = {"bfj"}  # the recipes whose runs train with jemalloc preloaded (qifusion/malloc.py)
 
 
 def allocator(recipe: str) -> dict[str, str]:
-    """The variables that choose a recipe's heap allocator (:data:`JEMALLOC`, else the system's)."""
-    if recipe in JEMALLOC:
-        new = malloc.allocator_env({}, library=malloc.find_jemalloc())
-        if not new:
-            raise SystemExit(f"recipe {recipe} trains with jemalloc: apt install libjemalloc2")
-        return new
-    return {malloc.CHOICE: "system"}
+    """The variables that choose a recipe's heap allocator (``QIFUSION_MALLOC``, qifusion/malloc.py): the
+    committed recipe and its :data:`VARIANTS` as ``qifusion train`` chooses by itself (``auto``: jemalloc
+    under a CPU bf16 autocast); ``bfj`` under jemalloc without page decay, as its run trained (a missing
+    library stops the run); every other recipe under the system's malloc, as its runs trained."""
+    if recipe == "bfj":
+        return {malloc.CHOICE: "jemalloc", "MALLOC_CONF": malloc.NO_DECAY_CONF}
+    return {malloc.CHOICE: "auto" if recipe == "new" or recipe in VARIANTS else "system"}
 
 
 def waits(recipe: str) -> dict[str, str]:
@@ -187,15 +194,19 @@ def overrides(name: str) -> list[str]:
 
 def committed_recipes(system: str) -> list[str]:
     """The recipes whose runs of ``system`` train as the committed recipe does (``new`` and any recipe that
-    resolves to the same config with the same :func:`waits` and heap allocator, e.g. one adopted since):
+    resolves to the same config with the same :func:`waits` and heap allocator, e.g. one adopted since;
+    jemalloc with or without page decay counts as one):
     issue 17 counts their seeds together."""
     from qifusion.config import load_config
 
     def resolved(recipe: str) -> Any:
         return load_config(ROOT / CONFIGS[system], RECIPES[recipe])
+
+    def heap(recipe: str) -> str:  # auto is jemalloc for a bf16 config (on the CPUs that compute bf16)
+        choice = allocator(recipe)[malloc.CHOICE]
+        return "jemalloc" if choice == "auto" and resolved(recipe).train.amp == "bf16" else choice
     new = resolved("new")
-    return [r for r in RECIPES if resolved(r) == new and waits(r) == waits("new")
-            and (r in JEMALLOC) == ("new" in JEMALLOC)]
+    return [r for r in RECIPES if resolved(r) == new and waits(r) == waits("new") and heap(r) == heap("new")]
 
 
 def train(name: str, *, core: int | None = None, threads: int = 1, exp: Path | None = None,
@@ -327,6 +338,7 @@ def evaluate(name: str, *, note: str = "") -> dict[str, Any]:
               "converged": reached is not None, "curve": points, "final_averages": averaged, "dev": modes,
               "feature_minutes": feature_minutes(records), "omp_waits": sorted(set(run_waits(exp))),
               "heap_allocators": sorted(set(run_heaps(exp))), "host_pace_s": run_paces(exp),
+              "precisions": sorted(set(run_precisions(exp))),
               "accent_stream": accent_stream, **({"note": note} if note else {})}
     save_result(result)
     return result

@@ -1,5 +1,5 @@
 """What a recipe run's experiment folder says about it (:mod:`benchmarks.recipe`): how each start trained
-(threads, CPU, OpenMP waits, heap allocator) and what it logged (dev curve, feature-cache minutes).
+(threads, CPU, OpenMP waits, heap allocator, precision) and what it logged (dev curve, feature-cache minutes).
 
 Each reader takes the run's folder ``exp/recipe/RUN`` and reads only files the trainer or
 :func:`benchmarks.recipe.train` wrote there; a run trained before a file existed gets the value that held
@@ -54,6 +54,17 @@ def run_heaps(exp: Path) -> list[str]:
     starts = [line for line in path.read_text().splitlines() if " INFO model: " in line]
     return [line.split("heap allocator: ", 1)[1].removesuffix(")") if "heap allocator: " in line else "system"
             for line in starts]
+
+
+def run_precisions(exp: Path) -> list[str]:
+    """The training precision of each start of a run that logged it (``training precision: float32`` or
+    ``bf16 autocast``, :class:`qifusion.train.loop.Trainer`; ``train.amp: bf16`` trains in float32 where the
+    device has no native bf16); empty for runs trained before 2026-12-08 02:00 UTC."""
+    path = exp / "train.log"
+    if not path.exists():
+        return []
+    mark = " INFO training precision: "
+    return [line.split(mark, 1)[1] for line in path.read_text().splitlines() if mark in line]
 
 
 def log_records(exp: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ EXPLORE_PLOT = ROOT / "docs" / "results" / "recipe_explore.png"
 COLOURS = {  # one per (recipe, system) of benchmarks.recipe (a test checks they are all here)
     ("bfj", "baseline"): "mediumblue", ("bfj", "qifusion"): "darkorange",
     ("bf", "baseline"): "indigo", ("bf", "qifusion"): "orangered",
-    ("new", "baseline"): "darkviolet", ("new", "qifusion"): "deeppink",
+    ("new", "baseline"): "forestgreen", ("new", "qifusion"): "firebrick",
+    ("fp", "baseline"): "darkviolet", ("fp", "qifusion"): "deeppink",
     ("pw", "baseline"): "mediumorchid", ("pw", "qifusion"): "palevioletred",
     ("ba", "baseline"): "plum", ("ba", "qifusion"): "hotpink",
     ("lr1", "baseline"): "tab:blue", ("lr1", "qifusion"): "tab:orange",
@@ -42,12 +43,14 @@ def load_results() -> list[dict[str, Any]]:
 
 
 def _cpus(r: dict[str, Any]) -> str:
-    """`` (AMD EPYC; pace 2.41 s)``: the CPU model(s) a run trained on and the host's pace before each
-    start (:func:`benchmarks.recipe.host_pace`), where recorded; empty otherwise."""
+    """`` (AMD EPYC; pace 2.41 s; bf16 autocast)``: the CPU model(s) a run trained on, the host's pace
+    before each start (:func:`benchmarks.recipe.host_pace`) and the training precision, where recorded;
+    empty otherwise."""
     facts = [", ".join(r["cpus"])] if r.get("cpus") else []
     paces = r.get("host_pace_s") or []
     if paces:
         facts.append("pace " + ", ".join("-" if p is None else f"{p:.2f}" for p in paces) + " s")
+    facts += r.get("precisions") or []  # logged from 2026-12-08: "bf16 autocast" or "float32"
     return f" ({'; '.join(facts)})" if facts else ""
 
 

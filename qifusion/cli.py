@@ -310,11 +310,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
 
 
-def _heap_allocator() -> None:
-    """Re-execute the console command under jemalloc where the system has it (qifusion/malloc.py)."""
+def _heap_allocator(args: argparse.Namespace) -> None:
+    """Re-execute ``qifusion train`` under jemalloc when it will train under a CPU bf16 autocast (the
+    config's ``train.amp`` on a CPU with bf16 matmuls) or ``QIFUSION_MALLOC=jemalloc`` (qifusion/malloc.py).
+    A config that does not load is left to the command to report."""
+    from qifusion.config import load_config  # torch-free
+
     try:
-        malloc.reexec_with_jemalloc()
-    except ValueError as e:  # a QIFUSION_MALLOC that is not a choice
+        amp = load_config(args.config, args.set or []).train.amp
+    except UserError:  # a bad config: the train command reports it
+        amp = "none"
+    bf16 = args.device == "cpu" and amp == "bf16" and malloc.cpu_has_bf16()
+    try:
+        malloc.reexec_with_jemalloc(bf16_autocast=bf16)
+    except ValueError as e:  # a QIFUSION_MALLOC that is not a choice, or jemalloc asked for and missing
         raise UserError(str(e)) from None
 
 
@@ -324,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train" and argv is None and "torch" not in sys.modules:
-            _heap_allocator()  # may start this command again under jemalloc (qifusion/malloc.py)
+            _heap_allocator(args)  # may start this command again under jemalloc (qifusion/malloc.py)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"qifusion {args.command}: error: {e}", file=sys.stderr)

@@ -1,19 +1,23 @@
-"""Which heap allocator a training process runs with: jemalloc where the system has it (torch-free module).
+"""Which heap allocator a training process runs with: jemalloc under a CPU bf16 autocast, else the
+system's malloc (torch-free module).
 
 torch allocates every CPU tensor from the C heap (``c10::alloc_cpu`` -> ``posix_memalign``). A training
-hour of the small configs meets ~3000 distinct batch shapes, so glibc's heap fills with free chunks of
-every size, and a profile of a bf16 training step put ~12% of the main thread inside ``posix_memalign``.
-With jemalloc (size classes, per-thread caches) preloaded, training steps resumed from one checkpoint ran
-at 151 instead of ~125 s of audio per second under a bf16 autocast (hand-made starts; the committed
-benchmark, on a slower half hour of the host, was noisier); float32 steps were unchanged with
-``dirty_decay_ms:-1`` and 16% slower with jemalloc's default decay, which returns freed pages to the system
-and faults them in again. A bf16 hour under jemalloc held 8847 steps where float32 under glibc held 6158,
-and its trainer grew to 8.8 GB. Numbers and commands: docs/train.md "Heap allocator".
+hour of the small configs meets ~3000 distinct batch shapes, and a profile of a bf16 training step under
+glibc put ~12% of the main thread inside ``posix_memalign``. With jemalloc (size classes, per-thread
+caches) preloaded, bf16 steps resumed from one checkpoint ran at 142-155 instead of 120-130 s of audio per
+second, with jemalloc's default page decay as without decay (hand-made starts on an AVX512-BF16 CPU); a
+bf16 hour under jemalloc held 8847 steps where float32 under glibc held 6158. Float32 steps gain too little
+to pay for it: under jemalloc without decay as fast as under glibc (116 against 118-121, hand-made) or 11%
+faster (one start each on an AVX2 CPU), but its trainer grew by ~1.2 MB per step without end (8.8 GB after
+a bf16 hour); under its default decay, 16-20% slower than glibc (freed pages go back to the system and are
+faulted in again). Numbers and commands: docs/train.md "Heap allocator".
 
-A library must be loaded before the process starts to replace malloc, so ``qifusion train`` re-executes
-itself once with ``LD_PRELOAD`` set (:func:`reexec_with_jemalloc`), as PyTorch's own CPU launcher
-(``torch.backends.xeon.run_cpu --enable-jemalloc``) preloads it. ``QIFUSION_MALLOC=system`` keeps the
-system allocator; a user's own ``LD_PRELOAD`` of jemalloc or tcmalloc is left as it is.
+``QIFUSION_MALLOC``: ``auto`` (default) preloads jemalloc, with its default decay, when the run will train
+under a CPU bf16 autocast (``train.amp: bf16`` on a CPU with AVX512-BF16 or AMX, :func:`cpu_has_bf16`);
+``jemalloc`` always; ``system`` never. A library must be loaded before the process starts to replace malloc,
+so ``qifusion train`` re-executes itself once with ``LD_PRELOAD`` set (:func:`reexec_with_jemalloc`), as
+PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu --enable-jemalloc``) preloads it. A user's own
+``LD_PRELOAD`` of jemalloc or tcmalloc, and their ``MALLOC_CONF``, are left as they are.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
-CHOICE = "QIFUSION_MALLOC"  # "jemalloc" (default: when found) or "system"
-CHOICES = ("jemalloc", "system")
-# never hand freed pages back to the system (they would be faulted in again on the next step), as Intel's
-# PyTorch CPU tuning guide sets it; the cost is memory (a bf16 hour of the small configs grew to 8.8 GB)
-JEMALLOC_CONF = "background_thread:true,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+CHOICE = "QIFUSION_MALLOC"
+CHOICES = ("auto", "jemalloc", "system")  # auto (default): jemalloc under a CPU bf16 autocast
+# jemalloc's own page decay (freed pages go back to the system after ~10 s), with a background thread doing
+# the purging: bounded memory, and bf16 steps as fast as with no decay at all (which Intel's PyTorch CPU
+# tuning guide sets, "dirty_decay_ms:-1,muzzy_decay_ms:-1": the trainer grew by ~1.2 MB per step)
+JEMALLOC_CONF = "background_thread:true,metadata_thp:auto"
+NO_DECAY_CONF = f"{JEMALLOC_CONF},dirty_decay_ms:-1,muzzy_decay_ms:-1"  # as bfj-baseline-s3-accents trained
 LIBRARY = "libjemalloc.so.2"
 # Debian/Ubuntu (apt install libjemalloc2), Fedora/RHEL (jemalloc), conda and virtualenv prefixes
 SEARCH_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
@@ -44,28 +50,46 @@ def find_jemalloc(dirs: Sequence[str] = SEARCH_DIRS) -> str | None:
     return None
 
 
-def allocator_env(env: Mapping[str, str], *, library: str | None) -> dict[str, str]:
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX-BF16 in its ``/proc/cpuinfo`` flags),
+    read without torch; False where the file is missing."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    lines = (line for line in text.splitlines() if line.startswith("flags"))
+    flags = next((line.split(":", 1)[1].split() for line in lines), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def allocator_env(env: Mapping[str, str], *, library: str | None, bf16_autocast: bool) -> dict[str, str]:
     """The variables to add to ``env`` so that a new process runs with jemalloc ``library``: ``LD_PRELOAD``
     (prepended to the user's) and ``MALLOC_CONF`` (:data:`JEMALLOC_CONF` unless the user set it). Empty
-    when ``QIFUSION_MALLOC=system``, when ``LD_PRELOAD`` already names jemalloc or tcmalloc, off Linux, or
-    when ``library`` is None. ValueError for a ``QIFUSION_MALLOC`` other than :data:`CHOICES`."""
-    choice = env.get(CHOICE, "jemalloc")
+    when ``QIFUSION_MALLOC=system``, or ``auto`` (the default) and not ``bf16_autocast`` (the run will not
+    train under a CPU bf16 autocast), when ``LD_PRELOAD`` already names jemalloc or tcmalloc, off Linux, or
+    when ``library`` is None. ValueError for a ``QIFUSION_MALLOC`` other than :data:`CHOICES`, and for
+    ``QIFUSION_MALLOC=jemalloc`` without the library."""
+    choice = env.get(CHOICE, "auto")
     if choice not in CHOICES:
         raise ValueError(f"{CHOICE}={choice!r}: expected one of {', '.join(CHOICES)}")
     preload = env.get("LD_PRELOAD", "")
-    if (choice == "system" or library is None or not sys.platform.startswith("linux")
+    if (choice == "system" or (choice == "auto" and not bf16_autocast) or not sys.platform.startswith("linux")
             or any(name in preload for name in _PRELOADED)):
+        return {}
+    if library is None:
+        if choice == "jemalloc":
+            raise ValueError(f"{CHOICE}=jemalloc but {LIBRARY} is not installed (apt install libjemalloc2)")
         return {}
     return {"LD_PRELOAD": f"{library} {preload}".strip(),
             "MALLOC_CONF": env.get("MALLOC_CONF", JEMALLOC_CONF)}
 
 
-def reexec_with_jemalloc(env: MutableMapping[str, str] = os.environ) -> None:
+def reexec_with_jemalloc(env: MutableMapping[str, str] = os.environ, *, bf16_autocast: bool) -> None:
     """Replace this process by the same command line under jemalloc (:func:`allocator_env`), once; return
     when there is nothing to change. Call before torch loads: the command is started again from scratch."""
     if env.get("QIFUSION_MALLOC_REEXEC"):  # the guard: never loop if the preload did not take
         return
-    new = allocator_env(env, library=find_jemalloc())
+    new = allocator_env(env, library=find_jemalloc(), bf16_autocast=bf16_autocast)
     if not new:
         return
     env.update(new, QIFUSION_MALLOC_REEXEC="1")

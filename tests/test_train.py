@@ -22,7 +22,7 @@ from qifusion.cli import main
 from qifusion.config import TrainConfig
 from qifusion.errors import UserError
 from qifusion.train.ddp import DistInfo
-from qifusion.train.logs import MetricsLog
+from qifusion.train.logs import MetricsLog, resident_mb
 from qifusion.train.loop import Trainer
 from qifusion.train.scheduler import WarmupCosineLR, WarmupLR
 
@@ -212,9 +212,11 @@ def test_bf16_autocast_trains_on_cpu_and_falls_back_without_it(
     torch.manual_seed(0)
     model = _Dtypes()
     before = model.lin.weight.detach().clone()
-    with caplog.at_level(logging.WARNING, logger="qifusion.train"):
+    with caplog.at_level(logging.INFO, logger="qifusion.train"):
         state = _trainer(model, tmp_path, max_epochs=1, amp=amp).fit()
     assert state.step == 4 and set(model.seen) == {dtype}
+    precision = "float32" if dtype == torch.float32 else f"{amp} autocast"
+    assert f"training precision: {precision}" in caplog.text  # what benchmarks.recipe records per start
     assert model.lin.weight.dtype == torch.float32 and not torch.equal(model.lin.weight, before)
     assert ("fp16 needs CUDA" in caplog.text) == (amp == "fp16")
     assert ("bf16 needs native bf16 matmuls" in caplog.text) == (amp == "bf16" and not native)
@@ -262,6 +264,17 @@ def test_train_log_has_loss_parts_averaged_over_the_interval(tmp_path: Path,
     assert [(r["step"], r["loss_aid"], r["aid_acc"]) for r in train] == [(2, 1.5, 0.5)]
     assert "loss_ctc" not in train[0] and "loss_att" not in train[0]  # parts the model lacks are absent
     assert "step 2 loss" in caplog.text and "loss_aid 1.5000 aid_acc 0.5000" in caplog.text
+    # the process's resident memory (Linux): what a heap growing over hours would show
+    assert 10 < train[0]["rss_mb"] < 64 * 1024 and " GiB resident" in caplog.text
+
+
+def test_resident_mb_reads_statm_and_is_none_without_it(tmp_path: Path) -> None:
+    statm = tmp_path / "statm"
+    statm.write_text("100000 2560 300 1 0 2000 0\n")
+    assert resident_mb(statm) == 2560 * os.sysconf("SC_PAGE_SIZE") / 2**20
+    assert resident_mb(tmp_path / "missing") is None
+    statm.write_text("garbage\n")
+    assert resident_mb(statm) is None
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -286,14 +299,18 @@ def test_sigkill_then_resume_is_bitwise_identical(synth_corpus: Path, tmp_path: 
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (cut / "final").exists()
-    done = subprocess.run(_train_cmd(synth_corpus, cut, sets, resume=True), env=_env(), capture_output=True,
+    # the resumed start asks for jemalloc where the system has it: the console command re-executes itself
+    # under it (qifusion/malloc.py), and the weights do not depend on the allocator
+    lib = malloc.find_jemalloc()
+    env = dict(_env(), QIFUSION_MALLOC="jemalloc") if lib else _env()
+    done = subprocess.run(_train_cmd(synth_corpus, cut, sets, resume=True), env=env, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     log = (cut / "train.log").read_text()
     assert "resumed from " + str(cut / "step_") in log
-    # the console command re-executed itself under jemalloc where the system has it (qifusion/malloc.py)
-    heap = f"jemalloc ({malloc.find_jemalloc()})" if malloc.find_jemalloc() else "system"
-    assert f"heap allocator: {heap})" in log
+    # the first start trained in float32 under auto: the system's malloc (jemalloc is for bf16 autocasts)
+    starts = [line.split("heap allocator: ")[1] for line in log.splitlines() if "heap allocator: " in line]
+    assert starts == ["system)", f"jemalloc ({lib}))" if lib else "system)"]
     _assert_bitwise_equal(_weights(ref / "final" / "model.pt"), _weights(cut / "final" / "model.pt"))
     card = json.loads((cut / "final" / "card.json").read_text())
     assert card["steps"] == 12 and card["epochs"] >= 2

@@ -159,13 +159,31 @@ def targets(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
 
 
 def superseded(doc: Doc, results_dir: Path) -> None:
-    """Main runs of an earlier recipe (``RESULTS/superseded/*.json``): kept as records, never data points."""
+    """Main runs of an earlier recipe (``RESULTS/superseded/*.json``): kept as records, never data points;
+    their test numbers in a table of their own, as the runs table has them."""
     rows = [json.loads(p.read_text()) for p in sorted((results_dir / "superseded").glob("*.json"))]
     if rows:
         runs = [f"`{r['run']}` {'converged' if r['converged'] else 'failed'} (dev CER "
                 f"{r['dev_greedy_cer']:.1f}%, {r['final_step']} steps): {r['superseded']}" for r in rows]
         doc.p("**Superseded main runs** (an earlier recipe; records, not data points):",
               "; ".join(runs) + ".")
+        doc.p("Their test numbers (columns as in \"Runs\" below):")
+        doc.table(RUN_COLUMNS, [run_row(r) for r in sorted(rows, key=lambda r: (r["system"], r["seed"]))])
+
+
+RUN_COLUMNS = ["run", "steps", "dev CER", "greedy", "resc.", "resc. 16", "LM", "LM 16", "LM WER", "AID",
+               "AID 16"]
+
+
+def run_row(r: dict[str, Any], tag: str = "") -> list[str]:
+    """One row of :data:`RUN_COLUMNS`: a run's test CERs, LM WER and AID (full context and chunk 16)."""
+    c = [f2(run_cer(r, "test", k)) for k in (f"{GREEDY}@full", f"{RESC}@full", f"{RESC}@16",
+                                            f"{LM}@full", f"{LM}@16")]
+    lm = r["sets"]["test"]["modes"].get(f"{LM}@full", {})
+    aid = [aid_accuracy(r, "test", f"{RESC}@{c}") for c in ("full", "16")]
+    return [r["run"] + tag, str(r.get("final_step") or r["train"]["steps"]),
+            f"{r['dev_greedy_cer']:.1f}" + ("" if r["converged"] else " (failed)"), *c,
+            f2(lm.get("wer")), *(DASH if a is None else pct(a) for a in aid)]
 
 
 def per_run(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
@@ -173,18 +191,8 @@ def per_run(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:
     doc.p("Test split (speakers and source voices unseen in training). CER %; `LM` = attention rescoring",
           "of the CTC prefix beam with the run's word 4-gram LM (`lm_rescoring`); AID = utterance accent-ID",
           "accuracy of the same decode.")
-    rows = []
-    for r in main_group(runs):
-        tag = "" if r["seed"] in MAIN_SEEDS else " (extra seed)"
-        c = [f2(run_cer(r, "test", k)) for k in (f"{GREEDY}@full", f"{RESC}@full", f"{RESC}@16",
-                                                f"{LM}@full", f"{LM}@16")]
-        lm = r["sets"]["test"]["modes"].get(f"{LM}@full", {})
-        aid = [aid_accuracy(r, "test", f"{RESC}@{c}") for c in ("full", "16")]
-        rows.append([r["run"] + tag, str(r.get("final_step") or r["train"]["steps"]),
-                     f"{r['dev_greedy_cer']:.1f}" + ("" if r["converged"] else " (failed)"), *c,
-                     f2(lm.get("wer")), *(DASH if a is None else pct(a) for a in aid)])
-    doc.table(["run", "steps", "dev CER", "greedy", "resc.", "resc. 16", "LM", "LM 16", "LM WER",
-               "AID", "AID 16"], rows)
+    rows = [run_row(r, "" if r["seed"] in MAIN_SEEDS else " (extra seed)") for r in main_group(runs)]
+    doc.table(RUN_COLUMNS, rows)
 
 
 def per_accent(doc: Doc, runs: dict[str, dict[str, Any]]) -> None:

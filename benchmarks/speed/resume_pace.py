@@ -10,11 +10,14 @@ is ``qifusion train --resume`` from ``RUN.archive/step_STEP.pt`` (or ``RUN/step_
 own ``config.yaml``, for ``--steps`` optimizer steps of the same batches (exact resume), through the
 console command as a user runs it: its loader process, its feature cache (filled once, before the first
 variant, and shared), no dev passes, no checkpoints. A variant is space-separated ``amp=none|bf16`` (the
-run's ``train.amp``), ``malloc=system|jemalloc`` (``QIFUSION_MALLOC``, qifusion/malloc.py) and any
-``--set`` override (``data.num_workers=0``). The variants run in turn, ``--repeats`` rounds, the order
+run's ``train.amp``), ``malloc=system|jemalloc`` (``QIFUSION_MALLOC``, qifusion/malloc.py),
+``malloc_conf=...`` (jemalloc's ``MALLOC_CONF`` instead of qifusion's, e.g.
+``malloc_conf=background_thread:true,dirty_decay_ms:10000``) and any ``--set`` override
+(``data.num_workers=0``). The variants run in turn, ``--repeats`` rounds, the order
 reversed every other round, so the host's drift hits all of them. Reported per start: the mean of the
 trainer's logged ``audio_per_s`` (seconds of audio per second, one record per 25 steps) without the
-first record, and the trainer's peak RSS; per variant: the mean over its starts.
+first record, the trainer's peak RSS and its resident memory at each record (``rss_mb``, the trainer's
+own log); per variant: the mean over its starts.
 """
 
 from __future__ import annotations
@@ -46,12 +49,16 @@ def parse_variant(text: str) -> tuple[dict[str, str], list[str]]:
         key, eq, value = word.partition("=")
         if not eq or not value:
             raise ValueError(f"variant {text!r}: {word!r} is not KEY=VALUE")
-        if key in _KEYS:
+        if key == "malloc_conf":
+            keys[key] = value
+        elif key in _KEYS:
             if value not in _KEYS[key]:
                 raise ValueError(f"variant {text!r}: {key} must be one of {', '.join(_KEYS[key])}")
             keys[key] = value
         else:
             sets.append(word)
+    if "malloc_conf" in keys and keys["malloc"] != "jemalloc":
+        raise ValueError(f"variant {text!r}: malloc_conf needs malloc=jemalloc")
     return keys, sets
 
 
@@ -87,6 +94,8 @@ def start(run: Path, ckpt: Path, *, data: Path, step: int, steps: int, threads: 
         cmd += ["--set", s]
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     env.update(omp.wait_settings(), OMP_NUM_THREADS=str(threads), QIFUSION_MALLOC=keys["malloc"])
+    if "malloc_conf" in keys:
+        env["MALLOC_CONF"] = keys["malloc_conf"]
     with open(workdir / "train.out", "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # this start's own peak RSS (the loader's is less)
@@ -100,7 +109,7 @@ def start(run: Path, ckpt: Path, *, data: Path, step: int, steps: int, threads: 
     pace = [r["audio_per_s"] for r in train]
     return {"variant": variant, "heap": run_heaps(exp)[-1],
             "audio_per_s": round(statistics.mean(pace[1:]), 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "records": [round(p, 1) for p in pace]}
+            "records": [round(p, 1) for p in pace], "rss_mb": [r.get("rss_mb") for r in train]}
 
 
 def main() -> None:

@@ -153,3 +153,18 @@ def test_one_seed_sections_read_against_the_main_run_of_their_seed(tmp_path: Pat
     assert "`nofusion-qifusion-s2-accents`" not in text  # done
     # the main table lists main runs only
     assert "| nofusion-qifusion-s2-accents (extra seed)" not in text
+
+
+def test_superseded_main_runs_are_records_with_their_test_numbers_not_data_points(tmp_path: Path) -> None:
+    """A main run of an earlier recipe (``superseded/``) is listed with why, and its test numbers are shown
+    in a table of their own; the targets and the runs table do not count it."""
+    d = write(tmp_path / "res", result("baseline", 2, [2, 2, 2, 2]))
+    old = {**result("qifusion", 2, [1, 1, 1, 1], run="fp-qifusion-s2-accents"), "final_step": 6907,
+           "superseded": "float32 steps"}
+    write(d / "superseded", old)
+    text = v2_report.build(d).text()
+    assert "`fp-qifusion-s2-accents` converged (dev CER 19.5%, 6907 steps): float32 steps." in text
+    runs_table = text.split("## Runs")[1]
+    assert "| fp-qifusion-s2-accents | 6907 | 19.5 | 10.00 | 10.00 |" in text.split("## Runs")[0]
+    assert "fp-qifusion-s2-accents" not in runs_table
+    assert "finished: baseline 1/3, Qifusion 0/3" in text

@@ -40,8 +40,13 @@ def test_run_names_and_overrides() -> None:
     assert resolved("v5-qifusion-s0") == (1.0, 10, 0, 0)
     assert resolved("v3-qifusion-s0")[:2] == (1.0, 1)  # v3: SpecAugment from epoch 1
     # new (committed): lr 2e-3, CTC weight 0.5, feature cache filled before training, augmented-length
-    # buckets; ba: the cache filled on first use; c5fc: ba with own-length buckets (10 of them)
-    new, ba, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("new", "ba", "c5fc", "c5", "lr2"))
+    # buckets, bf16 autocast; fp: the same in float32; ba: fp with the cache filled on first use; c5fc: ba
+    # with own-length buckets (10 of them)
+    committed, fp = load("new-qifusion-s0-accents"), load("fp-qifusion-s0-accents")
+    assert (committed.train.amp, fp.train.amp) == ("bf16", "none")
+    fp.train.amp = "bf16"
+    assert fp == committed
+    new, ba, c5fc, c5, lr2 = (load(f"{r}-qifusion-s0-accents") for r in ("fp", "ba", "c5fc", "c5", "lr2"))
     assert (new.train.lr, new.model.ctc_weight, new.data.feature_cache) == (0.002, 0.5, True)
     assert (new.data.bucket_augmented, new.data.num_buckets) == (True, 30)
     assert [c.data.feature_cache_prefill for c in (new, ba, c5fc)] == [True, False, False]
@@ -51,7 +56,8 @@ def test_run_names_and_overrides() -> None:
     c5fc.data.bucket_augmented, c5fc.data.num_buckets = True, 30
     c5fc.data.feature_cache_prefill = True
     assert c5fc == new
-    assert recipe.committed_recipes("qifusion") == ["new"] == recipe.committed_recipes("baseline")
+    # bfj: the adopted recipe's first run, made before the configs carried it
+    assert recipe.committed_recipes("qifusion") == ["bfj", "new"] == recipe.committed_recipes("baseline")
     # c5: c5fc without the cache; lr2: c5 with CTC weight 0.3 (the configs before 2026-12-06's second change)
     assert (c5.model.ctc_weight, c5.data.feature_cache) == (0.5, False)
     c5.data.feature_cache = True
@@ -125,7 +131,7 @@ def test_recorded_exploration_and_page(tmp_path: Path, monkeypatch: pytest.Monke
     # until 2026-12-07; here it is made to again)
     other = {**result, "run": "c5fc-qifusion-s1", "recipe": "c5fc", "seed": 1, "converged": False}
     page2 = recipe_report.render([result, other])
-    assert "the committed qifusion config** (recipes new): 1 of 1 seeds" in page2
+    assert "the committed qifusion config** (recipes bfj, new): 1 of 1 seeds" in page2
     monkeypatch.setattr(recipe_report, "committed_recipes", lambda system: ["new", "c5fc"])
     assert ("**benchmark corpus, the committed qifusion config** (recipes new, c5fc): 1 of 2 seeds reached "
             "dev CER <= 20% within 60 minutes (seeds 0, 1).") in recipe_report.render([result, other])
@@ -223,35 +229,50 @@ def test_the_passive_waits_recipe_trains_without_a_spin_and_is_not_the_committed
     assert recipe.train("pw-qifusion-s2-accents", threads=2, exp=exp) == 0
     assert (seen[0]["OMP_WAIT_POLICY"], seen[0]["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
     assert recipe_log.run_waits(exp) == ["OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=0"]
-    assert recipe.overrides("pw-qifusion-s2-accents") == recipe.overrides("new-qifusion-s2-accents")
+    assert recipe.overrides("pw-qifusion-s2-accents") == recipe.overrides("fp-qifusion-s2-accents")
     assert "pw" not in recipe.committed_recipes("qifusion")
 
 
 def test_the_heap_allocator_is_the_recipes_and_the_log_names_it(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """``bfj`` trains with jemalloc preloaded, every other recipe with the system's malloc (as their runs
-    did); the pace is measured the same way for both; each start's allocator is read from train.log."""
+    """``new`` (the committed recipe) and its variants leave the allocator to ``qifusion train`` (``auto``:
+    jemalloc under a CPU bf16 autocast), ``bfj`` asks for jemalloc without page decay (as its run trained),
+    every other recipe for the system's malloc (as their runs did); the pace is measured the same way for
+    all; each start's allocator is read from train.log."""
     trained, paced = {}, []
 
     def call(cmd: list[str], **kw: dict[str, str]) -> int:
         trained[Path(cmd[cmd.index("--exp") + 1]).name] = kw["env"]
         return 0
 
-    monkeypatch.setattr(recipe.malloc, "find_jemalloc", lambda: "/x/libjemalloc.so.2")
     monkeypatch.setattr(recipe.subprocess, "call", call)
     monkeypatch.setattr(recipe, "host_pace", lambda threads, env: paced.append(dict(env)))
-    for name in ("bfj-baseline-s3-accents", "new-baseline-s3-accents"):
+    names = ("bfj-baseline-s3-accents", "new-baseline-s3-accents", "fp-baseline-s3-accents",
+             "oracle-baseline-s2-accents")
+    for name in names:
         assert recipe.train(name, threads=2, exp=tmp_path / name) == 0
-    bfj, new = trained["bfj-baseline-s3-accents"], trained["new-baseline-s3-accents"]
-    assert bfj["LD_PRELOAD"].split()[0] == "/x/libjemalloc.so.2"
-    assert bfj["MALLOC_CONF"] == recipe.malloc.JEMALLOC_CONF
-    assert new["QIFUSION_MALLOC"] == "system" and "jemalloc" not in new.get("LD_PRELOAD", "")
-    assert len(paced) == 2 and all("jemalloc" not in env.get("LD_PRELOAD", "") for env in paced)
-    assert "bfj" not in recipe.committed_recipes("baseline")
+    bfj, new, fp, oracle = (trained[name] for name in names)
+    assert (bfj["QIFUSION_MALLOC"], bfj["MALLOC_CONF"]) == ("jemalloc", recipe.malloc.NO_DECAY_CONF)
+    assert new["QIFUSION_MALLOC"] == oracle["QIFUSION_MALLOC"] == "auto" and "MALLOC_CONF" not in new
+    assert fp["QIFUSION_MALLOC"] == "system"
+    assert len(paced) == 4 and all("jemalloc" not in env.get("LD_PRELOAD", "") for env in paced)
+    assert "fp" not in recipe.committed_recipes("baseline")
     start = "2026 [rank 0] INFO model: 3.76M parameters on cpu, world size 1, 2 threads (OMP_WAIT_POLICY=-"
     heap = "heap allocator: jemalloc (/x/libjemalloc.so.2)"
     (tmp_path / "train.log").write_text(f"{start})\n{start}; {heap})\n")
     assert recipe_log.run_heaps(tmp_path) == ["system", "jemalloc (/x/libjemalloc.so.2)"]
+
+
+def test_the_precision_of_each_start_is_read_from_train_log_and_shown(tmp_path: Path) -> None:
+    """``train.amp: bf16`` trains in float32 on a CPU without bf16 matmuls: each start's logged precision is
+    recorded, and the page shows it beside the CPU; runs logged before the line existed show none."""
+    assert recipe_log.run_precisions(tmp_path) == []
+    info = "2026-12-08 02:00:00 [rank 0] INFO training precision: "
+    (tmp_path / "train.log").write_text(f"{info}float32\nother line\n{info}bf16 autocast\n")
+    assert recipe_log.run_precisions(tmp_path) == ["float32", "bf16 autocast"]
+    row = {"cpus": ["AMD EPYC"], "host_pace_s": [3.4], "precisions": ["float32"]}
+    assert recipe_report._cpus(row) == " (AMD EPYC; pace 3.40 s; float32)"
+    assert recipe_report._cpus({"cpus": ["AMD EPYC"]}) == " (AMD EPYC)"
 
 
 def test_host_pace_reads_the_encoder_benchmark_and_never_stops_a_run(monkeypatch: pytest.MonkeyPatch,

@@ -19,6 +19,14 @@ def test_parse_variant_splits_the_switches_from_the_overrides() -> None:
         parse_variant("amp")
 
 
+def test_parse_variant_takes_a_jemalloc_conf_only_with_jemalloc() -> None:
+    conf = "background_thread:true,dirty_decay_ms:10000"
+    assert parse_variant(f"malloc=jemalloc malloc_conf={conf}") == (
+        {"amp": "none", "malloc": "jemalloc", "malloc_conf": conf}, [])
+    with pytest.raises(ValueError, match="malloc_conf needs malloc=jemalloc"):
+        parse_variant(f"malloc_conf={conf}")
+
+
 def test_checkpoint_prefers_the_archive_and_names_what_is_missing(tmp_path: Path) -> None:
     run = tmp_path / "r"
     run.mkdir()

@@ -1,16 +1,17 @@
 """Training logs: ``EXP/train.log`` (text), TensorBoard events, and ``EXP/train_log.jsonl``.
 
 ``train_log.jsonl`` has one JSON object per line: ``{"kind": "train", "epoch", "step", "loss", "lr",
-"audio_per_s", ...}`` (plus the model's loss parts ``loss_ctc``, ``loss_att``, ``loss_aid``, ``aid_acc``,
-averaged over the interval) every ``log_interval`` steps and ``{"kind": "epoch", "epoch", "step", "dev_loss",
-"dev_cer", "dev_aid_acc", ...}`` after each epoch; :mod:`qifusion.train.plot` draws it. Only rank 0
-writes; other ranks get a logger that only prints warnings.
+"audio_per_s", "rss_mb", ...}`` (plus the model's loss parts ``loss_ctc``, ``loss_att``, ``loss_aid``,
+``aid_acc``, averaged over the interval) every ``log_interval`` steps and ``{"kind": "epoch", "epoch",
+"step", "dev_loss", "dev_cer", "dev_aid_acc", ...}`` after each epoch; :mod:`qifusion.train.plot` draws
+it. Only rank 0 writes; other ranks get a logger that only prints warnings.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,17 @@ def setup_text_logging(exp_dir: Path | None, *, rank: int) -> None:
         fh = logging.FileHandler(exp_dir / "train.log")
         fh.setFormatter(fmt)
         LOG.addHandler(fh)
+
+
+def resident_mb(statm: Path = Path("/proc/self/statm")) -> float | None:
+    """This process's resident memory in MiB (``/proc/self/statm``: pages x page size), or None where the
+    system has no such file. The training log records it so that a heap that grows over hours shows
+    (docs/train.md "Heap allocator")."""
+    try:
+        pages = int(statm.read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class MetricsLog:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from qifusion.config import TrainConfig
 from qifusion.train import checkpoint as ckpt
 from qifusion.train.ddp import DistInfo, all_reduce, average_gradients, barrier
-from qifusion.train.logs import LOG, MetricsLog
+from qifusion.train.logs import LOG, MetricsLog, resident_mb
 from qifusion.train.scheduler import Schedule
 
 # loss parts of the model's output dict that are logged next to the total (mean over the interval)
@@ -92,11 +92,18 @@ class Trainer:
         self.progress = progress and dist_info.is_main
         self.state = TrainState()
         cuda = dist_info.device.type == "cuda"
-        amp = cuda or (cfg.amp == "bf16" and cpu_has_bf16())  # a CPU bf16 autocast; fp16 needs CUDA
+        # bf16 where the device computes it natively (elsewhere it is emulated, slower than float32); fp16
+        # on CUDA only
+        if cfg.amp == "bf16":
+            amp = torch.cuda.is_bf16_supported(including_emulation=False) if cuda else cpu_has_bf16()
+        else:
+            amp = cuda
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if amp else None
         if cfg.amp != "none" and not amp:
-            why = "needs CUDA" if cfg.amp == "fp16" else "needs native bf16 matmuls (AVX512-BF16, AMX) on CPU"
+            why = ("needs CUDA" if cfg.amp == "fp16" else
+                   "needs native bf16 matmuls (CUDA compute capability >= 8.0, or AVX512-BF16 / AMX on CPU)")
             LOG.warning("train.amp=%s %s; training in float32", cfg.amp, why)
+        LOG.info("training precision: %s", "float32" if self.amp_dtype is None else f"{cfg.amp} autocast")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self._micro = 0  # micro-batches in the current accumulation cycle
@@ -374,12 +381,16 @@ class Trainer:
                "train_minutes": self.state.train_seconds / 60.0, "loss": w["loss"] / max(w["n"], 1),
                "lr": self.scheduler.get_last_lr()[0], "grad_norm": gnorm,
                "audio_per_s": w["audio"] / el, "skipped_nonfinite_loss": self.state.skipped_nonfinite_loss}
+        rss = resident_mb()
+        if rss is not None:
+            rec["rss_mb"] = round(rss)
         parts = {k: total / n for k, (total, n) in w["parts"].items() if n}
         rec.update(parts)
         self.metrics.write(rec)
         parts_text = "".join(f" {k} {v:.4f}" for k, v in parts.items())
-        LOG.info("epoch %d step %d loss %.4f%s lr %.3e %.1f s audio/s", rec["epoch"], rec["step"],
-                 rec["loss"], parts_text, rec["lr"], rec["audio_per_s"])
+        rss_text = f", {rss / 1024:.2f} GiB resident" if rss is not None else ""
+        LOG.info("epoch %d step %d loss %.4f%s lr %.3e %.1f s audio/s%s", rec["epoch"], rec["step"],
+                 rec["loss"], parts_text, rec["lr"], rec["audio_per_s"], rss_text)
         self._win = self._new_window()
 
 
