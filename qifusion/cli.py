@@ -316,13 +316,14 @@ def _heap_allocator(args: argparse.Namespace) -> None:
     A config that does not load is left to the command to report."""
     from qifusion.config import load_config  # torch-free
 
+    def bf16_autocast() -> bool:
+        try:
+            amp = load_config(args.config, args.set or []).train.amp
+        except UserError:  # a bad config: the train command reports it
+            return False
+        return args.device == "cpu" and amp == "bf16" and malloc.cpu_has_bf16()
     try:
-        amp = load_config(args.config, args.set or []).train.amp
-    except UserError:  # a bad config: the train command reports it
-        amp = "none"
-    bf16 = args.device == "cpu" and amp == "bf16" and malloc.cpu_has_bf16()
-    try:
-        malloc.reexec_with_jemalloc(bf16_autocast=bf16)
+        malloc.reexec_with_jemalloc(bf16_autocast=bf16_autocast)
     except ValueError as e:  # a QIFUSION_MALLOC that is not a choice, or jemalloc asked for and missing
         raise UserError(str(e)) from None
 

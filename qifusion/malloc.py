@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 CHOICE = "QIFUSION_MALLOC"
@@ -84,12 +84,15 @@ def allocator_env(env: Mapping[str, str], *, library: str | None, bf16_autocast:
             "MALLOC_CONF": env.get("MALLOC_CONF", JEMALLOC_CONF)}
 
 
-def reexec_with_jemalloc(env: MutableMapping[str, str] = os.environ, *, bf16_autocast: bool) -> None:
+def reexec_with_jemalloc(env: MutableMapping[str, str] = os.environ, *,
+                         bf16_autocast: Callable[[], bool]) -> None:
     """Replace this process by the same command line under jemalloc (:func:`allocator_env`), once; return
-    when there is nothing to change. Call before torch loads: the command is started again from scratch."""
+    when there is nothing to change. ``bf16_autocast`` says whether the run will train under a CPU bf16
+    autocast; it is asked only before the re-execution, not in the re-executed process. Call before torch
+    loads: the command is started again from scratch."""
     if env.get("QIFUSION_MALLOC_REEXEC"):  # the guard: never loop if the preload did not take
         return
-    new = allocator_env(env, library=find_jemalloc(), bf16_autocast=bf16_autocast)
+    new = allocator_env(env, library=find_jemalloc(), bf16_autocast=bf16_autocast())
     if not new:
         return
     env.update(new, QIFUSION_MALLOC_REEXEC="1")

@@ -84,3 +84,11 @@ def test_describe_reads_the_preloaded_library() -> None:
                                                                        bf16_autocast=True)),
                                ("system", {})]}
     assert run == {"jemalloc": f"jemalloc ({malloc.find_jemalloc()})", "system": "system"}
+
+
+def test_the_reexecuted_start_asks_nothing() -> None:
+    """The re-executed process (guard set) neither reads the config nor re-executes again."""
+    def ask() -> bool:
+        raise AssertionError("asked after the re-execution")
+    env = {"QIFUSION_MALLOC_REEXEC": "1", "QIFUSION_MALLOC": "jemalloc"}
+    malloc.reexec_with_jemalloc(env, bf16_autocast=ask)
